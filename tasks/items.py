@@ -1,0 +1,166 @@
+"""One work item: an input file parsed into a per-item xlsx artifact, or skipped if current.
+
+An item is named by its path relative to the input directory (``AA/wiki_00``); its artifact
+is ``<output>/items/AA/wiki_00.xlsx``. The artifact's ``meta`` sheet records the input's
+fingerprint, so a rerun skips items whose artifact is complete and whose input is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.parse import Document, parse_text
+from tasks.xlsx import AtomicWorkbook, read_sheet, sheet_names, split_cell, write_sheet
+
+ARTIFACT_FORMAT = "poolflow-item/1"
+ITEMS_DIR = "items"
+DOC_COLUMNS = ["line", "id", "url", "title"]
+
+
+class ItemError(Exception):
+    """An item that cannot be processed; the message names the file and the reason."""
+
+    def __init__(self, item: str, reason: str) -> None:
+        super().__init__(f"{item}: {reason}")
+        self.item = item
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ItemError], tuple[str, str]]:
+        return (type(self), (self.item, self.reason))
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What one item produced; one row of the report's ``summary`` sheet."""
+
+    item: str
+    status: str  # "done" (written now), "skipped" (artifact already current) or "failed"
+    documents: int = 0
+    characters: int = 0
+    text_columns: int = 1
+    warnings: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+def artifact_path(output_dir: Path, item: str) -> Path:
+    """Where the xlsx artifact of ``item`` lives; refuses names that escape the output."""
+    items_root = (output_dir / ITEMS_DIR).resolve()
+    path = (items_root / f"{item}.xlsx").resolve()
+    if not path.is_relative_to(items_root):
+        raise ItemError(item, "item name leads outside the output directory")
+    return path
+
+
+def text_columns_header(count: int) -> list[str]:
+    """``text``, ``text_2``, …: the headers of a text split over ``count`` cells."""
+    return ["text"] + [f"text_{n}" for n in range(2, count + 1)]
+
+
+def read_input(input_dir: Path, item: str, encoding: str = "utf-8") -> tuple[str, str]:
+    """Read and decode an item's file; return (text, sha256 of its bytes)."""
+    path = input_dir / item
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ItemError(item, "file vanished before it could be read") from None
+    except PermissionError:
+        raise ItemError(item, "permission denied") from None
+    except OSError as exc:
+        raise ItemError(item, f"cannot read: {exc.strerror or exc}") from None
+    if b"\x00" in data:
+        raise ItemError(item, "binary file (contains NUL bytes), not WikiExtractor text")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ItemError(
+            item, f"not valid {encoding} at byte {exc.start}; pass the right --encoding"
+        ) from None
+    return text, hashlib.sha256(data).hexdigest()
+
+
+def _meta(item: str, sha256: str, parser: str, encoding: str, result: ItemResult) -> dict[str, str]:
+    return {
+        "format": ARTIFACT_FORMAT,
+        "item": item,
+        "sha256": sha256,
+        "parser": parser,
+        "encoding": encoding,
+        "documents": str(result.documents),
+        "characters": str(result.characters),
+        "text_columns": str(result.text_columns),
+        "warnings": str(result.warnings),
+    }
+
+
+def read_meta(artifact: Path) -> dict[str, str]:
+    """The ``meta`` sheet of an artifact as a dict (empty if the file is not ours)."""
+    try:
+        if "meta" not in sheet_names(artifact):
+            return {}
+        return {str(row[0]): str(row[1]) for row in read_sheet(artifact, "meta")}
+    except Exception:  # a foreign or corrupt file is simply not current
+        return {}
+
+
+def _current_result(artifact: Path, item: str, sha256: str, parser: str, encoding: str) -> ItemResult | None:
+    """The recorded result if ``artifact`` is complete and was made from this exact input."""
+    if not artifact.exists():
+        return None
+    meta = read_meta(artifact)
+    wanted = {"format": ARTIFACT_FORMAT, "sha256": sha256, "parser": parser, "encoding": encoding}
+    if any(meta.get(key) != value for key, value in wanted.items()):
+        return None
+    return ItemResult(
+        item=item,
+        status="skipped",
+        documents=int(meta["documents"]),
+        characters=int(meta["characters"]),
+        text_columns=int(meta["text_columns"]),
+        warnings=int(meta["warnings"]),
+    )
+
+
+def _document_rows(documents: list[Document]) -> tuple[list[list[str | int]], int]:
+    rows: list[list[str | int]] = []
+    widest = 1
+    for doc in documents:
+        pieces = split_cell(doc.text)
+        widest = max(widest, len(pieces))
+        rows.append([doc.line, doc.id, doc.url, doc.title, *pieces])
+    return rows, widest
+
+
+def parse_item(
+    input_dir: str,
+    item: str,
+    output_dir: str,
+    parser: str = "exact",
+    encoding: str = "utf-8",
+) -> ItemResult:
+    """Parse ``input_dir/item`` into its xlsx artifact (atomically), unless already current."""
+    started = time.perf_counter()
+    artifact = artifact_path(Path(output_dir), item)
+    text, sha256 = read_input(Path(input_dir), item, encoding)
+    current = _current_result(artifact, item, sha256, parser, encoding)
+    if current is not None:
+        return current
+    parsed = parse_text(text, parser)
+    rows, widest = _document_rows(parsed.documents)
+    result = ItemResult(
+        item=item,
+        status="done",
+        documents=len(parsed.documents),
+        characters=sum(len(doc.text) for doc in parsed.documents),
+        text_columns=widest,
+        warnings=len(parsed.warnings),
+    )
+    with AtomicWorkbook(artifact) as workbook:
+        write_sheet(workbook, "docs", DOC_COLUMNS + text_columns_header(widest), rows)
+        write_sheet(workbook, "warnings", ["warning"], ([w] for w in parsed.warnings))
+        meta = _meta(item, sha256, parser, encoding, result)
+        write_sheet(workbook, "meta", ["key", "value"], meta.items())
+    return ItemResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 4)})

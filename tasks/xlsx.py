@@ -1,0 +1,187 @@
+"""Lossless xlsx tables: long text split across cells, sheets spilled by row capacity.
+
+Writing uses xlsxwriter in constant-memory mode (rows stream to disk); reading uses
+python-calamine. Every string is written with ``write_string``, so nothing becomes a
+formula, number or URL. The rules that keep values exact:
+
+- Excel holds at most 32,767 UTF-16 code units in a cell; longer text continues in the
+  next column (``text``, ``text_2``, …) and joining the pieces restores it.
+- A sheet holds 1,048,576 rows; later rows spill to ``docs_2``, ``docs_3``, ….
+- Control characters are stored as ``_xHHHH_`` escapes and a literal ``_xHHHH_`` is
+  escaped again; ``ExactWorksheet`` fixes xlsxwriter's escape of overlapping literals.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import xlsxwriter
+from python_calamine import CalamineWorkbook
+from xlsxwriter.worksheet import Worksheet
+
+EXCEL_CELL_LIMIT = 32_767  # UTF-16 code units per cell
+EXCEL_MAX_ROWS = 1_048_576  # rows per sheet, header included
+WORKBOOK_OPTIONS = {
+    "constant_memory": True,
+    "strings_to_formulas": False,
+    "strings_to_numbers": False,
+    "strings_to_urls": False,
+}
+
+Cell = str | int | float
+Row = Sequence[Cell]
+
+# Every underscore that starts an _xHHHH_ sequence is escaped, overlapping ones included
+# (xlsxwriter's own pattern misses "_x005F_x0041_"'s second sequence).
+_LITERAL_ESCAPE = re.compile(r"_(?=x[0-9a-fA-F]{4}_)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\ufffe\uffff]")
+
+
+def escape_for_xlsx(text: str) -> str:
+    """Escape ``text`` the way Excel stores it in XML (``_xHHHH_``)."""
+    if "_x" in text:
+        text = _LITERAL_ESCAPE.sub("_x005F_", text)
+    return _CONTROL.sub(lambda m: f"_x{ord(m.group()):04X}_", text)
+
+
+class ExactWorksheet(Worksheet):  # type: ignore[misc]
+    """A worksheet whose string escaping round-trips every literal ``_xHHHH_`` text."""
+
+    _escape_control_characters = staticmethod(escape_for_xlsx)
+
+
+def utf16_length(text: str) -> int:
+    """Length as Excel counts it: characters outside the BMP take two units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def split_cell(text: str, limit: int = EXCEL_CELL_LIMIT) -> list[str]:
+    """Cut ``text`` into pieces of at most ``limit`` UTF-16 units, never inside a character."""
+    if len(text) * 2 <= limit or utf16_length(text) <= limit:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(start + limit, len(text))
+        while (surplus := utf16_length(text[start:end]) - limit) > 0:
+            # Dropping n characters frees between n and 2n units (astral ones take two).
+            end -= (surplus + 1) // 2
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def spill_sheet_name(base: str, index: int) -> str:
+    """``docs``, ``docs_2``, ``docs_3``…: the name of the ``index``-th (0-based) sheet."""
+    return base if index == 0 else f"{base}_{index + 1}"
+
+
+def _write_row(sheet: Worksheet, row_index: int, row: Row) -> None:
+    for col, value in enumerate(row):
+        if isinstance(value, str):
+            if value:
+                sheet.write_string(row_index, col, value)
+        else:
+            sheet.write_number(row_index, col, value)
+
+
+def write_sheet(
+    workbook: xlsxwriter.Workbook,
+    base_name: str,
+    header: Sequence[str],
+    rows: Iterable[Row],
+    max_rows: int = EXCEL_MAX_ROWS,
+) -> int:
+    """Stream ``rows`` under ``header`` into ``base_name`` and its spill sheets; return the row count."""
+    sheet_index = 0
+    sheet = workbook.add_worksheet(base_name, worksheet_class=ExactWorksheet)
+    _write_row(sheet, 0, header)
+    row_in_sheet = 1
+    count = 0
+    for row in rows:
+        if row_in_sheet == max_rows:
+            sheet_index += 1
+            sheet = workbook.add_worksheet(
+                spill_sheet_name(base_name, sheet_index), worksheet_class=ExactWorksheet
+            )
+            _write_row(sheet, 0, header)
+            row_in_sheet = 1
+        _write_row(sheet, row_in_sheet, row)
+        row_in_sheet += 1
+        count += 1
+    return count
+
+
+class AtomicWorkbook:
+    """An xlsxwriter workbook written to a temp file and renamed into place on success.
+
+    A crash or kill leaves either the previous complete file or none, never half of one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        self._temp = Path(temp)
+        self.workbook = xlsxwriter.Workbook(str(self._temp), WORKBOOK_OPTIONS)
+
+    def __enter__(self) -> xlsxwriter.Workbook:
+        return self.workbook
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self.workbook.close()
+                os.replace(self._temp, self.path)
+        finally:
+            self._temp.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(directory: Path) -> int:
+    """Delete temp files that a killed writer left below ``directory``; return how many."""
+    removed = 0
+    for temp in directory.rglob(".*.xlsx.*.tmp"):
+        temp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def sheet_names(path: Path) -> list[str]:
+    """The sheet names of an xlsx file, in order."""
+    return list(CalamineWorkbook.from_path(str(path)).sheet_names)
+
+
+def read_sheet(path: Path, base_name: str) -> Iterator[list[Any]]:
+    """Yield the data rows (header skipped) of ``base_name`` and its spill sheets, in order."""
+    workbook = CalamineWorkbook.from_path(str(path))
+    names = set(workbook.sheet_names)
+    index = 0
+    while (name := spill_sheet_name(base_name, index)) in names:
+        rows = workbook.get_sheet_by_name(name).iter_rows()
+        next(rows, None)
+        yield from rows
+        index += 1
+
+
+def read_header(path: Path, base_name: str) -> list[str]:
+    """The header row of ``base_name``."""
+    workbook = CalamineWorkbook.from_path(str(path))
+    first = next(workbook.get_sheet_by_name(base_name).iter_rows(), [])
+    return [str(value) for value in first]
+
+
+def join_cells(cells: Iterable[Any]) -> str:
+    """Rejoin a text split by ``split_cell`` (empty trailing cells read back as '')."""
+    return "".join(cell for cell in cells if isinstance(cell, str))
+
+
+def write_table(path: Path, sheet: str, header: Sequence[str], rows: Iterable[Row]) -> int:
+    """Write one table (spilling as needed) to a new xlsx file atomically; return its row count."""
+    with AtomicWorkbook(path) as workbook:
+        return write_sheet(workbook, sheet, header, rows)
