@@ -1,0 +1,265 @@
+"""``MultiprocessingTaskRunner``: Prefect task runs orchestrated here, executed in a warm pool.
+
+Prefect's ``ProcessPoolTaskRunner`` starts a Prefect engine (settings, client, events)
+inside a worker for every task. This runner keeps the engine in the flow process, on a
+small thread pool, and ships only the task's function call to a ``WorkerPool`` of
+long-lived processes. The engine sees an ordinary function that blocks until the worker
+answers, so states, retries, caching, result persistence, ``wait_for`` and futures-as-
+arguments all behave as with Prefect's own runners, at the cost of one pickle round trip.
+
+Failures that Prefect's runner cannot attribute — a worker killed mid-task, a CPU-bound
+task past its ``timeout_seconds`` — fail (or retry) just that task run here.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
+from typing import TYPE_CHECKING, Any
+
+from prefect.client.schemas.objects import RunInput
+from prefect.context import TaskRunContext
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture, PrefectFutureList
+from prefect.logging.loggers import get_run_logger
+from prefect.task_runners import TaskRunner
+from typing_extensions import Self
+
+from runners.recording import wait_until_recorded
+from runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
+from runners.worker_pool import WorkerPool
+
+if TYPE_CHECKING:
+    from prefect.tasks import Task
+
+DEFAULT_START_METHOD = "forkserver" if os.name == "posix" else "spawn"
+# Extra engine threads beyond the worker count keep workers fed while the engine records
+# states for tasks that just finished.
+_EXTRA_ENGINE_THREADS = 2
+
+
+class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
+    """Run a flow's tasks in a pool of ``processes`` long-lived worker processes.
+
+    Args:
+        processes: worker processes (default: CPU count).
+        maxtasksperchild: replace a worker after this many tasks (default: never).
+        start_method: ``forkserver`` (default on POSIX), ``spawn`` or ``fork``. ``fork``
+            copies the flow process, whose Prefect threads make forking unsafe.
+        initializer, initargs: called once in every new worker.
+        record_timeout: seconds to wait at exit for the API to store every task run.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        *,
+        maxtasksperchild: int | None = None,
+        start_method: str | None = DEFAULT_START_METHOD,
+        initializer: Callable[..., object] | None = None,
+        initargs: Sequence[Any] = (),
+        record_timeout: float = 30.0,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        if processes is not None and processes < 1:
+            raise ValueError("processes must be at least 1")
+        self.processes = processes or os.cpu_count() or 1
+        self.maxtasksperchild = maxtasksperchild
+        self.start_method = start_method
+        self.initializer = initializer
+        self.initargs = tuple(initargs)
+        self.record_timeout = record_timeout
+        self._pool: WorkerPool | None = None
+        self._engines: ThreadPoolExecutor | None = None
+        self._pool_tasks: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
+        self._ran: list[uuid.UUID] = []
+        self._lock = threading.Lock()
+
+    def duplicate(self) -> Self:
+        return type(self)(
+            self.processes,
+            maxtasksperchild=self.maxtasksperchild,
+            start_method=self.start_method,
+            initializer=self.initializer,
+            initargs=self.initargs,
+            record_timeout=self.record_timeout,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MultiprocessingTaskRunner) and self._options() == other._options()
+
+    def __hash__(self) -> int:
+        return hash(self._options())
+
+    def _options(self) -> tuple[Any, ...]:
+        return (self.processes, self.maxtasksperchild, self.start_method, self.initializer, self.initargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Flows are pickled when deployments dispatch them; only the configuration travels.
+        state = self.__dict__.copy()
+        for live in ("_pool", "_engines", "_lock"):
+            state.pop(live, None)
+        state.update(_pool_tasks={}, _ran=[])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pool = None
+        self._engines = None
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        self._pool = WorkerPool(
+            self.processes,
+            maxtasksperchild=self.maxtasksperchild,
+            initializer=self.initializer,
+            initargs=self.initargs,
+            start_method=self.start_method,
+        )
+        self._pool.start()
+        self._engines = ThreadPoolExecutor(
+            max_workers=self.processes + _EXTRA_ENGINE_THREADS,
+            thread_name_prefix="poolflow-engine",
+        )
+        self._ran = []
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        pool, engines = self._pool, self._engines
+        try:
+            if pool is not None and exc_type is not None:
+                # Interrupted or crashed: stop the work now; engine threads then record
+                # their task runs as failed instead of waiting for results.
+                pool.shutdown(kill=True)
+            if engines is not None:
+                engines.shutdown(wait=True, cancel_futures=True)
+            if pool is not None and exc_type is None:
+                pool.shutdown()
+            with self._lock:
+                ran, self._ran = self._ran, []
+            wait_until_recorded(ran, self.record_timeout)
+        finally:
+            self._pool = None
+            self._engines = None
+            self._pool_tasks = {}
+            super().__exit__(exc_type, exc_value, traceback)
+
+    # ----------------------------------------------------------------- submission
+
+    def submit(
+        self,
+        task: Task[Any, Any],
+        parameters: dict[str, Any],
+        wait_for: Iterable[PrefectFuture[Any]] | None = None,
+        dependencies: dict[str, set[RunInput]] | None = None,
+    ) -> PrefectConcurrentFuture[Any]:
+        """Start ``task`` with ``parameters``: its engine on a thread, its body in a worker."""
+        if not self._started or self._engines is None:
+            raise RuntimeError("The task runner must be started before submitting work.")
+        from prefect.task_engine import run_task_sync
+
+        task_run_id = uuid.uuid4()
+        engine_future = self._engines.submit(
+            copy_context().run,
+            run_task_sync,
+            task=self._pool_task(task),
+            task_run_id=task_run_id,
+            parameters=parameters,
+            wait_for=wait_for,
+            return_type="state",
+            dependencies=dependencies,
+        )
+        engine_future.add_done_callback(functools.partial(self._note_ran, task_run_id))
+        return PrefectConcurrentFuture(task_run_id=task_run_id, wrapped_future=engine_future)
+
+    def map(
+        self,
+        task: Task[Any, Any],
+        parameters: dict[str, Any],
+        wait_for: Iterable[PrefectFuture[Any]] | None = None,
+    ) -> PrefectFutureList[PrefectConcurrentFuture[Any]]:
+        """One task run per element of the iterable parameters; futures in input order."""
+        return super().map(task, parameters, wait_for)
+
+    def _note_ran(self, task_run_id: uuid.UUID, engine_future: Future[Any]) -> None:
+        if not engine_future.cancelled():
+            with self._lock:
+                self._ran.append(task_run_id)
+
+    def _pool_task(self, task: Task[Any, Any]) -> Task[Any, Any]:
+        """A copy of ``task`` whose function runs in the pool (made once per task)."""
+        cached = self._pool_tasks.get(id(task))
+        if cached is not None and cached[0] is task:
+            return cached[1]
+        if task.isgenerator:
+            raise TypeError(f"generator task {task.name!r} cannot run in MultiprocessingTaskRunner")
+        remote = portable_function(task.fn, task)
+        timeout = task.timeout_seconds
+
+        @functools.wraps(task.fn)
+        def run_in_pool(*args: Any, **kwargs: Any) -> Any:
+            return self._call_in_pool(remote, timeout, args, kwargs)
+
+        pool_task = copy.copy(task)
+        pool_task.fn = run_in_pool
+        pool_task.isasync = False
+        # The pool enforces the timeout by killing the worker; Prefect's own timeout can
+        # only interrupt Python code in the engine thread, which is just waiting here.
+        pool_task.timeout_seconds = None
+        self._pool_tasks[id(task)] = (task, pool_task)
+        return pool_task
+
+    def _call_in_pool(
+        self, fn: Any, timeout: float | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Runs on an engine thread inside the task run: send the call, wait for its result."""
+        if self._pool is None:
+            raise RuntimeError("The task runner is not running")
+        context = TaskRunContext.get()
+        if context is None:
+            raise RuntimeError("pool calls must happen inside a task run")
+        task_run = context.task_run
+        info = TaskRunInfo(
+            task_run_id=str(task_run.id),
+            task_run_name=task_run.name,
+            flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
+            task_name=context.task.name,
+            log_prints=context.log_prints,
+        )
+        # Worker logs are emitted by the pool's manager thread; they must use this task
+        # run's context (settings, API URL), not that thread's empty one.
+        log_sink = _context_log_sink(get_run_logger(context))
+        future = self._pool.submit(
+            call_in_task_run,
+            (fn, info, args, kwargs),
+            label=task_run.name,
+            timeout=timeout,
+            log_sink=log_sink,
+            log_prints=context.log_prints,
+        )
+        try:
+            return future.result()
+        except BaseException:
+            # The engine thread was interrupted (cancellation, shutdown): stop the job too.
+            if not future.done() and self._pool is not None:
+                self._pool.cancel(future)
+            raise
+
+
+def _context_log_sink(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Callable[[int, str], None]:
+    """A log sink that emits through ``logger`` inside a copy of the current context."""
+    context = copy_context()
+
+    def log_sink(level: int, message: str) -> None:
+        context.run(logger.log, level, message)
+
+    return log_sink

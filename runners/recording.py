@@ -1,0 +1,59 @@
+"""Make sure the API has stored every task run before the flow process moves on.
+
+Task-run states reach Prefect as events, recorded asynchronously by the API. A flow
+whose tasks finish fast can exit (and stop an embedded API) before that happens, leaving
+runs missing or stuck in ``Running`` in the UI. ``wait_until_recorded`` flushes the events
+and polls until each task run is stored in a final state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+from prefect.events.worker import EventsWorker
+from prefect.logging.loggers import get_logger
+
+_BATCH = 200
+logger = get_logger("poolflow.recording")
+
+
+def unrecorded_task_runs(task_run_ids: Collection[UUID]) -> set[UUID]:
+    """The subset of ``task_run_ids`` the API does not yet hold in a final state."""
+    remaining = set(task_run_ids)
+    ids = list(remaining)
+    with get_client(sync_client=True) as client:
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            flt = TaskRunFilter(id=TaskRunFilterId(any_=batch))
+            for run in client.read_task_runs(task_run_filter=flt, limit=len(batch)):
+                if run.state is not None and run.state.is_final():
+                    remaining.discard(run.id)
+    return remaining
+
+
+def wait_until_recorded(task_run_ids: Collection[UUID], timeout: float = 30.0) -> set[UUID]:
+    """Flush events, then poll until all ``task_run_ids`` are final; return those that are not."""
+    if not task_run_ids:
+        return set()
+    EventsWorker.drain_all(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    remaining = set(task_run_ids)
+    delay = 0.05
+    while remaining:
+        remaining = unrecorded_task_runs(remaining)
+        if not remaining or time.monotonic() >= deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    if remaining:
+        logger.warning(
+            "%d of %d task runs were not recorded in a final state within %.0f s",
+            len(remaining),
+            len(task_run_ids),
+            timeout,
+        )
+    return remaining
