@@ -1,0 +1,1 @@
+"""Deployment definitions, schedules and serving for poolflow's flows."""

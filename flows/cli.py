@@ -1,0 +1,139 @@
+"""The ``poolflow`` command line: run the flows locally, make a sample corpus, serve deployments.
+
+Arguments are checked before Prefect is imported, so a bad one fails in a moment with one
+line and nothing written. Runs use Prefect's embedded API unless ``PREFECT_API_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from flows.parameters import ParameterError, check_processes, check_wiki_parameters
+from runners.choice import RUNNERS
+from tasks.parse import PARSERS
+
+EXIT_FAILED_ITEMS = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+        check_processes(value)
+    except (ValueError, ParameterError):
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}") from None
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poolflow", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="parse a WikiExtractor directory into xlsx files and a report")
+    run.add_argument("input_dir")
+    run.add_argument("-o", "--output", required=True, help="output directory (items/ and report.xlsx)")
+    run.add_argument("--processes", type=_positive_int, default=None, help="worker processes (default: CPUs)")
+    run.add_argument("--parser", choices=PARSERS, default="exact", help="exact (default) or html5lib (lossy)")
+    run.add_argument("--pattern", default="**/wiki_*", help="glob of input files (default: **/wiki_*)")
+    run.add_argument("--encoding", default="utf-8", help="input encoding, e.g. cp949 (default: utf-8)")
+    run.add_argument("--runner", choices=RUNNERS, default="multiprocessing")
+
+    sample = commands.add_parser("sample", help="write a synthetic WikiExtractor corpus")
+    sample.add_argument("directory")
+    sample.add_argument("--files", type=_positive_int, default=20)
+    sample.add_argument("--docs", type=_positive_int, default=40, help="documents per file")
+    sample.add_argument("--seed", type=int, default=7)
+
+    demo = commands.add_parser("demo", help="the old count() example: items sleeping at random")
+    demo.add_argument("--items", type=_positive_int, default=10)
+    demo.add_argument("--processes", type=_positive_int, default=6)
+    demo.add_argument("--max-seconds", type=float, default=2.0)
+
+    tuples = commands.add_parser(
+        "tuple-report", help="the old apply_async example: tuples to columns a, b, c"
+    )
+    tuples.add_argument("-o", "--output", required=True, help="xlsx file to write")
+    tuples.add_argument("--chunks", type=_positive_int, default=10)
+    tuples.add_argument("--per-chunk", type=_positive_int, default=5)
+    tuples.add_argument("--processes", type=_positive_int, default=None)
+    return parser
+
+
+def _quiet_prefect_defaults() -> None:
+    # The embedded API's telemetry heartbeat races its own SQLite start-up and logs a
+    # "database is locked" traceback; poolflow runs do not need it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_wiki_parameters(
+        args.input_dir, args.output, args.processes, args.parser, args.encoding, args.runner
+    )
+    _quiet_prefect_defaults()
+    from flows.wiki_report import wiki_report
+
+    state = wiki_report(
+        input_dir=args.input_dir,
+        output_dir=args.output,
+        processes=args.processes,
+        pattern=args.pattern,
+        parser=args.parser,
+        encoding=args.encoding,
+        runner=args.runner,
+        progress_bar=True,
+        return_state=True,
+    )
+    print(f"{state.name}: {state.message}", file=sys.stderr)
+    return 0 if state.is_completed() else EXIT_FAILED_ITEMS
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from tasks.sample import write_sample_corpus
+
+    documents = write_sample_corpus(Path(args.directory), args.files, args.docs, args.seed)
+    print(f"wrote {args.files} files, {documents} documents under {args.directory}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from flows.demo import demo
+
+    demo(items=args.items, processes=args.processes, max_seconds=args.max_seconds)
+    return 0
+
+
+def _tuple_report(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from flows.tuple_report import tuple_report
+
+    tuple_report(
+        output_path=args.output, chunks=args.chunks, per_chunk=args.per_chunk, processes=args.processes
+    )
+    return 0
+
+
+COMMANDS = {"run": _run, "sample": _sample, "demo": _demo, "tuple-report": _tuple_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``poolflow`` script; returns the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ParameterError as exc:
+        parser.exit(EXIT_USAGE, f"poolflow: error: {exc}\n")
+    except KeyboardInterrupt:
+        print("poolflow: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""``wiki-report``: every WikiExtractor file to an xlsx artifact, then one lossless report.
+
+Work-list: the files under ``input_dir`` matching ``pattern``. Per file, a ``parse`` task
+writes ``<output>/items/<file>.xlsx`` and a ``stats`` task returns a tuple of per-document
+lists; a ``report`` task then streams the artifacts into ``<output>/report.xlsx``. A file
+that fails is listed in the report's ``summary`` with its reason and the flow run ends
+``Failed`` with "N of M items failed"; every other file still reaches the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Completed, Failed, State
+from prefect.utilities.annotations import unmapped
+
+from flows.parameters import check_wiki_parameters
+from runners.choice import make_task_runner
+from tasks.items import ITEMS_DIR, ItemResult, parse_item
+from tasks.report import ReportResult, build_report
+from tasks.stats import DocumentStats, document_stats
+from tasks.xlsx import remove_stale_temp_files
+
+DEFAULT_PATTERN = "**/wiki_*"
+
+parse_task = task(parse_item, name="parse", task_run_name="parse({item})")
+stats_task = task(document_stats, name="stats", task_run_name="stats({item})")
+report_task = task(build_report, name="report")
+
+
+def list_items(input_dir: Path, pattern: str) -> list[str]:
+    """Files under ``input_dir`` matching ``pattern``, as sorted relative POSIX paths."""
+    return sorted(
+        path.relative_to(input_dir).as_posix()
+        for path in input_dir.glob(pattern)
+        if path.is_file() and not path.name.startswith(".")
+    )
+
+
+def _item_result(item: str, future: PrefectFuture[ItemResult]) -> ItemResult:
+    """The task's ``ItemResult``, or a failed one carrying the first line of its error."""
+    outcome = future.result(raise_on_failure=False)
+    if isinstance(outcome, ItemResult):
+        return outcome
+    reason = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else str(outcome)
+    return ItemResult(item=item, status="failed", error=reason.splitlines()[0])
+
+
+def _stats_result(future: PrefectFuture[DocumentStats]) -> DocumentStats | None:
+    outcome = future.result(raise_on_failure=False)
+    return None if isinstance(outcome, BaseException) else outcome
+
+
+def _wait_with_progress(futures: Sequence[PrefectFuture[Any]], show_bar: bool) -> None:
+    """Wait for ``futures``; with ``show_bar``, draw a terminal progress bar as they finish."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(futures), unit="item", disable=not show_bar, desc="items") as bar:
+        for _ in as_completed(list(futures)):
+            bar.update()
+
+
+@flow(name="wiki-report", log_prints=True)
+def wiki_report(
+    input_dir: str,
+    output_dir: str,
+    processes: int | None = None,
+    pattern: str = DEFAULT_PATTERN,
+    parser: str = "exact",
+    encoding: str = "utf-8",
+    runner: str = "multiprocessing",
+    progress_bar: bool = False,
+) -> State[ReportResult]:
+    """Parse every matching file of ``input_dir`` and write ``output_dir/report.xlsx``."""
+    started = time.perf_counter()
+    logger = get_run_logger()
+    source, target = check_wiki_parameters(input_dir, output_dir, processes, parser, encoding, runner)
+    items = list_items(source, pattern)
+    stale = remove_stale_temp_files(target / ITEMS_DIR) if (target / ITEMS_DIR).exists() else 0
+    logger.info("%d items in %s (%d stale temp files removed)", len(items), source, stale)
+    common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
+    with make_task_runner(runner, processes) as task_runner:
+        parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(str(target))})
+        stats = task_runner.map(stats_task, {**common, "item": items})
+        _wait_with_progress(parsed, progress_bar)
+        results = [_item_result(item, future) for item, future in zip(items, parsed, strict=True)]
+        columns = [_stats_result(future) for future in stats]
+        report = task_runner.submit(
+            report_task, {"output_dir": str(target), "items": results, "stats": columns}
+        ).result()
+    failed = [r for r in results if r.status == "failed"]
+    for result in failed:
+        logger.error("%s failed: %s", result.item, result.error)
+    logger.info(
+        "report %s: %d documents from %d items (%d skipped as current)",
+        report.path,
+        report.documents,
+        len(items),
+        sum(r.status == "skipped" for r in results),
+    )
+    logger.info("--- %s seconds ---", round(time.perf_counter() - started, 4))
+    if failed:
+        return Failed(message=f"{len(failed)} of {len(items)} items failed", data=report)
+    return Completed(message=f"{len(items)} items, {report.documents} documents", data=report)
