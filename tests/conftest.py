@@ -1,0 +1,104 @@
+"""Shared fixtures: an isolated Prefect home, a real Prefect server, the shared corpus."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("POOLFLOW_CORPUS", REPO.parent / "shared" / "corpus" / "kowiki"))
+CORPUS_FILES = 20
+CORPUS_DOCUMENTS = 4274
+
+# Prefect reads its settings when imported: isolate it before any test module imports it.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="poolflow-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("PREFECT_API_URL", None)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float = 90.0) -> None:
+    """Poll ``url`` until it answers 200 or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process`` and every process it started (it leads its own group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real ``prefect server start`` on a free loopback port; yields its API URL."""
+    port = free_port()
+    home = tempfile.mkdtemp(prefix="poolflow-test-server-")
+    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for_http(f"{api_url}/health")
+        yield api_url
+    finally:
+        stop_process_group(process)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: str) -> Iterator[str]:
+    """Point this test process's Prefect client at the session's server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The shared kowiki corpus; missing is a failure in CI and a skip elsewhere."""
+    if not (CORPUS / "AA" / "wiki_00").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"shared corpus missing at {CORPUS}; CI must provide ../shared")
+        pytest.skip(f"shared corpus not found at {CORPUS}")
+    return CORPUS

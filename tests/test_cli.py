@@ -1,0 +1,65 @@
+"""The ``poolflow`` command: bad arguments fail fast; run, sample and demo work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+POOLFLOW = str(Path(sys.executable).parent / "poolflow")
+
+
+def poolflow(*args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return subprocess.run([POOLFLOW, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "{tmp}/missing", "-o", "{tmp}/out"], "does not exist"),
+        (["run", "{tmp}", "-o", "{tmp}/out", "--processes", "0"], "at least 1"),
+        (["run", "{tmp}", "-o", "{tmp}/out", "--parser", "lxml"], "invalid choice"),
+        (["run", "{tmp}", "-o", "{tmp}/inside"], "inside the input"),
+        (["run", "{tmp}", "-o", "{tmp}/out", "--encoding", "klingon"], "unknown encoding"),
+    ],
+)
+def test_bad_arguments_fail_fast_with_one_line_and_write_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = poolflow(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_sample_then_run_writes_report(tmp_path: Path, prefect_server: str) -> None:
+    sample = poolflow("sample", str(tmp_path / "corpus"), "--files", "3", "--docs", "5")
+    assert sample.returncode == 0, sample.stderr
+    out = str(tmp_path / "out")
+    run = poolflow("run", str(tmp_path / "corpus"), "-o", out, "--processes", "2", api_url=prefect_server)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out" / "report.xlsx").exists()
+    assert "--- " in run.stderr and " seconds ---" in run.stderr
+    assert "items: 100%" in run.stderr  # the terminal progress bar
+
+
+def test_run_with_a_failed_item_exits_non_zero(tmp_path: Path, prefect_server: str) -> None:
+    poolflow("sample", str(tmp_path / "corpus"), "--files", "2", "--docs", "2")
+    (tmp_path / "corpus" / "AA" / "wiki_05").write_bytes(b"\xff\xfe\x00bad")
+    run = poolflow("run", str(tmp_path / "corpus"), "-o", str(tmp_path / "out"), api_url=prefect_server)
+    assert run.returncode == 1
+    assert "1 of 3 items failed" in run.stderr
+
+
+def test_demo_runs_items_on_several_processes(prefect_server: str) -> None:
+    demo = poolflow(
+        "demo", "--items", "4", "--processes", "2", "--max-seconds", "0.2", api_url=prefect_server
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "4 items on 2 worker processes" in demo.stderr

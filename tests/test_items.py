@@ -1,0 +1,98 @@
+"""Per-item artifacts: mirrored paths, atomic writes, resume, clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tasks.items import ItemError, artifact_path, parse_item, read_meta
+from tasks.xlsx import join_cells, read_sheet
+
+DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
+
+
+def make_input(root: Path, item: str, bodies: list[str]) -> Path:
+    path = root / item
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(DOC.format(i, b) for i, b in enumerate(bodies)), encoding="utf-8")
+    return path
+
+
+def test_artifact_mirrors_input_path_and_keeps_text(tmp_path: Path) -> None:
+    bodies = ["short\n", "=SUM(A1)\n", "x" * 70_000 + "\n", "ctl\x01\n"]
+    make_input(tmp_path / "in", "AA/wiki_00", bodies)
+    result = parse_item(str(tmp_path / "in"), "AA/wiki_00", str(tmp_path / "out"))
+    artifact = tmp_path / "out" / "items" / "AA" / "wiki_00.xlsx"
+    assert artifact.exists()
+    assert (result.status, result.documents, result.text_columns) == ("done", 4, 3)
+    rows = list(read_sheet(artifact, "docs"))
+    assert [join_cells(row[4:]) for row in rows] == bodies
+    assert [row[1] for row in rows] == ["0", "1", "2", "3"]
+
+
+def test_rerun_skips_current_artifact_and_redoes_changed_input(tmp_path: Path) -> None:
+    source = make_input(tmp_path / "in", "wiki_00", ["a\n"])
+    args = (str(tmp_path / "in"), "wiki_00", str(tmp_path / "out"))
+    assert parse_item(*args).status == "done"
+    artifact = artifact_path(tmp_path / "out", "wiki_00")
+    before = artifact.stat().st_mtime_ns
+    assert parse_item(*args).status == "skipped"
+    assert artifact.stat().st_mtime_ns == before
+    source.write_text(DOC.format(1, "changed\n"), encoding="utf-8")
+    assert parse_item(*args).status == "done"
+    assert read_meta(artifact)["documents"] == "1"
+    assert join_cells(next(read_sheet(artifact, "docs"))[4:]) == "changed\n"
+
+
+def test_other_parser_invalidates_artifact(tmp_path: Path) -> None:
+    make_input(tmp_path / "in", "wiki_00", ["a\n"])
+    args = (str(tmp_path / "in"), "wiki_00", str(tmp_path / "out"))
+    parse_item(*args)
+    assert parse_item(*args, parser="html5lib").status == "done"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"\xff\xfe\xfa not utf-8", "not valid utf-8"),
+        (b"\x00\x01binary", "binary file"),
+    ],
+)
+def test_unreadable_input_names_file_and_reason(tmp_path: Path, content: bytes, reason: str) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad").write_bytes(content)
+    with pytest.raises(ItemError, match=reason) as error:
+        parse_item(str(tmp_path / "in"), "bad", str(tmp_path / "out"))
+    assert str(error.value).startswith("bad: ")
+    assert not (tmp_path / "out" / "items" / "bad.xlsx").exists()
+
+
+def test_declared_encoding_reads_cp949(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "kr").write_bytes(DOC.format(1, "한국어\n").encode("cp949"))
+    result = parse_item(str(tmp_path / "in"), "kr", str(tmp_path / "out"), encoding="cp949")
+    assert result.documents == 1
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ItemError, match="vanished"):
+        parse_item(str(tmp_path / "in"), "gone", str(tmp_path / "out"))
+    locked = make_input(tmp_path / "in", "locked", ["a\n"])
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as a user who can read mode-000 files")
+        with pytest.raises(ItemError, match="permission denied"):
+            parse_item(str(tmp_path / "in"), "locked", str(tmp_path / "out"))
+    finally:
+        locked.chmod(0o644)
+
+
+def test_item_names_cannot_escape_the_output(tmp_path: Path) -> None:
+    with pytest.raises(ItemError, match="outside the output"):
+        artifact_path(tmp_path / "out", "../../etc/passwd")
+    with pytest.raises(ItemError, match="outside the output"):
+        artifact_path(tmp_path / "out", "/etc/passwd")

@@ -1,0 +1,41 @@
+"""The report streams every artifact into docs/stats/summary without losing a character."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.items import ItemResult, parse_item
+from tasks.report import build_report
+from tasks.stats import document_stats
+from tasks.xlsx import join_cells, read_header, read_sheet, sheet_names
+
+DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
+
+
+def test_report_holds_every_document_stats_and_failures(tmp_path: Path) -> None:
+    bodies = {"AA/wiki_00": ["a\n", "=1+1\n"], "AA/wiki_01": ["😀" * 20_000 + "\n", "_x0041_\x02\n"]}
+    for item, texts in bodies.items():
+        path = tmp_path / "in" / item
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(DOC.format(i, t) for i, t in enumerate(texts)), encoding="utf-8")
+    inp, out = str(tmp_path / "in"), str(tmp_path / "out")
+    results = [parse_item(inp, item, out) for item in bodies]
+    stats = [document_stats(inp, item) for item in bodies]
+    results.append(ItemResult(item="AA/wiki_02", status="failed", error="ItemError: AA/wiki_02: binary file"))
+    stats.append(None)
+
+    report = build_report(out, results, stats, max_rows=3)
+
+    path = Path(report.path)
+    assert (report.documents, report.items, report.failed) == (4, 3, 1)
+    assert sheet_names(path) == ["docs", "docs_2", "stats", "stats_2", "summary", "summary_2"]
+    assert read_header(path, "docs") == ["source", "id", "url", "title", "text", "text_2"]
+    rows = list(read_sheet(path, "docs"))
+    expected = [(item, text) for item, texts in bodies.items() for text in texts]
+    assert [(row[0], join_cells(row[4:])) for row in rows] == expected
+    stat_rows = list(read_sheet(path, "stats"))
+    assert [row[2] for row in stat_rows] == [len(text) for _, text in expected]
+    summary = {row[0]: row for row in read_sheet(path, "summary")}
+    assert summary["AA/wiki_02"][1] == "failed"
+    assert "binary file" in summary["AA/wiki_02"][6]
+    assert summary["AA/wiki_01"][2] == 2

@@ -1,0 +1,297 @@
+"""MultiprocessingTaskRunner semantics, checked against a real Prefect server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect import flow, get_run_logger, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterTaskRunId
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from prefect.utilities.annotations import unmapped
+
+from runners import MultiprocessingTaskRunner
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+@task(task_run_name="square({x})")
+def square(x: int, delay: float = 0.0) -> int:
+    time.sleep(delay)
+    return x * x
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+def where() -> int:
+    return os.getpid()
+
+
+@task
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@task(retries=2, retry_delay_seconds=0)
+def succeed_on_third_try(counter: str) -> int:
+    path = Path(counter)
+    attempt = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(attempt))
+    if attempt < 3:
+        raise RuntimeError(f"attempt {attempt}")
+    return attempt
+
+
+@task(log_prints=True, task_run_name="chatty({x})")
+def chatty(x: int) -> int:
+    get_run_logger().warning("logger line from %s", x)
+    print(f"print line from {x}")
+    return x
+
+
+@task
+def append_to(path: str, text: str) -> str:
+    with open(path, "a") as handle:
+        handle.write(text)
+    return text
+
+
+def _initializer(marker: str) -> None:
+    os.environ["POOLFLOW_TEST_MARKER"] = marker
+
+
+@task
+def read_marker() -> str:
+    return os.environ.get("POOLFLOW_TEST_MARKER", "")
+
+
+def flow_run_id(state: State[Any]) -> UUID:
+    flow_run = state.state_details.flow_run_id
+    assert flow_run is not None
+    return flow_run
+
+
+def task_runs(state: State[Any]) -> list[TaskRun]:
+    """Every task run the API recorded for the flow run that ended in ``state``."""
+    flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)]))
+    runs: list[TaskRun] = []
+    with get_client(sync_client=True) as client:
+        while page := client.read_task_runs(flow_run_filter=flt, limit=200, offset=len(runs)):
+            runs += page
+    return runs
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_map_submit_wait_for_and_futures_as_arguments(start_method: str, tmp_path: Path) -> None:
+    log = str(tmp_path / "order.txt")
+
+    @flow(task_runner=MultiprocessingTaskRunner(2, start_method=start_method))
+    def semantics() -> dict[str, Any]:
+        # Later items finish first, yet futures stay in input order.
+        mapped = square.map([4, 3, 2, 1], [0.3, 0.2, 0.1, 0.0])
+        unmapped_delay = square.map([5, 6], delay=unmapped(0.0))
+        first = append_to.submit(log, "first;")
+        second = append_to.submit(log, "second;", wait_for=[first])
+        total = add.submit(mapped[0], mapped[1])  # futures as arguments
+        return {
+            "mapped": [f.result() for f in mapped],
+            "unmapped": [f.result() for f in unmapped_delay],
+            "total": total.result(),
+            "second": second.result(),
+            "pids": {where.submit().result() for _ in range(3)},
+        }
+
+    result = semantics()
+    assert result["mapped"] == [16, 9, 4, 1]
+    assert result["unmapped"] == [25, 36]
+    assert result["total"] == 25
+    assert Path(log).read_text() == "first;second;"
+    assert os.getpid() not in result["pids"]
+
+
+def test_task_exception_raises_its_own_type_with_remote_traceback() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def failing() -> None:
+        fail.submit("boom in worker").result()
+
+    with pytest.raises(ValueError, match="boom in worker") as error:
+        failing()
+    assert "raise ValueError(message)" in str(error.value.__cause__)
+
+
+def test_retries_run_again_in_the_pool(tmp_path: Path) -> None:
+    counter = str(tmp_path / "counter")
+
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def retrying() -> int:
+        return succeed_on_third_try.submit(counter).result()
+
+    state = retrying(return_state=True)
+    assert state.result() == 3
+    (run,) = task_runs(state)
+    assert run.state is not None and run.state.is_completed()
+    assert run.run_count == 3
+
+
+def test_every_task_run_is_recorded_in_a_final_state() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def many() -> int:
+        return sum(f.result() for f in square.map(range(300)))
+
+    state = many(return_state=True)
+    assert state.result() == sum(x * x for x in range(300))
+    runs = task_runs(state)
+    assert len(runs) == 300
+    assert all(run.state is not None and run.state.is_completed() for run in runs)
+
+
+def test_worker_logs_and_prints_reach_the_task_run_logs() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def logging_flow() -> list[int]:
+        return [f.result() for f in chatty.map([1, 2])]
+
+    state = logging_flow(return_state=True)
+    runs = {run.name: run.id for run in task_runs(state)}
+    with get_client(sync_client=True) as client:
+        for x in (1, 2):
+            flt = LogFilter(task_run_id=LogFilterTaskRunId(any_=[runs[f"chatty({x})"]]))
+            deadline = time.monotonic() + 10
+            messages: list[str] = []
+            while time.monotonic() < deadline:
+                messages = [log.message for log in client.read_logs(log_filter=flt)]
+                if f"print line from {x}" in messages and f"logger line from {x}" in messages:
+                    break
+                time.sleep(0.2)
+            assert f"logger line from {x}" in messages
+            assert f"print line from {x}" in messages
+
+
+def test_initializer_and_maxtasksperchild(start_method: str) -> None:
+    runner = MultiprocessingTaskRunner(
+        1, start_method=start_method, maxtasksperchild=2, initializer=_initializer, initargs=("set",)
+    )
+
+    @flow(task_runner=runner)
+    def recycled() -> tuple[list[int], list[str]]:
+        pids = [where.submit().result() for _ in range(4)]
+        markers = [read_marker.submit().result() for _ in range(2)]
+        return pids, markers
+
+    pids, markers = recycled()
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
+    assert markers == ["set", "set"]
+
+
+def test_duplicate_and_equality_keep_configuration() -> None:
+    runner = MultiprocessingTaskRunner(3, maxtasksperchild=5, start_method="spawn")
+    copy = runner.duplicate()
+    assert copy == runner and copy is not runner
+    assert (copy.processes, copy.maxtasksperchild, copy.start_method) == (3, 5, "spawn")
+    with pytest.raises(ValueError):
+        MultiprocessingTaskRunner(0)
+
+
+@task(task_run_name="kill-self({x})")
+def kill_self(x: int) -> int:
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+    return x
+
+
+def test_dead_worker_fails_only_its_task_and_is_replaced(start_method: str) -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2, start_method=start_method))
+    def with_a_kill() -> list[Any]:
+        futures = kill_self.map(range(8))
+        return [f.result(raise_on_failure=False) for f in futures]
+
+    state = with_a_kill(return_state=True)
+    results = state.result()
+    assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+    assert "died with SIGKILL while running kill-self(3)" in str(results[3])
+    states = {run.name: run.state for run in task_runs(state)}
+    assert states["kill-self(3)"] is not None and states["kill-self(3)"].is_failed()
+    assert all(s is not None and s.is_final() for s in states.values())
+
+
+@task(timeout_seconds=1, task_run_name="spin({x})")
+def spin(x: int) -> int:
+    if x == 0:
+        while True:  # CPU-bound, never yields
+            pass
+    return x
+
+
+def test_timeout_kills_a_cpu_bound_task() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def spinning() -> list[Any]:
+        return [f.result(raise_on_failure=False) for f in spin.map(range(4))]
+
+    started = time.monotonic()
+    state = spinning(return_state=True)
+    results = state.result()
+    assert time.monotonic() - started < 30
+    assert results[1:] == [1, 2, 3]
+    assert isinstance(results[0], TimeoutError)
+    assert "exceeded its timeout of 1 s" in str(results[0])
+    states = {run.name: run.state for run in task_runs(state)}
+    assert states["spin(0)"] is not None and states["spin(0)"].name == "TimedOut"
+
+
+@task
+def echo(value: Any) -> Any:
+    return value
+
+
+@task
+def unpicklable_result() -> Any:
+    import threading
+
+    return threading.Lock()
+
+
+def test_unpicklable_argument_or_result_fails_only_that_task() -> None:
+    import threading
+
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def pickles() -> list[Any]:
+        futures = [echo.submit(threading.Lock()), unpicklable_result.submit(), echo.submit("fine")]
+        return [f.result(raise_on_failure=False) for f in futures]
+
+    bad_argument, bad_result, fine = pickles()
+    assert isinstance(bad_argument, TypeError) and "cannot be pickled" in str(bad_argument)
+    assert isinstance(bad_result, TypeError) and "cannot be pickled" in str(bad_result)
+    assert fine == "fine"
+
+
+@task
+async def async_double(x: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    return 2 * x
+
+
+def test_async_tasks_run_in_the_pool() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def with_async() -> list[int]:
+        return [f.result() for f in async_double.map([1, 2, 3])]
+
+    assert with_async() == [2, 4, 6]
