@@ -53,7 +53,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         start_method: ``forkserver`` (default on POSIX), ``spawn`` or ``fork``. ``fork``
             copies the flow process, whose Prefect threads make forking unsafe.
         initializer, initargs: called once in every new worker.
-        record_timeout: seconds to wait at exit for the API to store every task run.
+        record_timeout: at exit, seconds to wait for the API to store more task runs
+            before giving up (0: do not wait).
     """
 
     def __init__(

@@ -35,25 +35,33 @@ def unrecorded_task_runs(task_run_ids: Collection[UUID]) -> set[UUID]:
     return remaining
 
 
-def wait_until_recorded(task_run_ids: Collection[UUID], timeout: float = 30.0) -> set[UUID]:
-    """Flush events, then poll until all ``task_run_ids`` are final; return those that are not."""
-    if not task_run_ids:
+def wait_until_recorded(task_run_ids: Collection[UUID], stall_timeout: float = 30.0) -> set[UUID]:
+    """Flush events, then poll until all ``task_run_ids`` are final; return those that are not.
+
+    The API records a few hundred task runs per second, so the wait lasts as long as it
+    keeps making progress and gives up only after ``stall_timeout`` seconds without any.
+    """
+    if not task_run_ids or stall_timeout <= 0:
         return set()
-    EventsWorker.drain_all(timeout=timeout)
-    deadline = time.monotonic() + timeout
+    EventsWorker.drain_all(timeout=stall_timeout, at_exit=False)
     remaining = set(task_run_ids)
+    last_progress = time.monotonic()
     delay = 0.05
     while remaining:
-        remaining = unrecorded_task_runs(remaining)
-        if not remaining or time.monotonic() >= deadline:
+        still = unrecorded_task_runs(remaining)
+        now = time.monotonic()
+        if len(still) < len(remaining):
+            last_progress = now
+        remaining = still
+        if not remaining or now - last_progress >= stall_timeout:
             break
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
     if remaining:
         logger.warning(
-            "%d of %d task runs were not recorded in a final state within %.0f s",
+            "%d of %d task runs were not recorded in a final state (no progress for %.0f s)",
             len(remaining),
             len(task_run_ids),
-            timeout,
+            stall_timeout,
         )
     return remaining

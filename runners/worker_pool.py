@@ -321,6 +321,7 @@ class WorkerPool:
             log_prints,
         )
         job.future.set_running_or_notify_cancel()
+        job.future.poolflow_job_id = job.job_id  # type: ignore[attr-defined]
         with self._lock:
             self._pending.append(job)
         self._wake()
@@ -449,7 +450,6 @@ class WorkerPool:
                 if not self._pending:
                     return
                 job = self._pending.popleft()
-            job.future.poolflow_job_id = job.job_id  # type: ignore[attr-defined]
             try:
                 worker.conn.send_bytes(pickle.dumps((job.job_id, job.log_prints, job.payload)))
             except OSError:

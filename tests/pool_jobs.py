@@ -1,0 +1,54 @@
+"""Job functions for the fault tests; a module of its own so every start method can import it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def square(x: int) -> int:
+    time.sleep(0.01)
+    return x * x
+
+
+def pid_of_worker(_: int = 0) -> int:
+    return os.getpid()
+
+
+def die(how: str) -> None:
+    """End the worker process abruptly, the way real crashes do."""
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "segfault":
+        ctypes.string_at(0)
+    elif how == "exit":
+        os._exit(3)
+    time.sleep(60)
+
+
+def spin(seconds: float) -> None:
+    """Burn CPU without ever yielding, for ``seconds`` (forever if negative)."""
+    deadline = time.monotonic() + seconds
+    while seconds < 0 or time.monotonic() < deadline:
+        pass
+
+
+def fault_job(index: int, kill_every: int, spin_every: int) -> int:
+    """The soak test's job: most return their index, some kill their worker, some spin."""
+    if index % kill_every == kill_every // 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if index % spin_every == spin_every // 3:
+        spin(-1)
+    return index
+
+
+def die_first_time(marker: str) -> str:
+    """Kill the worker on the first attempt; succeed on the next (a retried crash)."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
