@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from tasks.parse import PARSERS
 EXIT_FAILED_ITEMS = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def _positive_int(text: str) -> int:
@@ -62,6 +64,22 @@ def _parser() -> argparse.ArgumentParser:
     tuples.add_argument("--per-chunk", type=_positive_int, default=5)
     tuples.add_argument("--processes", type=_positive_int, default=None)
     return parser
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised so that the process unwinds and exits normally."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _exit_normally_on_sigterm() -> None:
+    # During a flow run Prefect turns SIGTERM into an exception, then re-sends the signal
+    # to whatever handler was there before. With the default handler the process would die
+    # on the spot, skipping the exit hooks that stop Prefect's embedded API server and
+    # leaving it orphaned; with this one it unwinds, cleans up and exits with 143.
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _quiet_prefect_defaults() -> None:
@@ -125,13 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poolflow`` script; returns the process exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _exit_normally_on_sigterm()
     try:
         return COMMANDS[args.command](args)
     except ParameterError as exc:
         parser.exit(EXIT_USAGE, f"poolflow: error: {exc}\n")
     except KeyboardInterrupt:
-        print("poolflow: interrupted", file=sys.stderr)
+        print("poolflow: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("poolflow: terminated; rerun the same command to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     return 0
 
 

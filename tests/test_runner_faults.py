@@ -1,0 +1,133 @@
+"""Faults under Prefect: retried crashes, a soak with kills and timeouts, Ctrl-C and SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from pool_jobs import die_first_time, fault_job
+from prefect import flow, task
+from test_runner import task_runs
+
+from runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
+from tasks.items import read_meta
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+retried_crash = task(die_first_time, name="die-first-time", retries=1, retry_delay_seconds=0)
+soak_job = task(fault_job, name="soak", timeout_seconds=1, task_run_name="soak({index})")
+POOLFLOW = str(Path(sys.executable).parent / "poolflow")
+
+
+def worker_processes() -> list[psutil.Process]:
+    """Live poolflow workers below this test process (the forkserver itself may stay)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = child.parent()
+            forked = parent is not None and "forkserver" in " ".join(parent.cmdline())
+            if forked and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    return found
+
+
+def test_a_task_whose_worker_died_is_retried(tmp_path: Path) -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def crash_once() -> str:
+        return retried_crash.submit(str(tmp_path / "marker")).result()
+
+    state = crash_once(return_state=True)
+    assert state.result() == "survived"
+    (run,) = task_runs(state)
+    assert run.run_count == 2
+
+
+def test_soak_2000_tasks_with_killed_workers_and_timeouts() -> None:
+    count, kill_every, spin_every = 2000, 100, 100
+
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def soak() -> list[Any]:
+        futures = soak_job.map(range(count), kill_every=kill_every, spin_every=spin_every)
+        return [f.result(raise_on_failure=False) for f in futures]
+
+    state = soak(return_state=True)
+    outcomes = state.result()
+    killed = {i for i in range(count) if i % kill_every == kill_every // 2}
+    spun = {i for i in range(count) if i % spin_every == spin_every // 3} - killed
+    for index, outcome in enumerate(outcomes):
+        if index in killed:
+            assert isinstance(outcome, WorkerDiedError), (index, outcome)
+            assert f"while running soak({index})" in str(outcome)
+        elif index in spun:
+            assert isinstance(outcome, JobTimeoutError), (index, outcome)
+        else:
+            assert outcome == index
+    runs = task_runs(state)
+    assert len(runs) == count
+    names = Counter(run.state.name for run in runs if run.state is not None)
+    assert names == {
+        "Completed": count - len(killed) - len(spun),
+        "Failed": len(killed),
+        "TimedOut": len(spun),
+    }
+    assert worker_processes() == []
+
+
+def _session_processes(session_id: int) -> list[psutil.Process]:
+    alive = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(process.pid) == session_id and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            continue
+    return alive
+
+
+# Ctrl-C in a terminal signals the whole process group; `kill` and Prefect's runners (on
+# cancellation) send SIGTERM to the flow process alone.
+@pytest.mark.parametrize(
+    ("sig", "code", "embedded", "group"),
+    [(signal.SIGINT, 130, False, True), (signal.SIGTERM, 143, True, False)],
+)
+def test_interrupted_run_stops_cleanly_and_resumes(
+    tmp_path: Path, prefect_server: str, sig: signal.Signals, code: int, embedded: bool, group: bool
+) -> None:
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    subprocess.run([POOLFLOW, "sample", str(corpus), "--files", "60", "--docs", "150"], check=True)
+    env = dict(os.environ)
+    if not embedded:
+        env["PREFECT_API_URL"] = prefect_server
+    args = [POOLFLOW, "run", str(corpus), "-o", str(out), "--processes", "2"]
+    run = subprocess.Popen(args, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*.xlsx"))) < 3 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.1)
+    if group:
+        os.killpg(run.pid, sig)
+    else:
+        os.kill(run.pid, sig)
+    started = time.monotonic()
+    _, stderr = run.communicate(timeout=60)
+    assert time.monotonic() - started < 30
+    assert run.returncode == code, stderr[-2000:]
+    assert "leaked semaphore" not in stderr
+    time.sleep(0.5)
+    assert _session_processes(run.pid) == [], "processes left behind"
+    artifacts = [p for p in out.rglob("*.xlsx") if not p.name.startswith(".")]
+    assert 0 < len(artifacts) < 60
+    assert all(read_meta(p).get("format") for p in artifacts), "a half-written artifact"
+
+    env["PREFECT_API_URL"] = prefect_server
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"({len(artifacts)} skipped as current)" in rerun.stderr
