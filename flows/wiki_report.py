@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.futures import PrefectFuture, as_completed
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 from prefect.utilities.annotations import unmapped
 
 from flows.parameters import check_wiki_parameters
@@ -88,6 +88,9 @@ def wiki_report(
         parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(str(target))})
         stats = task_runner.map(stats_task, {**common, "item": items})
         _wait_with_progress(parsed, progress_bar)
+        if getattr(task_runner, "cancelled", False):
+            done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemResult))
+            return Cancelled(message=f"cancelled after {done} of {len(items)} items; rerun to resume")
         results = [_item_result(item, future) for item, future in zip(items, parsed, strict=True)]
         columns = [_stats_result(future) for future in stats]
         report = task_runner.submit(

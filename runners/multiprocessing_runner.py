@@ -25,12 +25,13 @@ from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
 from prefect.client.schemas.objects import RunInput
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture, PrefectFutureList
 from prefect.logging.loggers import get_run_logger
 from prefect.task_runners import TaskRunner
 from typing_extensions import Self
 
+from runners.cancellation import CancellationWatcher
 from runners.recording import wait_until_recorded
 from runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
 from runners.worker_pool import WorkerPool
@@ -81,6 +82,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._pool_tasks: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
         self._ran: list[uuid.UUID] = []
         self._lock = threading.Lock()
+        self._watcher: CancellationWatcher | None = None
+        self.cancelled = False
 
     def duplicate(self) -> Self:
         return type(self)(
@@ -104,7 +107,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
     def __getstate__(self) -> dict[str, Any]:
         # Flows are pickled when deployments dispatch them; only the configuration travels.
         state = self.__dict__.copy()
-        for live in ("_pool", "_engines", "_lock"):
+        for live in ("_pool", "_engines", "_lock", "_watcher"):
             state.pop(live, None)
         state.update(_pool_tasks={}, _ran=[])
         return state
@@ -113,6 +116,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self.__dict__.update(state)
         self._pool = None
         self._engines = None
+        self._watcher = None
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- lifecycle
@@ -132,10 +136,24 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             thread_name_prefix="poolflow-engine",
         )
         self._ran = []
+        self.cancelled = False
+        flow_run = getattr(FlowRunContext.get(), "flow_run", None)
+        if flow_run is not None:
+            self._watcher = CancellationWatcher(flow_run.id, self._stop_for_cancellation)
+            self._watcher.start()
         return self
+
+    def _stop_for_cancellation(self) -> None:
+        """The flow run was cancelled: kill the workers; pending and new tasks fail at once."""
+        self.cancelled = True
+        if self._pool is not None:
+            self._pool.shutdown(kill=True)
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         pool, engines = self._pool, self._engines
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         try:
             if pool is not None and exc_type is not None:
                 # Interrupted or crashed: stop the work now; engine threads then record

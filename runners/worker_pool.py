@@ -275,6 +275,7 @@ class WorkerPool:
         self._job_ids = itertools.count(1)
         self._workers: list[_Worker] = []
         self._closing = False
+        self._closed = False
         self._manager: threading.Thread | None = None
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
@@ -307,7 +308,7 @@ class WorkerPool:
         this one call at once.
         """
         if self._closing:
-            raise RuntimeError("the pool is shut down")
+            raise JobCancelledError("the pool is shut down (flow run cancelled or ending)")
         try:
             payload = cloudpickle.dumps((fn, tuple(args), kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -342,6 +343,9 @@ class WorkerPool:
         Queued jobs that never started are cancelled either way.
         """
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._closing = True
             if kill:
                 self._cancelled.update(w.job.job_id for w in self._workers if w.job)

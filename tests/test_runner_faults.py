@@ -131,3 +131,45 @@ def test_interrupted_run_stops_cleanly_and_resumes(
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"({len(artifacts)} skipped as current)" in rerun.stderr
+
+
+def test_cancelling_a_cli_run_from_the_api_stops_it_and_a_rerun_resumes(
+    tmp_path: Path, prefect_server: str
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelling
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    subprocess.run([POOLFLOW, "sample", str(corpus), "--files", "60", "--docs", "150"], check=True)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    args = [POOLFLOW, "run", str(corpus), "-o", str(out), "--processes", "2"]
+    run = subprocess.Popen(args, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*.xlsx"))) < 3 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.1)
+    running = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])))
+    with get_client(sync_client=True) as client:
+        wiki = FlowFilter(name=FlowFilterName(any_=["wiki-report"]))
+        (flow_run,) = client.read_flow_runs(flow_run_filter=running, flow_filter=wiki)
+        client.set_flow_run_state(flow_run.id, Cancelling(), force=True)  # what the UI's Cancel does
+        started = time.monotonic()
+        _, stderr = run.communicate(timeout=60)
+        assert time.monotonic() - started < 20
+        final = client.read_flow_run(flow_run.id).state
+    assert final is not None and final.type == StateType.CANCELLED, stderr[-2000:]
+    assert run.returncode == 1
+    assert _session_processes(run.pid) == []
+    artifacts = [p for p in out.rglob("*.xlsx") if not p.name.startswith(".")]
+    assert 0 < len(artifacts) < 60
+    assert all(read_meta(p).get("format") for p in artifacts)
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"({len(artifacts)} skipped as current)" in rerun.stderr
