@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.parse import Document, parse_text
-from tasks.xlsx import AtomicWorkbook, read_sheet, sheet_names, split_cell, write_sheet
+from tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, sheet_names, split_cell, write_sheet
 
 ARTIFACT_FORMAT = "poolflow-item/1"
 ITEMS_DIR = "items"
 DOC_COLUMNS = ["line", "id", "url", "title"]
+MAX_TEXT_CELLS = EXCEL_MAX_COLUMNS - len(DOC_COLUMNS)
 
 
 class ItemError(Exception):
@@ -124,11 +125,17 @@ def _current_result(artifact: Path, item: str, sha256: str, parser: str, encodin
     )
 
 
-def _document_rows(documents: list[Document]) -> tuple[list[list[str | int]], int]:
+def _document_rows(item: str, documents: list[Document]) -> tuple[list[list[str | int]], int]:
     rows: list[list[str | int]] = []
     widest = 1
     for doc in documents:
         pieces = split_cell(doc.text)
+        if len(pieces) > MAX_TEXT_CELLS:
+            raise ItemError(
+                item,
+                f"document id={doc.id} (line {doc.line}) has {len(doc.text):,} characters, "
+                f"more than one Excel row holds ({MAX_TEXT_CELLS:,} cells)",
+            )
         widest = max(widest, len(pieces))
         rows.append([doc.line, doc.id, doc.url, doc.title, *pieces])
     return rows, widest
@@ -149,7 +156,7 @@ def parse_item(
     if current is not None:
         return current
     parsed = parse_text(text, parser)
-    rows, widest = _document_rows(parsed.documents)
+    rows, widest = _document_rows(item, parsed.documents)
     result = ItemResult(
         item=item,
         status="done",

@@ -26,6 +26,7 @@ from xlsxwriter.worksheet import Worksheet
 
 EXCEL_CELL_LIMIT = 32_767  # UTF-16 code units per cell
 EXCEL_MAX_ROWS = 1_048_576  # rows per sheet, header included
+EXCEL_MAX_COLUMNS = 16_384  # columns per sheet
 WORKBOOK_OPTIONS = {
     "constant_memory": True,
     "strings_to_formulas": False,
