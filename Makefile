@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test lint lock clean
+.PHONY: setup run test lint chromium bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,dask,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -25,8 +25,15 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy runners tasks
 
-test: lint
+# Browser tests drive Debian's chromium (never a downloaded browser build).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: lint chromium
 	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--pattern", default="**/wiki_*", help="glob of input files (default: **/wiki_*)")
     run.add_argument("--encoding", default="utf-8", help="input encoding, e.g. cp949 (default: utf-8)")
     run.add_argument("--runner", choices=RUNNERS, default="multiprocessing")
+    run.add_argument("--dask-address", help="tcp://host:8786 of an existing Dask scheduler (--runner dask)")
 
     sample = commands.add_parser("sample", help="write a synthetic WikiExtractor corpus")
     sample.add_argument("directory")
@@ -63,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     tuples.add_argument("--chunks", type=_positive_int, default=10)
     tuples.add_argument("--per-chunk", type=_positive_int, default=5)
     tuples.add_argument("--processes", type=_positive_int, default=None)
+    serve = commands.add_parser("serve", help="serve the wiki-report, tuple-report and demo deployments")
+    serve.add_argument("--input-dir", default="sample-corpus", help="wiki-report's default input_dir")
+    serve.add_argument("--output-dir", default="out", help="wiki-report's default output_dir")
+    serve.add_argument("--processes", type=_positive_int, default=None)
+    serve.add_argument("--cron", default="0 2 * * *", help="wiki-report's schedule (UTC)")
+    serve.add_argument("--interval", type=float, default=None, help="seconds; replaces --cron")
+    serve.add_argument("--schedules", choices=("on", "off"), default="off", help="activate the schedules")
     return parser
 
 
@@ -103,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         parser=args.parser,
         encoding=args.encoding,
         runner=args.runner,
+        dask_address=args.dask_address,
         progress_bar=True,
         return_state=True,
     )
@@ -136,7 +145,24 @@ def _tuple_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "sample": _sample, "demo": _demo, "tuple-report": _tuple_report}
+def _serve(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from deployments.definitions import DeploymentSettings, serve_deployments
+
+    settings = DeploymentSettings(
+        input_dir=str(Path(args.input_dir).resolve()),
+        output_dir=str(Path(args.output_dir).resolve()),
+        processes=args.processes,
+        wiki_cron=args.cron,
+        wiki_interval_seconds=args.interval,
+        schedules_active=args.schedules == "on",
+        tuple_output=str(Path(args.output_dir).resolve() / "tuples.xlsx"),
+    )
+    serve_deployments(settings)
+    return 0
+
+
+COMMANDS = {"serve": _serve, "run": _run, "sample": _sample, "demo": _demo, "tuple-report": _tuple_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.utilities.annotations import unmapped
 
+from flows.artifacts import ProgressArtifact, publish_results
 from flows.parameters import check_wiki_parameters
 from runners.choice import make_task_runner
 from tasks.items import ITEMS_DIR, ItemResult, parse_item
@@ -28,9 +30,13 @@ from tasks.xlsx import remove_stale_temp_files
 
 DEFAULT_PATTERN = "**/wiki_*"
 
-parse_task = task(parse_item, name="parse", task_run_name="parse({item})")
-stats_task = task(document_stats, name="stats", task_run_name="stats({item})")
-report_task = task(build_report, name="report")
+# Results persist and the cache key is the inputs within one flow run (not the task's
+# source), so a retry of a failed run from the UI reuses every finished item — also after
+# the task code was fixed — and runs only the items that failed.
+RETRY_REUSE = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
+parse_task = task(parse_item, name="parse", task_run_name="parse({item})", **RETRY_REUSE)
+stats_task = task(document_stats, name="stats", task_run_name="stats({item})", **RETRY_REUSE)
+report_task = task(build_report, name="report", cache_policy=NO_CACHE)
 
 
 def list_items(input_dir: Path, pattern: str) -> list[str]:
@@ -57,12 +63,14 @@ def _stats_result(future: PrefectFuture[DocumentStats]) -> DocumentStats | None:
 
 
 def _wait_with_progress(futures: Sequence[PrefectFuture[Any]], show_bar: bool) -> None:
-    """Wait for ``futures``; with ``show_bar``, draw a terminal progress bar as they finish."""
+    """Wait for ``futures``, updating the UI's progress artifact (and a terminal bar)."""
     from tqdm import tqdm
 
+    progress = ProgressArtifact(len(futures))
     with tqdm(total=len(futures), unit="item", disable=not show_bar, desc="items") as bar:
-        for _ in as_completed(list(futures)):
+        for done, _ in enumerate(as_completed(list(futures)), start=1):
             bar.update()
+            progress.update(done)
 
 
 @flow(name="wiki-report", log_prints=True)
@@ -74,6 +82,7 @@ def wiki_report(
     parser: str = "exact",
     encoding: str = "utf-8",
     runner: str = "multiprocessing",
+    dask_address: str | None = None,
     progress_bar: bool = False,
 ) -> State[ReportResult]:
     """Parse every matching file of ``input_dir`` and write ``output_dir/report.xlsx``."""
@@ -84,7 +93,7 @@ def wiki_report(
     stale = remove_stale_temp_files(target / ITEMS_DIR) if (target / ITEMS_DIR).exists() else 0
     logger.info("%d items in %s (%d stale temp files removed)", len(items), source, stale)
     common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
-    with make_task_runner(runner, processes) as task_runner:
+    with make_task_runner(runner, processes, dask_address) as task_runner:
         parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(str(target))})
         stats = task_runner.map(stats_task, {**common, "item": items})
         _wait_with_progress(parsed, progress_bar)
@@ -96,6 +105,7 @@ def wiki_report(
         report = task_runner.submit(
             report_task, {"output_dir": str(target), "items": results, "stats": columns}
         ).result()
+    publish_results(target, results, report)
     failed = [r for r in results if r.status == "failed"]
     for result in failed:
         logger.error("%s failed: %s", result.item, result.error)

@@ -45,9 +45,9 @@ def _stats_rows(items: Sequence[ItemResult], stats: Sequence[DocumentStats | Non
             yield [result.item, *values]
 
 
-def _summary_rows(items: Sequence[ItemResult]) -> Iterator[Row]:
-    for r in items:
-        yield [r.item, r.status, r.documents, r.characters, r.warnings, r.seconds, r.error]
+def summary_row(r: ItemResult) -> list[str | int | float]:
+    """One item's row of the ``summary`` sheet, in ``SUMMARY_COLUMNS`` order."""
+    return [r.item, r.status, r.documents, r.characters, r.warnings, r.seconds, r.error]
 
 
 def build_report(
@@ -64,6 +64,6 @@ def build_report(
     with AtomicWorkbook(path) as workbook:
         documents = write_sheet(workbook, "docs", docs_header, _doc_rows(root, items), max_rows)
         write_sheet(workbook, "stats", ["source", *STATS_COLUMNS], _stats_rows(items, stats), max_rows)
-        write_sheet(workbook, "summary", SUMMARY_COLUMNS, _summary_rows(items), max_rows)
+        write_sheet(workbook, "summary", SUMMARY_COLUMNS, (summary_row(r) for r in items), max_rows)
     failed = sum(1 for r in items if r.status == "failed")
     return ReportResult(path=str(path), documents=documents, items=len(items), failed=failed)

@@ -1,0 +1,1 @@
+"""Benchmarks: poolflow against serial Python, raw multiprocessing.Pool and Prefect's runners."""

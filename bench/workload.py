@@ -1,0 +1,85 @@
+"""One benchmark run in a fresh process: the same per-item work under one execution mode.
+
+Usage: python -m bench.workload MODE CORPUS REPEAT PROCESSES OUTPUT
+The per-item work is ``tasks.items.parse_item`` (parse one WikiExtractor file, write its
+xlsx artifact); each repeat of the corpus writes to its own output folder so nothing is
+skipped. Prints one JSON line: wall seconds from interpreter start, item count, mode.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.items import parse_item
+
+MODES = ("serial", "pool", "poolflow", "prefect-thread", "prefect-process", "prefect-dask")
+
+
+def work_list(corpus: Path, repeat: int, output: Path) -> list[tuple[str, str, str]]:
+    """(input_dir, item, output_dir) for every corpus file, ``repeat`` times."""
+    items = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("wiki_*") if p.is_file())
+    return [(str(corpus), item, str(output / f"r{k}")) for k in range(repeat) for item in items]
+
+
+def _star_parse(args: tuple[str, str, str]) -> Any:
+    return parse_item(*args)
+
+
+def run_plain(mode: str, work: list[tuple[str, str, str]], processes: int) -> None:
+    if mode == "serial":
+        for args in work:
+            parse_item(*args)
+        return
+    with multiprocessing.get_context("forkserver").Pool(processes) as pool:
+        pool.map(_star_parse, work, chunksize=1)
+
+
+def task_runner(mode: str, processes: int) -> Any:
+    if mode == "poolflow":
+        from runners import MultiprocessingTaskRunner
+
+        return MultiprocessingTaskRunner(processes)
+    if mode == "prefect-thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=processes)
+    if mode == "prefect-process":
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(max_workers=processes)
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(cluster_kwargs={"n_workers": processes, "threads_per_worker": 1})
+
+
+def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> None:
+    from prefect import flow, task
+
+    parse = task(parse_item, name="parse")
+
+    @flow(name=f"bench-{mode}", task_runner=task_runner(mode, processes))
+    def bench_flow() -> int:
+        inputs, items, outputs = (list(column) for column in zip(*work, strict=True))
+        futures = parse.map(inputs, items, outputs)
+        return len([f.result() for f in futures])
+
+    assert bench_flow() == len(work)
+
+
+def main(argv: list[str]) -> None:
+    mode, corpus, repeat, processes, output = argv[0], Path(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
+    work = work_list(corpus, repeat, output)
+    if mode in ("serial", "pool"):
+        run_plain(mode, work, processes)
+    else:
+        run_prefect(mode, work, processes)
+    print(json.dumps({"mode": mode, "items": len(work), "finished": time.time()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
