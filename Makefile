@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test lint chromium bench lock clean
+.PHONY: setup run test ui lint chromium bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/poolflow sample sample-corpus
 	$(BIN)/poolflow run sample-corpus -o out
+
+ui: setup
+	bash deployments/ui.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -39,9 +39,20 @@ def tree_rss(process: psutil.Process) -> int:
 def run_once(mode: str, corpus: Path, repeat: int, processes: int, env: dict[str, str]) -> tuple[float, int]:
     """Wall seconds and peak tree RSS of one fresh-process run."""
     with tempfile.TemporaryDirectory(prefix="poolflow-bench-") as output:
-        command = [sys.executable, "-m", "bench.workload", mode, str(corpus), str(repeat), str(processes), output]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.workload",
+            mode,
+            str(corpus),
+            str(repeat),
+            str(processes),
+            output,
+        ]
         started = time.perf_counter()
-        child = subprocess.Popen(command, env=env, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            command, env=env, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         watched = psutil.Process(child.pid)
         peak = 0
         while child.poll() is None:
@@ -77,7 +88,9 @@ def main() -> None:
                 walls.setdefault((mode, repeat), []).append(wall)
                 if repeat == args.repeat:
                     peaks[mode] = max(peaks.get(mode, 0), peak)
-                print(f"round {round_number + 1} {mode:16} {repeat * files:4} items {wall:7.2f} s", flush=True)
+                print(
+                    f"round {round_number + 1} {mode:16} {repeat * files:4} items {wall:7.2f} s", flush=True
+                )
     write_results(modes, walls, peaks, sizes, files, args)
 
 
@@ -97,7 +110,8 @@ def write_results(modes, walls, peaks, sizes, files, args) -> None:  # type: ign
         f"{platform.system()}. Corpus: {files} files × {large} = {n_large} items (marginal cost from "
         f"{n_small} and {n_large} items), {args.processes} processes, median of {args.rounds} alternating "
         "rounds, each run a fresh process; Prefect runs use the embedded API.\n",
-        "| mode | wall s | ms/item (marginal) | fixed start-up s | peak RSS MiB | wall vs raw Pool | overhead vs raw Pool ms/item |",
+        "| mode | wall s | ms/item (marginal) | fixed start-up s | peak RSS MiB | wall vs raw Pool "
+        "| overhead vs raw Pool ms/item |",
         "|---|---|---|---|---|---|---|",
     ]
     for mode, (wall, marginal, fixed, peak) in rows.items():

@@ -52,7 +52,7 @@ def task_runner(mode: str, processes: int) -> Any:
         from prefect.task_runners import ProcessPoolTaskRunner
 
         return ProcessPoolTaskRunner(max_workers=processes)
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask.task_runners import DaskTaskRunner
 
     return DaskTaskRunner(cluster_kwargs={"n_workers": processes, "threads_per_worker": 1})
 
@@ -72,7 +72,13 @@ def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> 
 
 
 def main(argv: list[str]) -> None:
-    mode, corpus, repeat, processes, output = argv[0], Path(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
+    mode, corpus, repeat, processes, output = (
+        argv[0],
+        Path(argv[1]),
+        int(argv[2]),
+        int(argv[3]),
+        Path(argv[4]),
+    )
     work = work_list(corpus, repeat, output)
     if mode in ("serial", "pool"):
         run_plain(mode, work, processes)

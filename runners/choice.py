@@ -24,7 +24,7 @@ def make_task_runner(
 
         return MultiprocessingTaskRunner(processes)
     if name == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask.task_runners import DaskTaskRunner
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)

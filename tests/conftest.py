@@ -67,7 +67,12 @@ def prefect_server() -> Iterator[str]:
     """A real ``prefect server start`` on a free loopback port; yields its API URL."""
     port = free_port()
     home = tempfile.mkdtemp(prefix="poolflow-test-server-")
-    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": home,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # the UI's pages call back here
+    }
     log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

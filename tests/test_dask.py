@@ -31,14 +31,30 @@ def dask_cluster(prefect_server: str) -> Iterator[tuple[str, list[subprocess.Pop
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True, "env": env}
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "start_new_session": True,
+        "env": env,
+    }
     scheduler = subprocess.Popen(
         [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet
     )
     workers = [
         subprocess.Popen(
-            [BIN / "dask", "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-             "--host", "127.0.0.1", "--name", f"worker-{n}"],
+            [
+                BIN / "dask",
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+                "--name",
+                f"worker-{n}",
+            ],
             **quiet,
         )
         for n in range(2)
@@ -61,7 +77,9 @@ def test_dask_cluster_report_equals_the_multiprocessing_report(
     corpus: Path, tmp_path: Path, dask_cluster: tuple[str, list[subprocess.Popen[bytes]]]
 ) -> None:
     address, _ = dask_cluster
-    on_dask = wiki_report(str(corpus), str(tmp_path / "dask"), runner="dask", dask_address=address, return_state=True)
+    on_dask = wiki_report(
+        str(corpus), str(tmp_path / "dask"), runner="dask", dask_address=address, return_state=True
+    )
     on_pool = wiki_report(str(corpus), str(tmp_path / "pool"), processes=2, return_state=True)
     assert on_dask.is_completed() and on_pool.is_completed()
     dask_docs = report_documents(tmp_path / "dask")

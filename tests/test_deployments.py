@@ -38,7 +38,17 @@ def start_serving(tmp_path: Path, api_url: str, *extra: str) -> Served:
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     write_sample_corpus(corpus, files=4, docs_per_file=5)
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    args = [POOLFLOW, "serve", "--input-dir", str(corpus), "--output-dir", str(out), "--processes", "2", *extra]
+    args = [
+        POOLFLOW,
+        "serve",
+        "--input-dir",
+        str(corpus),
+        "--output-dir",
+        str(out),
+        "--processes",
+        "2",
+        *extra,
+    ]
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - the process owns it
     process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
@@ -46,7 +56,9 @@ def start_serving(tmp_path: Path, api_url: str, *extra: str) -> Served:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError((tmp_path / "serve.log").read_text())
-            found = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["wiki-report"])))
+            found = client.read_deployments(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["wiki-report"]))
+            )
             if found:
                 return Served(corpus, out, process)
             time.sleep(0.5)
@@ -83,7 +95,9 @@ def parse_runs(flow_run_id: UUID) -> list[TaskRun]:
 def retry_like_the_ui(api_url: str, flow_run_id: UUID) -> None:
     """The request the UI's Retry button sends."""
     state = {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}
-    response = httpx.post(f"{api_url}/flow_runs/{flow_run_id}/set_state", json={"state": state, "force": True})
+    response = httpx.post(
+        f"{api_url}/flow_runs/{flow_run_id}/set_state", json={"state": state, "force": True}
+    )
     response.raise_for_status()
     assert response.json()["status"] == "ACCEPT"
 
@@ -93,7 +107,9 @@ def start_failing_run(served: Served) -> UUID:
     (served.corpus / "AA" / "wiki_02").write_bytes(BROKEN)
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment("wiki-report/wiki-report", timeout=0)
+    flow_run = run_deployment(
+        "wiki-report/wiki-report", timeout=0, _sync=True
+    )  # also under Playwright's loop
     finished = wait_final(flow_run.id)
     assert finished.state is not None and finished.state.is_failed()
     assert finished.state.message == "1 of 4 items failed"

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from test_deployments import Served, executions, fix_input, start_failing_run, wait_final
+from test_deployments import Served, executions, fix_input, served, start_failing_run, wait_final  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -54,12 +54,20 @@ def test_retry_button_in_the_ui_reruns_only_the_failed_item(
 
     context = browser.new_context(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
     # Only the local Prefect server may be reached; everything else is refused.
-    context.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).netloc == ui_host else route.abort())
+    context.route(
+        "**/*",
+        lambda route: route.continue_() if urlparse(route.request.url).netloc == ui_host else route.abort(),
+    )
     page = context.new_page()
     page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
-    page.get_by_role("button", name="Retry").first.click(timeout=60_000)
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_role("button", name="Retry").click(timeout=30_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        page.get_by_role("button", name="Retry", exact=True).first.click(timeout=60_000)
+        # The confirmation modal has its own "Retry" button, the last one on the page.
+        page.get_by_role("button", name="Retry", exact=True).last.click(timeout=30_000)
+    except Exception:
+        page.screenshot(path=str(SCREENSHOTS / "ui-retry-failure.png"))
+        raise
 
     finished = wait_final(flow_run_id)
     assert finished.state is not None and finished.state.is_completed(), finished.state
@@ -67,7 +75,6 @@ def test_retry_button_in_the_ui_reruns_only_the_failed_item(
 
     page.reload()
     page.get_by_text("Completed").first.wait_for(timeout=60_000)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / "ui-retried-run.png"
     page.screenshot(path=str(shot), full_page=False)
     shutil.copy(shot, tmp_path / shot.name)
