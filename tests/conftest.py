@@ -107,3 +107,13 @@ def corpus() -> Path:
             pytest.fail(f"shared corpus missing at {CORPUS}; CI must provide ../shared")
         pytest.skip(f"shared corpus not found at {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture
+def served(tmp_path: Path, prefect_server: str) -> Iterator[object]:
+    """`poolflow serve` with a 4-file sample corpus in ``tmp_path`` (see test_deployments)."""
+    from test_deployments import start_serving
+
+    serving = start_serving(tmp_path, prefect_server)
+    yield serving
+    stop_process_group(serving.process)

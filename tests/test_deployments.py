@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -63,13 +62,6 @@ def start_serving(tmp_path: Path, api_url: str, *extra: str) -> Served:
                 return Served(corpus, out, process)
             time.sleep(0.5)
     raise TimeoutError("poolflow serve did not register its deployments")
-
-
-@pytest.fixture
-def served(tmp_path: Path, prefect_server: str) -> Iterator[Served]:
-    serving = start_serving(tmp_path, prefect_server)
-    yield serving
-    stop_process_group(serving.process)
 
 
 def wait_final(flow_run_id: UUID, timeout: float = 180) -> FlowRun:

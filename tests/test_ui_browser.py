@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from test_deployments import Served, executions, fix_input, served, start_failing_run, wait_final  # noqa: F401
+from test_deployments import Served, executions, fix_input, start_failing_run, wait_final
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 CHROMIUM = "/usr/bin/chromium"
