@@ -51,7 +51,10 @@ def main() -> None:
         timed("write: xlsxwriter constant_memory", write_xlsxwriter)
         timed("write: openpyxl write_only", write_openpyxl)
         timed("read: python-calamine", lambda: list(read_sheet(xw, "docs")))
-        timed("read: openpyxl read_only", lambda: list(openpyxl.load_workbook(xw, read_only=True)["docs"].values))
+        timed(
+            "read: openpyxl read_only",
+            lambda: list(openpyxl.load_workbook(xw, read_only=True)["docs"].values),
+        )
 
 
 if __name__ == "__main__":

@@ -125,6 +125,16 @@ def _current_result(artifact: Path, item: str, sha256: str, parser: str, encodin
     )
 
 
+def _noncharacter_warnings(documents: list[Document]) -> list[str]:
+    """Name documents holding U+FFFE/U+FFFF, which xlsx stores as escapes calamine cannot undo."""
+    return [
+        f"line {doc.line}: document id={doc.id} contains Unicode non-characters U+FFFE/U+FFFF; "
+        "the xlsx holds them as _xFFFE_/_xFFFF_"
+        for doc in documents
+        if "\ufffe" in doc.text or "\uffff" in doc.text
+    ]
+
+
 def _document_rows(item: str, documents: list[Document]) -> tuple[list[list[str | int]], int]:
     rows: list[list[str | int]] = []
     widest = 1
@@ -156,6 +166,7 @@ def parse_item(
     if current is not None:
         return current
     parsed = parse_text(text, parser)
+    parsed.warnings.extend(_noncharacter_warnings(parsed.documents))
     rows, widest = _document_rows(item, parsed.documents)
     result = ItemResult(
         item=item,

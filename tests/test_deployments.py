@@ -135,6 +135,14 @@ def test_retry_through_the_ui_api_reruns_only_the_failed_item(served: Served, pr
     summary = {row[0]: row[1] for row in read_sheet(served.out / "report.xlsx", "summary")}
     assert set(summary) == {f"AA/wiki_0{n}" for n in range(4)}
     assert "failed" not in summary.values()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+    kinds = Counter(artifact.type for artifact in artifacts)
+    # Prefect stores link artifacts as markdown: per attempt, one link and one file list.
+    assert kinds == {"progress": 2, "table": 2, "markdown": 4}
+    assert any("wiki_02.xlsx" in str(a.data) and "report.xlsx" in str(a.data) for a in artifacts)
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert max(float(a.data) for a in progress) == 100.0  # type: ignore[arg-type]
 
 
 def test_bad_parameter_fails_the_run_at_once_and_writes_nothing(served: Served) -> None:

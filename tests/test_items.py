@@ -95,3 +95,12 @@ def test_item_names_cannot_escape_the_output(tmp_path: Path) -> None:
         artifact_path(tmp_path / "out", "../../etc/passwd")
     with pytest.raises(ItemError, match="outside the output"):
         artifact_path(tmp_path / "out", "/etc/passwd")
+
+
+def test_noncharacters_are_reported_not_silently_changed(tmp_path: Path) -> None:
+    make_input(tmp_path / "in", "odd", ["fine\n", "has \ufffe inside\n"])
+    result = parse_item(str(tmp_path / "in"), "odd", str(tmp_path / "out"))
+    assert result.warnings == 1
+    warnings = [row[0] for row in read_sheet(artifact_path(tmp_path / "out", "odd"), "warnings")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("line 4: document id=1 contains Unicode non-characters U+FFFE/U+FFFF")
