@@ -172,3 +172,32 @@ def test_interval_schedule_fires_a_run_that_completes(tmp_path: Path, prefect_se
         assert (serving.out / "report.xlsx").exists()
     finally:
         stop_process_group(serving.process)
+
+
+def test_retry_cache_key_ignores_a_change_to_the_task_code() -> None:
+    """A fix to the task's code between a failure and the UI retry keeps finished items reused."""
+    from uuid import uuid4
+
+    from prefect import task
+    from prefect.cache_policies import DEFAULT
+    from prefect.client.schemas.objects import TaskRun
+    from prefect.context import TaskRunContext
+
+    from flows.wiki_report import RETRY_REUSE
+
+    def before(item: str) -> str:
+        return item
+
+    def after(item: str) -> str:
+        return item.strip()  # "fixed" code
+
+    run = TaskRun.model_construct(id=uuid4(), flow_run_id=uuid4(), name="parse(x)", task_key="parse")
+
+    def key(fn: Any, policy: Any) -> str | None:
+        task_object = task(fn, **{**RETRY_REUSE, "cache_policy": policy})
+        context = TaskRunContext.model_construct(task=task_object, task_run=run, parameters={"item": "x"})
+        return policy.compute_key(context, {"item": "x"}, {})
+
+    retry_policy = RETRY_REUSE["cache_policy"]
+    assert key(before, retry_policy) == key(after, retry_policy)
+    assert key(before, DEFAULT) != key(after, DEFAULT)  # Prefect's default would rerun everything
