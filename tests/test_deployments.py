@@ -51,14 +51,16 @@ def start_serving(tmp_path: Path, api_url: str, *extra: str) -> Served:
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - the process owns it
     process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
+    wanted = str(corpus.resolve())
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError((tmp_path / "serve.log").read_text())
+            # Earlier tests registered the same deployment names: wait for *our* parameters.
             found = client.read_deployments(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["wiki-report"]))
             )
-            if found:
+            if any(d.parameters.get("input_dir") == wanted for d in found):
                 return Served(corpus, out, process)
             time.sleep(0.5)
     raise TimeoutError("poolflow serve did not register its deployments")
