@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,dask,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,dask,bench,s3]'
 	touch $(STAMP)
 
 setup: $(STAMP)

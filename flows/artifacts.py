@@ -14,8 +14,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from tasks.items import ItemResult, artifact_path
+from tasks.items import ItemResult, artifact_path, artifact_url
 from tasks.report import SUMMARY_COLUMNS, ReportResult, summary_row
+from tasks.storage import is_remote
 
 
 class ProgressArtifact:
@@ -35,17 +36,23 @@ class ProgressArtifact:
             self.shown = percent
 
 
-def publish_results(output_dir: Path, items: Sequence[ItemResult], report: ReportResult) -> None:
+def _uri(output_dir: str, item: str) -> str:
+    if is_remote(output_dir):
+        return artifact_url(output_dir, item)
+    return artifact_path(Path(output_dir), item).as_uri()
+
+
+def publish_results(output_dir: str, items: Sequence[ItemResult], report: ReportResult) -> None:
     """A summary table, a link to the report and a markdown list of every item's xlsx."""
     rows = [dict(zip(SUMMARY_COLUMNS, summary_row(r), strict=True)) for r in items]
     create_table_artifact(rows, key="wiki-report-summary", description="one row per input file")
-    report_uri = Path(report.path).resolve().as_uri()
+    report_uri = report.path if is_remote(report.path) else Path(report.path).resolve().as_uri()
     create_link_artifact(report_uri, link_text="report.xlsx", key="wiki-report-report")
     lines = [f"# wiki-report\n\n[report.xlsx]({report_uri}): {report.documents} documents\n"]
     for result in items:
         if result.status == "failed":
             lines.append(f"- {result.item}: **failed**: {result.error}")
         else:
-            uri = artifact_path(output_dir, result.item).as_uri()
+            uri = _uri(output_dir, result.item)
             lines.append(f"- [{result.item}.xlsx]({uri}): {result.documents} documents ({result.status})")
     create_markdown_artifact("\n".join(lines), key="wiki-report-files", description="per-item xlsx files")

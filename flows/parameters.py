@@ -9,6 +9,7 @@ import codecs
 from pathlib import Path
 
 from runners.choice import RUNNERS
+from tasks import storage
 from tasks.parse import PARSERS
 
 
@@ -30,17 +31,27 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ParameterError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def check_directories(input_dir: str, output_dir: str) -> tuple[Path, Path]:
-    """The input must be a directory; the output may not be it or lie inside it."""
+def check_directories(input_dir: str, output_dir: str) -> tuple[Path, str]:
+    """The input must be a directory; the output may not be it or lie inside it.
+
+    Returns the resolved input and the output location: a resolved local path, or an fsspec
+    URL (``s3://…``) whose protocol is known.
+    """
     source = Path(input_dir).expanduser().resolve()
-    target = Path(output_dir).expanduser().resolve()
     if not source.is_dir():
         raise ParameterError(f"input directory {input_dir!r} does not exist or is not a directory")
+    if storage.is_remote(output_dir):
+        try:
+            storage.check_protocol(output_dir)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+        return source, output_dir
+    target = Path(storage.local_path(output_dir)).expanduser().resolve()
     if target == source or target.is_relative_to(source):
         raise ParameterError(f"output directory {output_dir!r} may not be inside the input directory")
     if target.exists() and not target.is_dir():
         raise ParameterError(f"output {output_dir!r} exists and is not a directory")
-    return source, target
+    return source, str(target)
 
 
 def check_encoding(encoding: str) -> None:
@@ -58,8 +69,8 @@ def check_wiki_parameters(
     parser: str,
     encoding: str,
     runner: str,
-) -> tuple[Path, Path]:
-    """Every check of a wiki-report run; returns the resolved (input, output) directories."""
+) -> tuple[Path, str]:
+    """Every check of a wiki-report run; returns the resolved input and the output location."""
     check_processes(processes)
     check_choice("parser", parser, PARSERS)
     check_choice("runner", runner, RUNNERS)

@@ -26,6 +26,7 @@ from runners.choice import make_task_runner
 from tasks.items import ITEMS_DIR, ItemResult, parse_item
 from tasks.report import ReportResult, build_report
 from tasks.stats import DocumentStats, document_stats
+from tasks.storage import is_remote
 from tasks.xlsx import remove_stale_temp_files
 
 DEFAULT_PATTERN = "**/wiki_*"
@@ -90,11 +91,12 @@ def wiki_report(
     logger = get_run_logger()
     source, target = check_wiki_parameters(input_dir, output_dir, processes, parser, encoding, runner)
     items = list_items(source, pattern)
-    stale = remove_stale_temp_files(target / ITEMS_DIR) if (target / ITEMS_DIR).exists() else 0
+    items_dir = Path(target) / ITEMS_DIR
+    stale = 0 if is_remote(target) or not items_dir.exists() else remove_stale_temp_files(items_dir)
     logger.info("%d items in %s (%d stale temp files removed)", len(items), source, stale)
     common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
     with make_task_runner(runner, processes, dask_address) as task_runner:
-        parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(str(target))})
+        parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(target)})
         stats = task_runner.map(stats_task, {**common, "item": items})
         _wait_with_progress(parsed, progress_bar)
         if getattr(task_runner, "cancelled", False):
@@ -103,7 +105,7 @@ def wiki_report(
         results = [_item_result(item, future) for item, future in zip(items, parsed, strict=True)]
         columns = [_stats_result(future) for future in stats]
         report = task_runner.submit(
-            report_task, {"output_dir": str(target), "items": results, "stats": columns}
+            report_task, {"output_dir": target, "items": results, "stats": columns}
         ).result()
     publish_results(target, results, report)
     failed = [r for r in results if r.status == "failed"]

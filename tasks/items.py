@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks import storage
 from tasks.parse import Document, parse_text
 from tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, sheet_names, split_cell, write_sheet
 
@@ -159,6 +160,9 @@ def parse_item(
     encoding: str = "utf-8",
 ) -> ItemResult:
     """Parse ``input_dir/item`` into its xlsx artifact (atomically), unless already current."""
+    if storage.is_remote(output_dir):
+        return _parse_item_remote(input_dir, item, output_dir, parser, encoding)
+    output_dir = storage.local_path(output_dir)
     started = time.perf_counter()
     artifact = artifact_path(Path(output_dir), item)
     text, sha256 = read_input(Path(input_dir), item, encoding)
@@ -182,3 +186,20 @@ def parse_item(
         meta = _meta(item, sha256, parser, encoding, result)
         write_sheet(workbook, "meta", ["key", "value"], meta.items())
     return ItemResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 4)})
+
+
+def artifact_url(output_dir: str, item: str) -> str:
+    """The artifact's URL under a remote ``output_dir`` (same refusal of escaping names)."""
+    relative = artifact_path(Path("/"), item).relative_to("/")
+    return storage.join(output_dir, relative.as_posix())
+
+
+def _parse_item_remote(input_dir: str, item: str, output_dir: str, parser: str, encoding: str) -> ItemResult:
+    """``parse_item`` for a URL: stage locally, reuse a current remote artifact, upload a new one."""
+    url = artifact_url(output_dir, item)
+    with storage.staging() as stage:
+        storage.download_if_exists(url, artifact_path(stage, item))
+        result = parse_item(input_dir, item, str(stage), parser, encoding)
+        if result.status == "done":
+            storage.upload(artifact_path(stage, item), url)
+        return result

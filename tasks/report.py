@@ -10,7 +10,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, text_columns_header
+from tasks import storage
+from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, artifact_url, text_columns_header
 from tasks.stats import STATS_COLUMNS, DocumentStats
 from tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, Row, read_sheet, write_sheet
 
@@ -57,7 +58,9 @@ def build_report(
     max_rows: int = EXCEL_MAX_ROWS,
 ) -> ReportResult:
     """Write ``<output_dir>/report.xlsx`` from the artifacts of ``items`` and their ``stats``."""
-    root = Path(output_dir)
+    if storage.is_remote(output_dir):
+        return _build_report_remote(output_dir, items, stats, max_rows)
+    root = Path(storage.local_path(output_dir))
     widest = max((r.text_columns for r in items if r.status != "failed"), default=1)
     docs_header = ["source", *DOC_COLUMNS[1:], *text_columns_header(widest)]
     path = root / REPORT_NAME
@@ -67,3 +70,19 @@ def build_report(
         write_sheet(workbook, "summary", SUMMARY_COLUMNS, (summary_row(r) for r in items), max_rows)
     failed = sum(1 for r in items if r.status == "failed")
     return ReportResult(path=str(path), documents=documents, items=len(items), failed=failed)
+
+
+def _build_report_remote(
+    output_dir: str, items: Sequence[ItemResult], stats: Sequence[DocumentStats | None], max_rows: int
+) -> ReportResult:
+    """``build_report`` for a URL: fetch the artifacts into a stage, build there, upload the report."""
+    with storage.staging() as stage:
+        for result in items:
+            if result.status != "failed":
+                storage.download_if_exists(
+                    artifact_url(output_dir, result.item), artifact_path(stage, result.item)
+                )
+        local = build_report(str(stage), items, stats, max_rows)
+        url = storage.join(output_dir, REPORT_NAME)
+        storage.upload(Path(local.path), url)
+        return ReportResult(path=url, documents=local.documents, items=local.items, failed=local.failed)

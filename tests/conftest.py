@@ -35,6 +35,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The local S3 (moto) that the fsspec tests use. Worker processes are forked from a server
+# started early in the session, so its address must be in the environment from the start.
+S3_PORT = free_port()
+os.environ.update(
+    AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}",
+    AWS_ACCESS_KEY_ID="poolflow-test",
+    AWS_SECRET_ACCESS_KEY="poolflow-test",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+
+
 def wait_for_http(url: str, timeout: float = 90.0) -> None:
     """Poll ``url`` until it answers 200 or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -117,3 +128,22 @@ def served(tmp_path: Path, prefect_server: str) -> Iterator[object]:
     serving = start_serving(tmp_path, prefect_server)
     yield serving
     stop_process_group(serving.process)
+
+
+@pytest.fixture(scope="session")
+def s3_bucket() -> Iterator[str]:
+    """A real S3 API (moto's server) on 127.0.0.1 with an empty bucket; yields ``s3://bucket``."""
+    import s3fs
+
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(S3_PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{S3_PORT}/moto-api/")
+        s3fs.S3FileSystem().mkdir("poolflow-test")
+        yield "s3://poolflow-test"
+    finally:
+        stop_process_group(process)

@@ -1,0 +1,58 @@
+"""Artifacts at an fsspec URL: a real S3 API (moto's server) on loopback instead of a shared disk."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from flows.wiki_report import wiki_report
+from tasks.parse import parse_exact
+from tasks.sample import write_sample_corpus
+from tasks.xlsx import join_cells, read_sheet
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def test_wiki_report_writes_items_and_report_to_s3_and_resumes_there(tmp_path: Path, s3_bucket: str) -> None:
+    import s3fs
+
+    corpus = tmp_path / "corpus"
+    write_sample_corpus(corpus, files=3, docs_per_file=6)
+    output = f"{s3_bucket}/nightly"
+
+    state = wiki_report(str(corpus), output, processes=2, return_state=True)
+
+    assert state.is_completed(), state.message
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    keys = sorted(fs.find(output.removeprefix("s3://")))
+    assert keys == [
+        "poolflow-test/nightly/items/AA/wiki_00.xlsx",
+        "poolflow-test/nightly/items/AA/wiki_01.xlsx",
+        "poolflow-test/nightly/items/AA/wiki_02.xlsx",
+        "poolflow-test/nightly/report.xlsx",
+    ]
+    with tempfile.TemporaryDirectory() as local:
+        report = Path(local) / "report.xlsx"
+        fs.get_file(f"{output}/report.xlsx", str(report))
+        rows = [(r[0], r[1], join_cells(r[4:])) for r in read_sheet(report, "docs")]
+        expected = [
+            (f"AA/{p.name}", d.id, d.text)
+            for p in sorted((corpus / "AA").iterdir())
+            for d in parse_exact(p.read_text(encoding="utf-8")).documents
+        ]
+        assert rows == expected
+
+        again = wiki_report(str(corpus), output, processes=2, return_state=True)
+        assert again.is_completed()
+        fs.get_file(f"{output}/report.xlsx", str(report))
+        assert {row[1] for row in read_sheet(report, "summary")} == {"skipped"}
+
+
+def test_unknown_url_protocol_is_a_parameter_error(tmp_path: Path) -> None:
+    from flows.parameters import ParameterError, check_directories
+
+    with pytest.raises(ParameterError, match="cannot write to 'nosuch://x'"):
+        check_directories(str(tmp_path), "nosuch://x")
