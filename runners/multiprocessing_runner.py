@@ -13,13 +13,14 @@ task past its ``timeout_seconds`` — fail (or retry) just that task run here.
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         initializer, initargs: called once in every new worker.
         record_timeout: at exit, seconds to wait for the API to store more task runs
             before giving up (0: do not wait).
+        max_pending: task runs submitted but not finished at most; ``submit`` (and so
+            ``map``) blocks beyond it, which bounds the flow process's memory on huge maps.
     """
 
     def __init__(
@@ -67,10 +70,17 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         initializer: Callable[..., object] | None = None,
         initargs: Sequence[Any] = (),
         record_timeout: float = 30.0,
+        max_pending: int = 1000,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if processes is not None and processes < 1:
             raise ValueError("processes must be at least 1")
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self.max_pending = max_pending
+        self.peak_pending = 0
+        self._pending = 0
+        self._slots = threading.Semaphore(max_pending)
         self.processes = processes or os.cpu_count() or 1
         self.maxtasksperchild = maxtasksperchild
         self.start_method = start_method
@@ -93,6 +103,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             initializer=self.initializer,
             initargs=self.initargs,
             record_timeout=self.record_timeout,
+            max_pending=self.max_pending,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -102,12 +113,19 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         return hash(self._options())
 
     def _options(self) -> tuple[Any, ...]:
-        return (self.processes, self.maxtasksperchild, self.start_method, self.initializer, self.initargs)
+        return (
+            self.processes,
+            self.maxtasksperchild,
+            self.start_method,
+            self.initializer,
+            self.initargs,
+            self.max_pending,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # Flows are pickled when deployments dispatch them; only the configuration travels.
         state = self.__dict__.copy()
-        for live in ("_pool", "_engines", "_lock", "_watcher"):
+        for live in ("_pool", "_engines", "_lock", "_watcher", "_slots"):
             state.pop(live, None)
         state.update(_pool_tasks={}, _ran=[])
         return state
@@ -118,6 +136,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._engines = None
         self._watcher = None
         self._lock = threading.Lock()
+        self._slots = threading.Semaphore(self.max_pending)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -137,6 +156,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         )
         self._ran = []
         self.cancelled = False
+        self.peak_pending = 0
         flow_run = getattr(FlowRunContext.get(), "flow_run", None)
         if flow_run is not None:
             self._watcher = CancellationWatcher(flow_run.id, self._stop_for_cancellation)
@@ -186,6 +206,10 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             raise RuntimeError("The task runner must be started before submitting work.")
         from prefect.task_engine import run_task_sync
 
+        self._slots.acquire()  # back-pressure: released when an engine run finishes
+        with self._lock:
+            self._pending += 1
+            self.peak_pending = max(self.peak_pending, self._pending)
         task_run_id = uuid.uuid4()
         engine_future = self._engines.submit(
             copy_context().run,
@@ -197,7 +221,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             return_type="state",
             dependencies=dependencies,
         )
-        engine_future.add_done_callback(functools.partial(self._note_ran, task_run_id))
+        engine_future.add_done_callback(functools.partial(self._engine_done, task_run_id))
         return PrefectConcurrentFuture(task_run_id=task_run_id, wrapped_future=engine_future)
 
     def map(
@@ -209,10 +233,28 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         """One task run per element of the iterable parameters; futures in input order."""
         return super().map(task, parameters, wait_for)
 
-    def _note_ran(self, task_run_id: uuid.UUID, engine_future: Future[Any]) -> None:
-        if not engine_future.cancelled():
-            with self._lock:
+    def imap(
+        self, task: Task[Any, Any], parameter_sets: Iterable[dict[str, Any]], raise_on_failure: bool = True
+    ) -> Iterator[Any]:
+        """Like ``Pool.imap``: one task run per parameter dict, results in input order.
+
+        At most ``max_pending`` task runs are in flight and each result is dropped once
+        yielded, so mapping 100,000 items holds ``max_pending`` futures, not 100,000.
+        """
+        window: collections.deque[PrefectConcurrentFuture[Any]] = collections.deque()
+        for parameters in parameter_sets:
+            if len(window) >= self.max_pending:
+                yield window.popleft().result(raise_on_failure=raise_on_failure)
+            window.append(self.submit(task, parameters))
+        while window:
+            yield window.popleft().result(raise_on_failure=raise_on_failure)
+
+    def _engine_done(self, task_run_id: uuid.UUID, engine_future: Future[Any]) -> None:
+        with self._lock:
+            self._pending -= 1
+            if not engine_future.cancelled():
                 self._ran.append(task_run_id)
+        self._slots.release()
 
     def _pool_task(self, task: Task[Any, Any]) -> Task[Any, Any]:
         """A copy of ``task`` whose function runs in the pool (made once per task)."""

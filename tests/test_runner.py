@@ -295,3 +295,18 @@ def test_async_tasks_run_in_the_pool() -> None:
         return [f.result() for f in async_double.map([1, 2, 3])]
 
     assert with_async() == [2, 4, 6]
+
+
+def test_imap_keeps_order_and_bounds_task_runs_in_flight() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2, max_pending=4))
+    def streamed() -> tuple[list[int], int]:
+        from prefect.context import FlowRunContext
+
+        runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]  # the started copy
+        results = list(runner.imap(square, ({"x": x, "delay": 0.01 * (x % 3)} for x in range(60))))
+        mapped = [f.result() for f in square.map(range(20))]  # map is bounded the same way
+        return results + mapped, runner.peak_pending
+
+    results, peak = streamed()
+    assert results == [x * x for x in range(60)] + [x * x for x in range(20)]
+    assert 1 <= peak <= 4
