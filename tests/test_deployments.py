@@ -168,7 +168,9 @@ def test_interval_schedule_fires_a_run_that_completes(tmp_path: Path, prefect_se
             deployment = client.read_deployment_by_name("wiki-report/wiki-report")
             while not completed and time.monotonic() < deadline:
                 runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id={"any_": [deployment.id]}))
-                completed = [r for r in runs if r.state is not None and r.state.is_completed()]
+                # Earlier tests ran the same deployment: only runs with this test's input count.
+                ours = [r for r in runs if r.parameters.get("input_dir") == str(serving.corpus.resolve())]
+                completed = [r for r in ours if r.state is not None and r.state.is_completed()]
                 time.sleep(1)
         assert completed, "no scheduled run completed"
         assert (serving.out / "report.xlsx").exists()
