@@ -180,7 +180,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("poolflow: terminated; rerun the same command to resume", file=sys.stderr)
         return EXIT_TERMINATED
-    return 0
 
 
 if __name__ == "__main__":

@@ -95,32 +95,26 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._watcher: CancellationWatcher | None = None
         self.cancelled = False
 
+    def _options(self) -> dict[str, Any]:
+        """The constructor arguments this runner was configured with."""
+        return {
+            "processes": self.processes,
+            "maxtasksperchild": self.maxtasksperchild,
+            "start_method": self.start_method,
+            "initializer": self.initializer,
+            "initargs": self.initargs,
+            "record_timeout": self.record_timeout,
+            "max_pending": self.max_pending,
+        }
+
     def duplicate(self) -> Self:
-        return type(self)(
-            self.processes,
-            maxtasksperchild=self.maxtasksperchild,
-            start_method=self.start_method,
-            initializer=self.initializer,
-            initargs=self.initargs,
-            record_timeout=self.record_timeout,
-            max_pending=self.max_pending,
-        )
+        return type(self)(**self._options())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MultiprocessingTaskRunner) and self._options() == other._options()
 
     def __hash__(self) -> int:
-        return hash(self._options())
-
-    def _options(self) -> tuple[Any, ...]:
-        return (
-            self.processes,
-            self.maxtasksperchild,
-            self.start_method,
-            self.initializer,
-            self.initargs,
-            self.max_pending,
-        )
+        return hash(tuple(self._options().values()))
 
     def __getstate__(self) -> dict[str, Any]:
         # Flows are pickled when deployments dispatch them; only the configuration travels.

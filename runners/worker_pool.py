@@ -275,7 +275,6 @@ class WorkerPool:
         self._job_ids = itertools.count(1)
         self._workers: list[_Worker] = []
         self._closing = False
-        self._closed = False
         self._manager: threading.Thread | None = None
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
@@ -343,9 +342,8 @@ class WorkerPool:
         Queued jobs that never started are cancelled either way.
         """
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+            if self._closing:
+                return  # already shut down (or shutting down in another thread)
             self._closing = True
             if kill:
                 self._cancelled.update(w.job.job_id for w in self._workers if w.job)

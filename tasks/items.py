@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tasks import storage
 from tasks.parse import Document, parse_text
-from tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, sheet_names, split_cell, write_sheet
+from tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, split_cell, write_sheet
 
 ARTIFACT_FORMAT = "poolflow-item/1"
 ITEMS_DIR = "items"
@@ -62,8 +62,8 @@ def text_columns_header(count: int) -> list[str]:
     return ["text"] + [f"text_{n}" for n in range(2, count + 1)]
 
 
-def read_input(input_dir: Path, item: str, encoding: str = "utf-8") -> tuple[str, str]:
-    """Read and decode an item's file; return (text, sha256 of its bytes)."""
+def read_input(input_dir: Path, item: str, encoding: str = "utf-8") -> tuple[str, bytes]:
+    """Read and decode an item's file; return (text, the raw bytes)."""
     path = input_dir / item
     try:
         data = path.read_bytes()
@@ -81,7 +81,7 @@ def read_input(input_dir: Path, item: str, encoding: str = "utf-8") -> tuple[str
         raise ItemError(
             item, f"not valid {encoding} at byte {exc.start}; pass the right --encoding"
         ) from None
-    return text, hashlib.sha256(data).hexdigest()
+    return text, data
 
 
 def _meta(item: str, sha256: str, parser: str, encoding: str, result: ItemResult) -> dict[str, str]:
@@ -101,8 +101,6 @@ def _meta(item: str, sha256: str, parser: str, encoding: str, result: ItemResult
 def read_meta(artifact: Path) -> dict[str, str]:
     """The ``meta`` sheet of an artifact as a dict (empty if the file is not ours)."""
     try:
-        if "meta" not in sheet_names(artifact):
-            return {}
         return {str(row[0]): str(row[1]) for row in read_sheet(artifact, "meta")}
     except Exception:  # a foreign or corrupt file is simply not current
         return {}
@@ -165,7 +163,8 @@ def parse_item(
     output_dir = storage.local_path(output_dir)
     started = time.perf_counter()
     artifact = artifact_path(Path(output_dir), item)
-    text, sha256 = read_input(Path(input_dir), item, encoding)
+    text, data = read_input(Path(input_dir), item, encoding)
+    sha256 = hashlib.sha256(data).hexdigest()
     current = _current_result(artifact, item, sha256, parser, encoding)
     if current is not None:
         return current
