@@ -34,6 +34,7 @@ from typing_extensions import Self
 
 from runners.cancellation import CancellationWatcher
 from runners.recording import wait_until_recorded
+from runners.untracked import run_untracked
 from runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
 from runners.worker_pool import WorkerPool
 
@@ -90,7 +91,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._pool: WorkerPool | None = None
         self._engines: ThreadPoolExecutor | None = None
         self._pool_tasks: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
-        self._ran: list[uuid.UUID] = []
+        # Finished task runs still to be confirmed as recorded, 16 bytes each.
+        self._ran = bytearray()
         self._lock = threading.Lock()
         self._watcher: CancellationWatcher | None = None
         self.cancelled = False
@@ -121,7 +123,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         state = self.__dict__.copy()
         for live in ("_pool", "_engines", "_lock", "_watcher", "_slots"):
             state.pop(live, None)
-        state.update(_pool_tasks={}, _ran=[])
+        state.update(_pool_tasks={}, _ran=bytearray())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -148,7 +150,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             max_workers=self.processes + _EXTRA_ENGINE_THREADS,
             thread_name_prefix="poolflow-engine",
         )
-        self._ran = []
+        self._ran = bytearray()
         self.cancelled = False
         self.peak_pending = 0
         flow_run = getattr(FlowRunContext.get(), "flow_run", None)
@@ -178,8 +180,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             if pool is not None and exc_type is None:
                 pool.shutdown()
             with self._lock:
-                ran, self._ran = self._ran, []
-            wait_until_recorded(ran, self.record_timeout)
+                ran, self._ran = self._ran, bytearray()
+            wait_until_recorded(_task_run_ids(ran), self.record_timeout)
         finally:
             self._pool = None
             self._engines = None
@@ -196,6 +198,18 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         dependencies: dict[str, set[RunInput]] | None = None,
     ) -> PrefectConcurrentFuture[Any]:
         """Start ``task`` with ``parameters``: its engine on a thread, its body in a worker."""
+        return self._start(task, parameters, wait_for, dependencies, tracked=True)
+
+    def _start(
+        self,
+        task: Task[Any, Any],
+        parameters: dict[str, Any],
+        wait_for: Iterable[PrefectFuture[Any]] | None,
+        dependencies: dict[str, set[RunInput]] | None,
+        *,
+        tracked: bool,
+    ) -> PrefectConcurrentFuture[Any]:
+        """Submit one task run; ``tracked=False`` keeps its result out of the flow's lineage maps."""
         if not self._started or self._engines is None:
             raise RuntimeError("The task runner must be started before submitting work.")
         from prefect.task_engine import run_task_sync
@@ -205,9 +219,10 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             self._pending += 1
             self.peak_pending = max(self.peak_pending, self._pending)
         task_run_id = uuid.uuid4()
+        engine = run_task_sync if tracked else functools.partial(run_untracked, run_task_sync)
         engine_future = self._engines.submit(
             copy_context().run,
-            run_task_sync,
+            engine,
             task=self._pool_task(task),
             task_run_id=task_run_id,
             parameters=parameters,
@@ -234,12 +249,15 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
         At most ``max_pending`` task runs are in flight and each result is dropped once
         yielded, so mapping 100,000 items holds ``max_pending`` futures, not 100,000.
+        These task runs are untracked (see ``runners.untracked``): Prefect does not keep
+        a state per result for the rest of the flow run, and a yielded result passed to
+        another task is not drawn as its dependency.
         """
         window: collections.deque[PrefectConcurrentFuture[Any]] = collections.deque()
         for parameters in parameter_sets:
             if len(window) >= self.max_pending:
                 yield window.popleft().result(raise_on_failure=raise_on_failure)
-            window.append(self.submit(task, parameters))
+            window.append(self._start(task, parameters, None, None, tracked=False))
         while window:
             yield window.popleft().result(raise_on_failure=raise_on_failure)
 
@@ -247,7 +265,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         with self._lock:
             self._pending -= 1
             if not engine_future.cancelled():
-                self._ran.append(task_run_id)
+                self._ran += task_run_id.bytes
         self._slots.release()
 
     def _pool_task(self, task: Task[Any, Any]) -> Task[Any, Any]:
@@ -308,6 +326,12 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             if not future.done() and self._pool is not None:
                 self._pool.cancel(future)
             raise
+
+
+def _task_run_ids(packed: bytearray) -> Iterator[uuid.UUID]:
+    """The task-run ids stored 16 bytes each in ``packed``."""
+    for start in range(0, len(packed), 16):
+        yield uuid.UUID(bytes=bytes(packed[start : start + 16]))
 
 
 def _context_log_sink(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Callable[[int, str], None]:

@@ -8,8 +8,9 @@ and polls until each task run is stored in a final state.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -35,24 +36,48 @@ def unrecorded_task_runs(task_run_ids: Collection[UUID]) -> set[UUID]:
     return remaining
 
 
-def wait_until_recorded(task_run_ids: Collection[UUID], stall_timeout: float = 30.0) -> set[UUID]:
+def wait_until_recorded(task_run_ids: Iterable[UUID], stall_timeout: float = 30.0) -> set[UUID]:
     """Flush events, then poll until all ``task_run_ids`` are final; return those that are not.
 
     The API records a few hundred task runs per second, so the wait lasts as long as it
     keeps making progress and gives up only after ``stall_timeout`` seconds without any.
+    The ids are checked in batches as they are read and only unconfirmed ones are kept,
+    so a long flow's ids need not all be in memory at once.
     """
-    if not task_run_ids or stall_timeout <= 0:
+    if stall_timeout <= 0:
+        return set()
+    ids = iter(task_run_ids)
+    batch = list(itertools.islice(ids, _BATCH))
+    if not batch:
         return set()
     EventsWorker.drain_all(timeout=stall_timeout, at_exit=False)
-    remaining = set(task_run_ids)
+    remaining: set[UUID] = set()
+    total = 0
+    try:
+        while batch:
+            total += len(batch)
+            remaining |= unrecorded_task_runs(batch)
+            batch = list(itertools.islice(ids, _BATCH))
+        remaining = _poll_while_progressing(remaining, stall_timeout)
+    except Exception as exc:  # the API is gone (e.g. stopped with the process group)
+        logger.warning("cannot confirm that task runs were recorded: %s", exc)
+        return remaining | set(batch) | set(ids)
+    if remaining:
+        logger.warning(
+            "%d of %d task runs were not recorded in a final state (no progress for %.0f s)",
+            len(remaining),
+            total,
+            stall_timeout,
+        )
+    return remaining
+
+
+def _poll_while_progressing(remaining: set[UUID], stall_timeout: float) -> set[UUID]:
+    """Re-check ``remaining`` with backoff until none are left or ``stall_timeout`` passes idle."""
     last_progress = time.monotonic()
     delay = 0.05
     while remaining:
-        try:
-            still = unrecorded_task_runs(remaining)
-        except Exception as exc:  # the API is gone (e.g. stopped with the process group)
-            logger.warning("cannot confirm that task runs were recorded: %s", exc)
-            break
+        still = unrecorded_task_runs(remaining)
         now = time.monotonic()
         if len(still) < len(remaining):
             last_progress = now
@@ -61,11 +86,4 @@ def wait_until_recorded(task_run_ids: Collection[UUID], stall_timeout: float = 3
             break
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
-    if remaining:
-        logger.warning(
-            "%d of %d task runs were not recorded in a final state (no progress for %.0f s)",
-            len(remaining),
-            len(task_run_ids),
-            stall_timeout,
-        )
     return remaining

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -14,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterTaskRunId
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import FlowRunContext
 from prefect.states import State
 from prefect.utilities.annotations import unmapped
 
@@ -298,15 +301,80 @@ def test_async_tasks_run_in_the_pool() -> None:
 
 
 def test_imap_keeps_order_and_bounds_task_runs_in_flight() -> None:
+    read_ahead: list[int] = []  # items taken from the input but not yet yielded, per result
+
     @flow(task_runner=MultiprocessingTaskRunner(2, max_pending=4))
     def streamed() -> tuple[list[int], int]:
-        from prefect.context import FlowRunContext
-
         runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]  # the started copy
-        results = list(runner.imap(square, ({"x": x, "delay": 0.01 * (x % 3)} for x in range(60))))
+        produced = 0
+
+        def items() -> Iterator[dict[str, Any]]:
+            nonlocal produced
+            for x in range(60):
+                produced += 1
+                yield {"x": x, "delay": 0.01 * (x % 3)}
+
+        results = []
+        for result in runner.imap(square, items()):
+            results.append(result)
+            read_ahead.append(produced - len(results))
         mapped = [f.result() for f in square.map(range(20))]  # map is bounded the same way
         return results + mapped, runner.peak_pending
 
     results, peak = streamed()
     assert results == [x * x for x in range(60)] + [x * x for x in range(20)]
     assert 1 <= peak <= 4
+    assert max(read_ahead) <= 4  # plain Pool.imap reads the whole input at once (baseline test)
+
+
+@task
+def numbers_below(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task(task_run_name="offset({x})")
+def offset(numbers: list[int], x: int) -> int:
+    return sum(numbers) + x
+
+
+def _live_states() -> int:
+    gc.collect()
+    return sum(isinstance(obj, State) for obj in gc.get_objects())
+
+
+def test_imap_keeps_no_state_per_result_but_records_input_lineage() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2, max_pending=8))
+    def lineage() -> dict[str, int]:
+        context = FlowRunContext.get()
+        assert context is not None
+        runner = context.task_runner
+        numbers = numbers_below.submit(1000).result()
+        before = len(context.run_results), len(context.task_run_assets), _live_states()
+        streamed = list(runner.imap(offset, ({"numbers": numbers, "x": x} for x in range(200))))
+        middle = len(context.run_results), len(context.task_run_assets), _live_states()
+        mapped = [f.result() for f in offset.map(unmapped(numbers), range(200))]
+        after = len(context.run_results), len(context.task_run_assets), _live_states()
+        assert streamed == mapped == [499_500 + x for x in range(200)]  # both keep their results
+        return {
+            "streamed_results": middle[0] - before[0],
+            "streamed_assets": middle[1] - before[1],
+            "streamed_states": middle[2] - before[2],
+            "mapped_results": after[0] - middle[0],
+            "mapped_assets": after[1] - middle[1],
+            "mapped_states": after[2] - middle[2],
+        }
+
+    state = lineage(return_state=True)
+    held = state.result()
+    # Prefect keeps a State per tracked result and an asset set per task run until the flow
+    # run ends (~5 KB a run: what grows without bound on a huge map); streamed runs keep none.
+    assert held["streamed_results"] == held["streamed_assets"] == 0, held
+    assert held["streamed_states"] < 10, held
+    assert held["mapped_results"] == held["mapped_assets"] == 200, held
+    assert held["mapped_states"] >= 200, held
+    runs = task_runs(state)
+    upstream = next(run.id for run in runs if run.name.startswith("numbers_below"))
+    offsets = [run for run in runs if run.name.startswith("offset(")]
+    assert len(offsets) == 400
+    for run in offsets:  # streamed runs still record where their inputs came from
+        assert [getattr(i, "id", None) for i in run.task_inputs["numbers"]] == [upstream]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -119,6 +120,25 @@ def test_baseline_plain_pool_waits_forever_for_a_killed_workers_task() -> None:
         result = plain.apply_async(die, ("sigkill",))
         with pytest.raises(multiprocessing.TimeoutError):
             result.get(timeout=5)  # never arrives: Pool replaced the worker and forgot the task
+        plain.terminate()
+
+
+def test_baseline_plain_pool_imap_reads_the_whole_input_ahead() -> None:
+    produced = 0
+
+    def items() -> Iterator[int]:
+        nonlocal produced
+        for x in range(20_000):
+            produced += 1
+            yield x
+
+    with multiprocessing.get_context("forkserver").Pool(2) as plain:
+        results = plain.imap(square, items())
+        assert next(results) == 0
+        deadline = time.monotonic() + 10
+        while produced < 20_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert produced == 20_000  # everything queued at once: nothing bounds the backlog
         plain.terminate()
 
 
