@@ -324,7 +324,7 @@ def test_imap_keeps_order_and_bounds_task_runs_in_flight() -> None:
     results, peak = streamed()
     assert results == [x * x for x in range(60)] + [x * x for x in range(20)]
     assert 1 <= peak <= 4
-    assert max(read_ahead) <= 4  # plain Pool.imap reads the whole input at once (baseline test)
+    assert max(read_ahead) <= 4  # plain Pool.imap reads all input ahead (baseline test)
 
 
 @task
