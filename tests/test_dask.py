@@ -111,11 +111,13 @@ def test_a_dask_worker_killed_mid_run_loses_no_item(
 
     summary = {row[0]: row[1] for row in read_sheet(out / "report.xlsx", "summary")}
     assert sorted(summary) == [f"AA/wiki_{n:02d}" for n in range(30)]
-    assert set(summary.values()) <= {"done", "failed"}
+    # "skipped": Dask re-ran a task whose worker died after its artifact was complete; the
+    # rerun found that artifact current and kept it.
+    assert set(summary.values()) <= {"done", "skipped", "failed"}
     assert state.is_completed() or state.message.endswith("items failed")
     expected = []
     for item, status in sorted(summary.items()):
-        if status == "done":
+        if status in ("done", "skipped"):
             text = (corpus / item).read_text(encoding="utf-8")
             expected += [(item, d.id, d.title, d.text) for d in parse_exact(text).documents]
     assert report_documents(out) == expected
