@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 
 from bench.workload import MODES
+from flows.parameters import DEFAULT_PATTERN
+from tasks.items import list_items
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "corpus" / "kowiki"
@@ -73,7 +75,7 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     args = parser.parse_args()
     modes = args.modes.split(",")
-    files = sum(1 for p in args.corpus.rglob("wiki_*") if p.is_file())
+    files = len(list_items(args.corpus, DEFAULT_PATTERN))
     sizes = (max(1, args.repeat // 2), args.repeat)
     env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-bench-home-")}
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -15,14 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.items import parse_item
+from flows.parameters import DEFAULT_PATTERN
+from tasks.items import list_items, parse_item
 
 MODES = ("serial", "pool", "poolflow", "prefect-thread", "prefect-process", "prefect-dask")
 
 
 def work_list(corpus: Path, repeat: int, output: Path) -> list[tuple[str, str, str]]:
     """(input_dir, item, output_dir) for every corpus file, ``repeat`` times."""
-    items = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("wiki_*") if p.is_file())
+    items = list_items(corpus, DEFAULT_PATTERN)
     return [(str(corpus), item, str(output / f"r{k}")) for k in range(repeat) for item in items]
 
 
@@ -39,30 +40,23 @@ def run_plain(mode: str, work: list[tuple[str, str, str]], processes: int) -> No
         pool.map(_star_parse, work, chunksize=1)
 
 
-def task_runner(mode: str, processes: int) -> Any:
-    if mode == "poolflow":
-        from runners import MultiprocessingTaskRunner
-
-        return MultiprocessingTaskRunner(processes)
-    if mode == "prefect-thread":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=processes)
-    if mode == "prefect-process":
-        from prefect.task_runners import ProcessPoolTaskRunner
-
-        return ProcessPoolTaskRunner(max_workers=processes)
-    from prefect_dask.task_runners import DaskTaskRunner
-
-    return DaskTaskRunner(cluster_kwargs={"n_workers": processes, "threads_per_worker": 1})
+# Benchmark modes that run on a Prefect task runner, by runners.choice name.
+RUNNER_OF_MODE = {
+    "poolflow": "multiprocessing",
+    "prefect-thread": "thread",
+    "prefect-process": "process",
+    "prefect-dask": "dask",
+}
 
 
 def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> None:
     from prefect import flow, task
 
+    from runners.choice import make_task_runner
+
     parse = task(parse_item, name="parse")
 
-    @flow(name=f"bench-{mode}", task_runner=task_runner(mode, processes))
+    @flow(name=f"bench-{mode}", task_runner=make_task_runner(RUNNER_OF_MODE[mode], processes))
     def bench_flow() -> int:
         inputs, items, outputs = (list(column) for column in zip(*work, strict=True))
         futures = parse.map(inputs, items, outputs)

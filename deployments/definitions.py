@@ -15,6 +15,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval, Schedule
 
 from flows.demo import demo
+from flows.parameters import DEFAULT_PATTERN
 from flows.tuple_report import tuple_report
 from flows.wiki_report import wiki_report
 
@@ -46,7 +47,7 @@ def build_deployments(settings: DeploymentSettings) -> list[RunnerDeployment]:
         "input_dir": settings.input_dir,
         "output_dir": settings.output_dir,
         "processes": settings.processes,
-        "pattern": "**/wiki_*",
+        "pattern": DEFAULT_PATTERN,
         "parser": "exact",
         "encoding": "utf-8",
         "runner": settings.runner,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from flows.parameters import ParameterError, check_processes, check_wiki_parameters
+from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
 from runners.choice import RUNNERS
 from tasks.parse import PARSERS
 
@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", required=True, help="output directory (items/ and report.xlsx)")
     run.add_argument("--processes", type=_positive_int, default=None, help="worker processes (default: CPUs)")
     run.add_argument("--parser", choices=PARSERS, default="exact", help="exact (default) or html5lib (lossy)")
-    run.add_argument("--pattern", default="**/wiki_*", help="glob of input files (default: **/wiki_*)")
+    run.add_argument(
+        "--pattern", default=DEFAULT_PATTERN, help=f"glob of input files (default: {DEFAULT_PATTERN})"
+    )
     run.add_argument("--encoding", default="utf-8", help="input encoding, e.g. cp949 (default: utf-8)")
     run.add_argument("--runner", choices=RUNNERS, default="multiprocessing")
     run.add_argument("--dask-address", help="tcp://host:8786 of an existing Dask scheduler (--runner dask)")
@@ -100,7 +102,6 @@ def _run(args: argparse.Namespace) -> int:
     check_wiki_parameters(
         args.input_dir, args.output, args.processes, args.parser, args.encoding, args.runner
     )
-    _quiet_prefect_defaults()
     from flows.wiki_report import wiki_report
 
     state = wiki_report(
@@ -128,7 +129,6 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    _quiet_prefect_defaults()
     from flows.demo import demo
 
     demo(items=args.items, processes=args.processes, max_seconds=args.max_seconds)
@@ -136,7 +136,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _tuple_report(args: argparse.Namespace) -> int:
-    _quiet_prefect_defaults()
     from flows.tuple_report import tuple_report
 
     tuple_report(
@@ -146,7 +145,6 @@ def _tuple_report(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _quiet_prefect_defaults()
     from deployments.definitions import DeploymentSettings, serve_deployments
 
     settings = DeploymentSettings(
@@ -170,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _exit_normally_on_sigterm()
+    _quiet_prefect_defaults()
     try:
         return COMMANDS[args.command](args)
     except ParameterError as exc:

@@ -12,6 +12,8 @@ from runners.choice import RUNNERS
 from tasks import storage
 from tasks.parse import PARSERS
 
+DEFAULT_PATTERN = "**/wiki_*"  # WikiExtractor's output files, at any depth
+
 
 class ParameterError(ValueError):
     """A flow parameter that cannot work; nothing has been written."""

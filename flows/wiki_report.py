@@ -21,15 +21,13 @@ from prefect.states import Cancelled, Completed, Failed, State
 from prefect.utilities.annotations import unmapped
 
 from flows.artifacts import ProgressArtifact, publish_results
-from flows.parameters import check_wiki_parameters
+from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from runners.choice import make_task_runner
-from tasks.items import ITEMS_DIR, ItemResult, parse_item
+from tasks.items import ITEMS_DIR, ItemResult, list_items, parse_item
 from tasks.report import ReportResult, build_report
 from tasks.stats import DocumentStats, document_stats
 from tasks.storage import is_remote
 from tasks.xlsx import remove_stale_temp_files
-
-DEFAULT_PATTERN = "**/wiki_*"
 
 # Results persist and the cache key is the inputs within one flow run (not the task's
 # source), so a retry of a failed run from the UI reuses every finished item — also after
@@ -38,15 +36,6 @@ RETRY_REUSE = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
 parse_task = task(parse_item, name="parse", task_run_name="parse({item})", **RETRY_REUSE)
 stats_task = task(document_stats, name="stats", task_run_name="stats({item})", **RETRY_REUSE)
 report_task = task(build_report, name="report", cache_policy=NO_CACHE)
-
-
-def list_items(input_dir: Path, pattern: str) -> list[str]:
-    """Files under ``input_dir`` matching ``pattern``, as sorted relative POSIX paths."""
-    return sorted(
-        path.relative_to(input_dir).as_posix()
-        for path in input_dir.glob(pattern)
-        if path.is_file() and not path.name.startswith(".")
-    )
 
 
 def _item_result(item: str, future: PrefectFuture[ItemResult]) -> ItemResult:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect.client.schemas.objects import RunInput
 from prefect.context import FlowRunContext, TaskRunContext
-from prefect.futures import PrefectConcurrentFuture, PrefectFuture, PrefectFutureList
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 from prefect.logging.loggers import get_run_logger
 from prefect.task_runners import TaskRunner
 from typing_extensions import Self
@@ -233,15 +233,6 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         engine_future.add_done_callback(functools.partial(self._engine_done, task_run_id))
         return PrefectConcurrentFuture(task_run_id=task_run_id, wrapped_future=engine_future)
 
-    def map(
-        self,
-        task: Task[Any, Any],
-        parameters: dict[str, Any],
-        wait_for: Iterable[PrefectFuture[Any]] | None = None,
-    ) -> PrefectFutureList[PrefectConcurrentFuture[Any]]:
-        """One task run per element of the iterable parameters; futures in input order."""
-        return super().map(task, parameters, wait_for)
-
     def imap(
         self, task: Task[Any, Any], parameter_sets: Iterable[dict[str, Any]], raise_on_failure: bool = True
     ) -> Iterator[Any]:
@@ -275,7 +266,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             return cached[1]
         if task.isgenerator:
             raise TypeError(f"generator task {task.name!r} cannot run in MultiprocessingTaskRunner")
-        remote = portable_function(task.fn, task)
+        remote = portable_function(task.fn)
         timeout = task.timeout_seconds
 
         @functools.wraps(task.fn)

@@ -61,8 +61,8 @@ class TaskFunctionRef:
         return (resolve_task_function, (self.module, self.qualname))
 
 
-def portable_function(fn: Callable[..., Any], task: Any) -> Callable[..., Any] | TaskFunctionRef:
-    """The cheapest picklable stand-in for ``task``'s function ``fn``."""
+def portable_function(fn: Callable[..., Any]) -> Callable[..., Any] | TaskFunctionRef:
+    """The cheapest picklable stand-in for a task's function ``fn``."""
     module_name = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", "")
     module = sys.modules.get(module_name or "")
@@ -73,7 +73,7 @@ def portable_function(fn: Callable[..., Any], task: Any) -> Callable[..., Any] |
         owner = getattr(owner, part, None)
     # The module attribute is the Task wrapping ``fn``: refer to it by name. Anything else
     # (``fn`` itself, importable as is, or an unrelated object) pickles ``fn`` directly.
-    if owner is task or (owner is not fn and getattr(owner, "fn", None) is fn):
+    if owner is not fn and getattr(owner, "fn", None) is fn:
         return TaskFunctionRef(module_name or "", qualname)
     return fn
 

@@ -306,8 +306,6 @@ class WorkerPool:
         Pickling happens here, in the caller's thread, so an unpicklable argument fails
         this one call at once.
         """
-        if self._closing:
-            raise JobCancelledError("the pool is shut down (flow run cancelled or ending)")
         try:
             payload = cloudpickle.dumps((fn, tuple(args), kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -323,6 +321,10 @@ class WorkerPool:
         job.future.set_running_or_notify_cancel()
         job.future.poolflow_job_id = job.job_id  # type: ignore[attr-defined]
         with self._lock:
+            # Checked under the lock: the manager's last sweep of pending jobs happens after
+            # ``_closing`` is set, so a job appended here is always settled.
+            if self._closing:
+                raise JobCancelledError("the pool is shut down (flow run cancelled or ending)")
             self._pending.append(job)
         self._wake()
         return job.future
@@ -438,7 +440,7 @@ class WorkerPool:
         for worker in list(self._workers):
             running = worker.job
             if running and running.job_id in cancelled:
-                self._retire(worker, kill=True)
+                self._retire(worker)
                 _settle(
                     running.future,
                     error=JobCancelledError(f"{running.label} was cancelled; its worker was stopped"),
@@ -528,7 +530,7 @@ class WorkerPool:
         job = worker.job
         exitcode = worker.process.exitcode
         pid = worker.process.pid
-        self._retire(worker, kill=True)
+        self._retire(worker)
         if job is not None:
             self.worker_deaths += 1
             reason = describe_exit(exitcode)
@@ -543,15 +545,14 @@ class WorkerPool:
             job = worker.job
             if job and job.deadline is not None and now >= job.deadline:
                 pid = worker.process.pid
-                self._retire(worker, kill=True)
+                self._retire(worker)
                 self.timeouts += 1
                 message = f"{job.label} exceeded its timeout of {job.timeout:g} s; worker {pid} was killed"
                 _settle(job.future, error=JobTimeoutError(message))
 
-    def _retire(self, worker: _Worker, *, kill: bool) -> None:
-        """Stop ``worker`` and put a fresh one in its place (none while shutting down)."""
-        if kill:
-            self._kill(worker)
+    def _retire(self, worker: _Worker) -> None:
+        """Kill ``worker`` and put a fresh one in its place (none while shutting down)."""
+        self._kill(worker)
         worker.process.join(5)
         worker.conn.close()
         index = self._workers.index(worker)
