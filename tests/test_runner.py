@@ -369,9 +369,12 @@ def test_imap_keeps_no_state_per_result_but_records_input_lineage() -> None:
     # Prefect keeps a State per tracked result and an asset set per task run until the flow
     # run ends (~5 KB a run: what grows without bound on a huge map); streamed runs keep none.
     assert held["streamed_results"] == held["streamed_assets"] == 0, held
-    assert held["streamed_states"] < 10, held
+    # Live States are counted with gc, so a few may still be on their way to the API when
+    # counted (and freed during the next phase): allow that slack, far below one per result.
+    slack = 3 * 8  # max_pending runs, a few States each
+    assert held["streamed_states"] <= slack, held
     assert held["mapped_results"] == held["mapped_assets"] == 200, held
-    assert held["mapped_states"] >= 200, held
+    assert held["mapped_states"] >= 200 - slack, held
     runs = task_runs(state)
     upstream = next(run.id for run in runs if run.name.startswith("numbers_below"))
     offsets = [run for run in runs if run.name.startswith("offset(")]
