@@ -1,11 +1,13 @@
-"""Flow-process memory when mapping many small items: ``python -m bench.many_tasks N [N …]``.
+"""Flow-process memory when mapping many small items: ``python -m bench.many_tasks [--record] N [N …]``.
 
 Each N runs in a fresh process: a flow streams N trivial task runs through
 ``MultiprocessingTaskRunner.imap`` (``max_pending=1000``) and reports the flow process's
 resident memory before mapping, at each tenth of the items, and its peak; a bounded map
-shows a flat line. ``record_timeout=0`` skips the final wait for the API to record every
-run, which at this scale is the API's time, not poolflow's. Set ``PREFECT_API_URL`` to
-use a running server instead of the embedded one.
+shows a flat line. By default ``record_timeout=0`` skips the final wait for the API to
+record every run, which at this scale is the API's time, not poolflow's; ``--record``
+keeps that wait and reports how long the flow took to end after its last result
+(``exit_seconds``). Set ``PREFECT_API_URL`` to use a running server instead of the
+embedded one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Any
 
 from prefect import flow, task
 
@@ -35,7 +38,7 @@ def _rss_mib() -> float:
 
 
 @flow(task_runner=MultiprocessingTaskRunner(2, record_timeout=0))
-def many(count: int) -> dict[str, object]:
+def many(count: int) -> dict[str, Any]:
     from prefect.context import FlowRunContext
 
     runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
@@ -49,6 +52,7 @@ def many(count: int) -> dict[str, object]:
     assert total == count * (count + 1) // 2
     return {
         "items": count,
+        "mapped_at": time.perf_counter(),
         "seconds": round(time.perf_counter() - started, 1),
         "rss_before_mib": round(before),
         "rss_each_tenth_mib": tenths,
@@ -56,11 +60,23 @@ def many(count: int) -> dict[str, object]:
     }
 
 
+def child(count: int, record: bool) -> dict[str, Any]:
+    """One flow run of ``count`` items; with ``record``, the runner's wait for the API is timed too."""
+    run = many.with_options(task_runner=MultiprocessingTaskRunner(2)) if record else many
+    result = run(count)
+    mapped_at = result.pop("mapped_at")
+    if record:
+        result["exit_seconds"] = round(time.perf_counter() - mapped_at, 1)
+    return result
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(many(int(sys.argv[2]))))
+    record = "--record" in sys.argv
+    arguments = [a for a in sys.argv[1:] if a != "--record"]
+    if arguments[:1] == ["--child"]:
+        print(json.dumps(child(int(arguments[1]), record)))
     else:
-        for count in sys.argv[1:] or ["2000", "10000"]:
-            command = [sys.executable, "-m", "bench.many_tasks", "--child", count]
+        for count in arguments or ["2000", "10000"]:
+            command = [sys.executable, "-m", "bench.many_tasks", "--child", count, *(["--record"] * record)]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             print(output.strip().splitlines()[-1])

@@ -1,8 +1,9 @@
 """``make bench``: time every mode in fresh processes at two corpus sizes, write the results.
 
 Reports wall time (process start to exit, Prefect start-up included), per-item marginal cost
-(from the two sizes), fixed start-up, and the peak RSS of the whole process tree; writes
-``bench/results.md`` and ``bench/results.png``.
+(from the two sizes), fixed start-up, the peak RSS of the whole process tree and its CPU
+seconds split by role (flow process, workers, Prefect's API server); writes ``results.md``
+and ``results.png`` (in ``bench/`` unless ``--out``).
 """
 
 from __future__ import annotations
@@ -27,43 +28,54 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "corpus" / "kowiki"
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Resident memory of ``process`` and all its descendants, in bytes."""
+ROLES = ("flow", "workers", "api")  # the process run by bench.workload, its pool, Prefect's server
+
+
+def process_role(root: psutil.Process, member: psutil.Process) -> str:
+    """Which of ``ROLES`` a process of the benchmarked tree plays."""
+    if member.pid == root.pid:
+        return "flow"
+    return "api" if "prefect.server" in " ".join(member.cmdline()) else "workers"
+
+
+def sample_tree(root: psutil.Process, cpu: dict[int, tuple[str, float]]) -> int:
+    """Resident bytes of ``root`` and its descendants; records each one's role and CPU seconds in ``cpu``."""
     total = 0
-    for member in [process, *process.children(recursive=True)]:
+    for member in [root, *root.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
-        except psutil.Error:
+            with member.oneshot():
+                total += member.memory_info().rss
+                role = cpu[member.pid][0] if member.pid in cpu else process_role(root, member)
+                times = member.cpu_times()
+                cpu[member.pid] = (role, times.user + times.system)
+        except psutil.Error:  # exited since it was listed: its last sample stands
             continue
     return total
 
 
-def run_once(mode: str, corpus: Path, repeat: int, processes: int, env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak tree RSS of one fresh-process run."""
+def run_once(
+    mode: str, corpus: Path, repeat: int, processes: int, env: dict[str, str]
+) -> tuple[float, int, dict[str, float]]:
+    """Wall seconds, peak tree RSS and CPU seconds per role of one fresh-process run.
+
+    The tree is sampled every 50 ms, so a process's CPU after its last sample is not counted.
+    """
     with tempfile.TemporaryDirectory(prefix="poolflow-bench-") as output:
-        command = [
-            sys.executable,
-            "-m",
-            "bench.workload",
-            mode,
-            str(corpus),
-            str(repeat),
-            str(processes),
-            output,
-        ]
+        command = [sys.executable, "-m", "bench.workload", mode, str(corpus), str(repeat), str(processes)]
         started = time.perf_counter()
         child = subprocess.Popen(
-            command, env=env, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            [*command, output], env=env, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
         watched = psutil.Process(child.pid)
         peak = 0
+        cpu: dict[int, tuple[str, float]] = {}
         while child.poll() is None:
-            peak = max(peak, tree_rss(watched))
+            peak = max(peak, sample_tree(watched, cpu))
             time.sleep(0.05)
         wall = time.perf_counter() - started
         if child.returncode != 0:
             raise RuntimeError(f"{mode} failed with exit code {child.returncode}")
-        return wall, peak
+        return wall, peak, {role: sum(s for r, s in cpu.values() if r == role) for role in ROLES}
 
 
 def main() -> None:
@@ -73,6 +85,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating repetitions of every run")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.png")
     args = parser.parse_args()
     modes = args.modes.split(",")
     files = len(list_items(args.corpus, DEFAULT_PATTERN))
@@ -83,20 +96,23 @@ def main() -> None:
     run_once("poolflow", args.corpus, 1, args.processes, env)  # create Prefect's database once
     walls: dict[tuple[str, int], list[float]] = {}
     peaks: dict[str, int] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}  # (mode, role): CPU seconds at the large size
     for round_number in range(args.rounds):
         for repeat in sizes:
             for mode in modes:
-                wall, peak = run_once(mode, args.corpus, repeat, args.processes, env)
+                wall, peak, cpu = run_once(mode, args.corpus, repeat, args.processes, env)
                 walls.setdefault((mode, repeat), []).append(wall)
                 if repeat == args.repeat:
                     peaks[mode] = max(peaks.get(mode, 0), peak)
+                    for role, seconds in cpu.items():
+                        cpus.setdefault((mode, role), []).append(seconds)
                 print(
                     f"round {round_number + 1} {mode:16} {repeat * files:4} items {wall:7.2f} s", flush=True
                 )
-    write_results(modes, walls, peaks, sizes, files, args)
+    write_results(modes, walls, peaks, cpus, sizes, files, args)
 
 
-def write_results(modes, walls, peaks, sizes, files, args) -> None:  # type: ignore[no-untyped-def]
+def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # type: ignore[no-untyped-def]
     small, large = sizes
     n_small, n_large = small * files, large * files
     rows = {}
@@ -104,29 +120,34 @@ def write_results(modes, walls, peaks, sizes, files, args) -> None:  # type: ign
         t_small = statistics.median(walls[(mode, small)])
         t_large = statistics.median(walls[(mode, large)])
         marginal = (t_large - t_small) / (n_large - n_small)
-        rows[mode] = (t_large, marginal, t_large - marginal * n_large, peaks[mode])
+        cpu = [statistics.median(cpus[(mode, role)]) for role in ROLES]
+        rows[mode] = (t_large, marginal, t_large - marginal * n_large, peaks[mode], cpu)
     pool_wall, pool_marginal = rows["pool"][0], rows["pool"][1]
     lines = [
         f"# Benchmark results\n\nMachine: {platform.machine()}, {psutil.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
         f"{platform.system()}. Corpus: {files} files × {large} = {n_large} items (marginal cost from "
         f"{n_small} and {n_large} items), {args.processes} processes, median of {args.rounds} alternating "
-        "rounds, each run a fresh process; Prefect runs use the embedded API.\n",
+        "rounds, each run a fresh process; Prefect runs use the embedded API. CPU seconds at "
+        f"{n_large} items: the process running the flow (or the loop), its workers, Prefect's API server.\n",
         "| mode | wall s | ms/item (marginal) | fixed start-up s | peak RSS MiB | wall vs raw Pool "
-        "| overhead vs raw Pool ms/item |",
-        "|---|---|---|---|---|---|---|",
+        "| overhead vs raw Pool ms/item | CPU s flow | CPU s workers | CPU s API server |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, (wall, marginal, fixed, peak) in rows.items():
+    for mode, (wall, marginal, fixed, peak, cpu) in rows.items():
         lines.append(
             f"| {mode} | {wall:.2f} | {marginal * 1000:.1f} | {fixed:.2f} | {peak / 2**20:.0f} | "
-            f"{wall / pool_wall:.2f}× | {(marginal - pool_marginal) * 1000:+.1f} |"
+            f"{wall / pool_wall:.2f}× | {(marginal - pool_marginal) * 1000:+.1f} | "
+            + " | ".join(f"{seconds:.1f}" for seconds in cpu)
+            + " |"
         )
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(rows)
+    plot(rows, args.out)
 
 
-def plot(rows) -> None:  # type: ignore[no-untyped-def]
+def plot(rows, out: Path) -> None:  # type: ignore[no-untyped-def]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +162,7 @@ def plot(rows) -> None:  # type: ignore[no-untyped-def]
     for axis in axes:
         axis.invert_yaxis()
     figure.tight_layout()
-    figure.savefig(HERE / "results.png", dpi=110)
+    figure.savefig(out / "results.png", dpi=110)
 
 
 if __name__ == "__main__":
