@@ -15,6 +15,8 @@ from pathlib import Path
 import openpyxl
 
 from bench.run import DEFAULT_CORPUS
+from flows.parameters import DEFAULT_PATTERN
+from tasks.items import list_items
 from tasks.parse import parse_exact, parse_html5lib
 from tasks.xlsx import AtomicWorkbook, read_sheet, split_cell, write_sheet
 
@@ -29,7 +31,7 @@ def timed(label: str, action: Callable[[], object]) -> float:
 
 def main() -> None:
     corpus = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_CORPUS
-    texts = [p.read_text(encoding="utf-8") for p in sorted(corpus.rglob("wiki_*")) if p.is_file()]
+    texts = [(corpus / item).read_text(encoding="utf-8") for item in list_items(corpus, DEFAULT_PATTERN)]
     exact = timed("parse: exact", lambda: [parse_exact(t) for t in texts])
     html5 = timed("parse: BeautifulSoup + html5lib", lambda: [parse_html5lib(t) for t in texts])
     print(f"{'exact is faster by':42} {html5 / exact:7.1f}×")

@@ -15,15 +15,16 @@ import time
 from pathlib import Path
 
 from bench.run import DEFAULT_CORPUS
+from flows.parameters import DEFAULT_PATTERN
+from tasks.items import list_items, parse_item
 
 
 def build(output: str, corpus: str, times: int) -> None:
     """In a fresh process: the report over every artifact listed ``times`` times."""
-    from tasks.items import parse_item
     from tasks.report import build_report
 
-    names = sorted(p.name.removesuffix(".xlsx") for p in Path(output, "items", "AA").glob("wiki_*.xlsx"))
-    results = [parse_item(corpus, f"AA/{name}", output) for name in names] * times  # all "skipped"
+    # The artifacts exist already, so parse_item only reads their results back ("skipped").
+    results = [parse_item(corpus, item, output) for item in list_items(Path(corpus), DEFAULT_PATTERN)] * times
     started = time.perf_counter()
     report = build_report(output, results, [None] * len(results))
     seconds = round(time.perf_counter() - started, 2)
@@ -35,11 +36,9 @@ def build(output: str, corpus: str, times: int) -> None:
 
 def main() -> None:
     corpus = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_CORPUS
-    from tasks.items import parse_item
-
     with tempfile.TemporaryDirectory() as output:
-        for path in sorted((corpus / "AA").glob("wiki_*")):
-            parse_item(str(corpus), f"AA/{path.name}", output)
+        for item in list_items(corpus, DEFAULT_PATTERN):
+            parse_item(str(corpus), item, output)
         for times in (1, 10):
             command = [sys.executable, "-m", "bench.report_scale", "--child", output, str(corpus), str(times)]
             print(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())

@@ -3,7 +3,7 @@
 Usage: python -m bench.workload MODE CORPUS REPEAT PROCESSES OUTPUT
 The per-item work is ``tasks.items.parse_item`` (parse one WikiExtractor file, write its
 xlsx artifact); each repeat of the corpus writes to its own output folder so nothing is
-skipped. Prints one JSON line: wall seconds from interpreter start, item count, mode.
+skipped. Prints one JSON line: the mode, the item count and the time it finished.
 """
 
 from __future__ import annotations
@@ -66,18 +66,12 @@ def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> 
 
 
 def main(argv: list[str]) -> None:
-    mode, corpus, repeat, processes, output = (
-        argv[0],
-        Path(argv[1]),
-        int(argv[2]),
-        int(argv[3]),
-        Path(argv[4]),
-    )
-    work = work_list(corpus, repeat, output)
+    mode, corpus, repeat, processes, output = argv
+    work = work_list(Path(corpus), int(repeat), Path(output))
     if mode in ("serial", "pool"):
-        run_plain(mode, work, processes)
+        run_plain(mode, work, int(processes))
     else:
-        run_prefect(mode, work, processes)
+        run_prefect(mode, work, int(processes))
     print(json.dumps({"mode": mode, "items": len(work), "finished": time.time()}))
 
 

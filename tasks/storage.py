@@ -48,15 +48,13 @@ def staging() -> Iterator[Path]:
         yield Path(directory)
 
 
-def download_if_exists(url: str, local: Path) -> bool:
-    """Copy ``url`` to ``local``; False if there is nothing at ``url``."""
+def download_if_exists(url: str, local: Path) -> None:
+    """Copy ``url`` to ``local`` if there is something at ``url``."""
     fs, path = url_to_fs(url)
     fs.invalidate_cache(path)  # another process may have written it since this one last looked
-    if not fs.exists(path):
-        return False
-    local.parent.mkdir(parents=True, exist_ok=True)
-    fs.get_file(path, str(local))
-    return True
+    if fs.exists(path):
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(path, str(local))
 
 
 def upload(local: Path, url: str) -> None:

@@ -101,9 +101,8 @@ def start_failing_run(served: Served) -> UUID:
     (served.corpus / "AA" / "wiki_02").write_bytes(BROKEN)
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(
-        "wiki-report/wiki-report", timeout=0, _sync=True
-    )  # also under Playwright's loop
+    # _sync: the browser test calls this while Playwright's event loop runs in this thread.
+    flow_run = run_deployment("wiki-report/wiki-report", timeout=0, _sync=True)
     finished = wait_final(flow_run.id)
     assert finished.state is not None and finished.state.is_failed()
     assert finished.state.message == "1 of 4 items failed"
