@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 from runners.multiprocessing_runner import MultiprocessingTaskRunner
 from tasks.demo import count
 
-count_task = task(count, name="count", task_run_name="count({name})", log_prints=True)
+count_task = task(name="count", task_run_name="count({name})", log_prints=True)(count)
 
 
 @flow(name="demo")
@@ -19,7 +19,7 @@ def demo(items: int = 10, processes: int = 6, max_seconds: float = 2.0) -> list[
     names = [f"item{i}" for i in range(1, items + 1)]
     with MultiprocessingTaskRunner(processes) as runner:
         futures = runner.map(count_task, {"name": names, "max_seconds": max_seconds})
-        results = [future.result() for future in futures]
+        results: list[tuple[str, int, float]] = [future.result() for future in futures]
     logger = get_run_logger()
     pids = {pid for _, pid, _ in results}
     slept = sum(seconds for _, _, seconds in results)

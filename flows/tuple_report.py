@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger, task
 from runners.multiprocessing_runner import MultiprocessingTaskRunner
 from tasks.labels import label_chunk, make_chunks, write_label_columns
 
-label_task = task(label_chunk, name="label-chunk")
-write_task = task(write_label_columns, name="write-columns")
+label_task = task(name="label-chunk")(label_chunk)
+write_task = task(name="write-columns")(write_label_columns)
 
 
 @flow(name="tuple-report")
@@ -22,6 +22,6 @@ def tuple_report(output_path: str, chunks: int = 10, per_chunk: int = 5, process
     with MultiprocessingTaskRunner(processes) as runner:
         futures = runner.map(label_task, {"chunk": work})
         results = [future.result() for future in futures]
-        rows = runner.submit(write_task, {"path": output_path, "results": results}).result()
+        rows: int = runner.submit(write_task, {"path": output_path, "results": results}).result()
     get_run_logger().info("wrote %d rows to %s", rows, output_path)
     return rows

@@ -16,8 +16,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
+from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, as_completed
-from prefect.states import Cancelled, Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import unmapped
 
 from flows.artifacts import ProgressArtifact, publish_results
@@ -33,9 +34,9 @@ from tasks.xlsx import remove_stale_temp_files
 # source), so a retry of a failed run from the UI reuses every finished item — also after
 # the task code was fixed — and runs only the items that failed.
 RETRY_REUSE = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
-parse_task = task(parse_item, name="parse", task_run_name="parse({item})", **RETRY_REUSE)
-stats_task = task(document_stats, name="stats", task_run_name="stats({item})", **RETRY_REUSE)
-report_task = task(build_report, name="report", cache_policy=NO_CACHE)
+parse_task = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
+stats_task = task(name="stats", task_run_name="stats({item})", **RETRY_REUSE)(document_stats)
+report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
 
 
 def _item_result(item: str, future: PrefectFuture[ItemResult]) -> ItemResult:

@@ -25,6 +25,9 @@ CORPUS_DOCUMENTS = 4274
 _PREFECT_HOME = tempfile.mkdtemp(prefix="poolflow-test-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# Flows run in this process use Prefect's own ephemeral API; a fresh database takes longer
+# than its 20 s start-up limit on a busy 2-core machine (`poolflow` commands start their own).
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "600"
 os.environ.pop("PREFECT_API_URL", None)
 
 

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
+from poolflow.local_api import ApiStartError, local_api
 from runners.choice import RUNNERS
 from tasks.parse import PARSERS
 
 EXIT_FAILED_ITEMS = 1
 EXIT_USAGE = 2
+EXIT_API_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -98,24 +100,30 @@ def _quiet_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def say(message: str) -> None:
+    """One line for the person at the terminal, on stderr."""
+    print(f"poolflow: {message}", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     check_wiki_parameters(
         args.input_dir, args.output, args.processes, args.parser, args.encoding, args.runner
     )
     from flows.wiki_report import wiki_report
 
-    state = wiki_report(
-        input_dir=args.input_dir,
-        output_dir=args.output,
-        processes=args.processes,
-        pattern=args.pattern,
-        parser=args.parser,
-        encoding=args.encoding,
-        runner=args.runner,
-        dask_address=args.dask_address,
-        progress_bar=True,
-        return_state=True,
-    )
+    with local_api(say):
+        state = wiki_report(
+            input_dir=args.input_dir,
+            output_dir=args.output,
+            processes=args.processes,
+            pattern=args.pattern,
+            parser=args.parser,
+            encoding=args.encoding,
+            runner=args.runner,
+            dask_address=args.dask_address,
+            progress_bar=True,
+            return_state=True,
+        )
     print(f"{state.name}: {state.message}", file=sys.stderr)
     return 0 if state.is_completed() else EXIT_FAILED_ITEMS
 
@@ -131,16 +139,18 @@ def _sample(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from flows.demo import demo
 
-    demo(items=args.items, processes=args.processes, max_seconds=args.max_seconds)
+    with local_api(say):
+        demo(items=args.items, processes=args.processes, max_seconds=args.max_seconds)
     return 0
 
 
 def _tuple_report(args: argparse.Namespace) -> int:
     from flows.tuple_report import tuple_report
 
-    tuple_report(
-        output_path=args.output, chunks=args.chunks, per_chunk=args.per_chunk, processes=args.processes
-    )
+    with local_api(say):
+        tuple_report(
+            output_path=args.output, chunks=args.chunks, per_chunk=args.per_chunk, processes=args.processes
+        )
     return 0
 
 
@@ -179,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("poolflow: terminated; rerun the same command to resume", file=sys.stderr)
         return EXIT_TERMINATED
+    except ApiStartError as exc:
+        print(f"poolflow: error: {exc}", file=sys.stderr)
+        return EXIT_API_UNAVAILABLE
 
 
 if __name__ == "__main__":

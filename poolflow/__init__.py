@@ -1,0 +1,1 @@
+"""The ``poolflow`` command: composes flows, tasks, runners and deployments; nothing imports it."""

@@ -1,0 +1,235 @@
+"""Prefect's API for one ``poolflow`` command, started by poolflow and tied to its life.
+
+Without ``PREFECT_API_URL`` Prefect starts an "ephemeral" API server itself. Three of its
+habits hurt a command-line run, so the command starts the same server (Prefect's own app
+under uvicorn, on a free loopback port, against the database in ``PREFECT_HOME``) itself:
+
+- **Start-up.** Prefect waits at most 20 s for it to answer, and creating a fresh database
+  takes ~22 s on a 2-core machine: a new user's first run failed. Here the wait lasts while
+  the server process lives (bounded by ``POOLFLOW_API_START_TIMEOUT``, 600 s), says once
+  that the database is being created, and a lock in ``PREFECT_HOME`` keeps two first runs
+  from creating the same database at once.
+- **Orphans.** Killed with SIGKILL, the parent leaves Prefect's server serving. Here the
+  server gets a parent-death signal (Linux ``PR_SET_PDEATHSIG``), so it goes with the
+  command however the command ends.
+- **Write batching.** The server's recorders default to one database write per event;
+  ``RECORDER_SETTINGS`` batch them (chosen with ``bench.many_tasks --record``).
+
+```
+poolflow command ──Popen──► python -m uvicorn prefect.server.api.server:create_app
+   │  PREFECT_API_URL=http://127.0.0.1:PORT/api     (PDEATHSIG: SIGTERM when we die)
+   └─ flow run, task runs, events ──HTTP/websocket──►  SQLite in PREFECT_HOME
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+Say = Callable[[str], None]
+
+# Batched writes of the server's event consumers (Prefect's defaults write one event at a
+# time, so a flow of 2,000 task runs waited minutes at exit for its states to be stored).
+RECORDER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+}
+# What Prefect's own ephemeral server sets: no UI, only the services a short-lived API needs.
+EPHEMERAL_SETTINGS = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
+START_TIMEOUT = float(os.environ.get("POOLFLOW_API_START_TIMEOUT", "600"))
+_PR_SET_PDEATHSIG = 1
+_PORT_IN_USE_EXIT = 3  # uvicorn's exit code when it cannot bind its port
+_STILL_WAITING_EVERY = 30.0
+
+
+class ApiStartError(RuntimeError):
+    """The API server exited or did not answer; the message says why, in one paragraph."""
+
+
+def _terminate_with_parent() -> None:
+    """In the server process, before exec: SIGTERM it when the poolflow command dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def database_path() -> Path | None:
+    """The SQLite file Prefect's server uses, or None for another database."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    text = url.get_secret_value() if url is not None else ""
+    if not text.startswith("sqlite") or ":memory:" in text:
+        return None
+    return Path(text.split("///", 1)[1]).expanduser()
+
+
+@contextlib.contextmanager
+def _start_lock(home: Path, say: Say) -> Iterator[None]:
+    """One API start-up at a time per ``PREFECT_HOME``: migrations must not race."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".poolflow-api-start.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another poolflow command to start Prefect's API on {home}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class LocalApiServer:
+    """Prefect's API server in a child process of this one, on a free loopback port."""
+
+    def __init__(self, say: Say, timeout: float = START_TIMEOUT) -> None:
+        self.say = say
+        self.timeout = timeout
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        """Start the server process; ``wait_ready`` then waits until it answers."""
+        self.port = _free_port()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's life, closed in stop()
+        env = {**os.environ, **RECORDER_SETTINGS, **EPHEMERAL_SETTINGS}
+        env.pop("PREFECT_API_URL", None)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            preexec_fn=_terminate_with_parent,  # only prctl: safe even with threads running
+        )
+
+    def wait_ready(self) -> None:
+        """Wait while the server process lives and has not answered ``/health``."""
+        started = time.monotonic()
+        next_note = started + _STILL_WAITING_EVERY
+        with httpx.Client(timeout=2.0) as client:
+            while not self._answers(client):
+                now = time.monotonic()
+                if self.process is not None and self.process.poll() is not None:
+                    if self.process.returncode == _PORT_IN_USE_EXIT:
+                        self.start()  # another process took the port first: take a new one
+                        continue
+                    raise ApiStartError(self._exit_message())
+                if now - started > self.timeout:
+                    self.stop()
+                    raise ApiStartError(
+                        f"Prefect's API server did not answer within {self.timeout:.0f} s "
+                        "(set POOLFLOW_API_START_TIMEOUT to wait longer)"
+                    )
+                if now >= next_note:
+                    self.say(f"still waiting for Prefect's API server ({now - started:.0f} s)")
+                    next_note = now + _STILL_WAITING_EVERY
+                time.sleep(0.1)
+
+    def _answers(self, client: httpx.Client) -> bool:
+        try:
+            return client.get(f"{self.api_url}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _exit_message(self) -> str:
+        assert self.process is not None and self._stderr is not None
+        self._stderr.seek(0)
+        tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+        detail = "; ".join(tail) or "no output"
+        return f"Prefect's API server exited with code {self.process.returncode}: {detail}"
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+@contextlib.contextmanager
+def local_api(say: Say) -> Iterator[str | None]:
+    """Use ``PREFECT_API_URL`` if set (yields None); otherwise run a local API for the block.
+
+    Inside the block Prefect's settings point at the local server (yields its URL).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield None
+        return
+    server = LocalApiServer(say)
+    home = Path(PREFECT_HOME.value()).expanduser()
+    try:
+        with _start_lock(home, say):
+            database = database_path()
+            if database is not None and not database.exists():
+                say(f"creating Prefect's database at {database} (first run; about half a minute)")
+            server.start()
+            server.wait_ready()
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            try:
+                yield server.api_url
+            finally:
+                _flush_to_api()
+    finally:
+        server.stop()
+
+
+def _flush_to_api() -> None:
+    """Send the logs and events still queued in this process before the server goes."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    EventsWorker.drain_all(timeout=30)
+    APILogWorker.drain_all(timeout=30)
