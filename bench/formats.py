@@ -16,7 +16,7 @@ import openpyxl
 
 from bench.run import DEFAULT_CORPUS
 from flows.parameters import DEFAULT_PATTERN
-from tasks.items import list_items
+from tasks.inputs import list_items
 from tasks.parse import parse_exact, parse_html5lib
 from tasks.xlsx import AtomicWorkbook, read_sheet, split_cell, write_sheet
 

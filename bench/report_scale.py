@@ -16,7 +16,8 @@ from pathlib import Path
 
 from bench.run import DEFAULT_CORPUS
 from flows.parameters import DEFAULT_PATTERN
-from tasks.items import list_items, parse_item
+from tasks.inputs import list_items
+from tasks.items import parse_item
 
 
 def build(output: str, corpus: str, times: int) -> None:

@@ -22,7 +22,7 @@ import psutil
 
 from bench.workload import MODES
 from flows.parameters import DEFAULT_PATTERN
-from tasks.items import list_items
+from tasks.inputs import list_items
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "corpus" / "kowiki"

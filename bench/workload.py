@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.parameters import DEFAULT_PATTERN
-from tasks.items import list_items, parse_item
+from tasks.inputs import list_items
+from tasks.items import parse_item
 
 MODES = ("serial", "pool", "poolflow", "prefect-thread", "prefect-process", "prefect-dask")
 

@@ -9,6 +9,7 @@ that fails is listed in the report's ``summary`` with its reason and the flow ru
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,9 @@ from prefect.utilities.annotations import unmapped
 from flows.artifacts import ProgressArtifact, publish_results
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from runners.choice import make_task_runner
-from tasks.items import ITEMS_DIR, ItemResult, list_items, parse_item
+from tasks.inputs import InputListing, list_inputs
+from tasks.items import ItemResult, parse_item
+from tasks.output_lock import OutputInUse, exclusive_output
 from tasks.report import ReportResult, build_report
 from tasks.stats import DocumentStats, document_stats
 from tasks.storage import is_remote
@@ -80,23 +83,34 @@ def wiki_report(
     started = time.perf_counter()
     logger = get_run_logger()
     source, target = check_wiki_parameters(input_dir, output_dir, processes, parser, encoding, runner)
-    items = list_items(source, pattern)
-    items_dir = Path(target) / ITEMS_DIR
-    stale = 0 if is_remote(target) or not items_dir.exists() else remove_stale_temp_files(items_dir)
-    logger.info("%d items in %s (%d stale temp files removed)", len(items), source, stale)
-    common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
-    with make_task_runner(runner, processes, dask_address) as task_runner:
-        parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(target)})
-        stats = task_runner.map(stats_task, {**common, "item": items})
-        _wait_with_progress(parsed, progress_bar)
-        if getattr(task_runner, "cancelled", False):
-            done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemResult))
-            return Cancelled(message=f"cancelled after {done} of {len(items)} items; rerun to resume")
-        results = [_item_result(item, future) for item, future in zip(items, parsed, strict=True)]
-        columns = [_stats_result(future) for future in stats]
-        report = task_runner.submit(
-            report_task, {"output_dir": target, "items": results, "stats": columns}
-        ).result()
+    # A second run into this output refuses at once; the lock is held until the report exists.
+    held = contextlib.ExitStack()
+    try:
+        if not is_remote(target):
+            held.enter_context(exclusive_output(Path(target)))
+    except OutputInUse as exc:
+        return Failed(message=str(exc))
+    with held:
+        listing = list_inputs(source, pattern)
+        stale = 0 if is_remote(target) else remove_stale_temp_files(Path(target))
+        _log_listing(listing, source, stale)
+        items = listing.items
+        common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
+        with make_task_runner(runner, processes, dask_address) as task_runner:
+            parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(target)})
+            stats = task_runner.map(stats_task, {**common, "item": items})
+            _wait_with_progress(parsed, progress_bar)
+            if getattr(task_runner, "cancelled", False):
+                done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemResult))
+                return Cancelled(message=f"cancelled after {done} of {len(items)} items; rerun to resume")
+            results = [_item_result(item, future) for item, future in zip(items, parsed, strict=True)]
+            columns = [_stats_result(future) for future in stats]
+            unlisted = [ItemResult(item=u.path, status="failed", error=u.reason) for u in listing.unreadable]
+            results += unlisted
+            columns += [None] * len(unlisted)
+            report = task_runner.submit(
+                report_task, {"output_dir": target, "items": results, "stats": columns}
+            ).result()
     publish_results(target, results, report)
     failed = [r for r in results if r.status == "failed"]
     for result in failed:
@@ -105,10 +119,19 @@ def wiki_report(
         "report %s: %d documents from %d items (%d skipped as current)",
         report.path,
         report.documents,
-        len(items),
+        len(results),
         sum(r.status == "skipped" for r in results),
     )
     logger.info("--- %s seconds ---", round(time.perf_counter() - started, 4))
     if failed:
-        return Failed(message=f"{len(failed)} of {len(items)} items failed", data=report)
-    return Completed(message=f"{len(items)} items, {report.documents} documents", data=report)
+        return Failed(message=f"{len(failed)} of {len(results)} items failed", data=report)
+    return Completed(message=f"{len(results)} items, {report.documents} documents", data=report)
+
+
+def _log_listing(listing: InputListing, source: Path, stale: int) -> None:
+    """Say what the work-list holds and which links it did not follow (unreadable paths are
+    reported with the failed items)."""
+    logger = get_run_logger()
+    logger.info("%d items in %s (%d stale temp files removed)", len(listing.items), source, stale)
+    for loop in listing.loops:
+        logger.warning("%s leads back to a directory above it; not followed again", loop)

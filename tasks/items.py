@@ -48,15 +48,6 @@ class ItemResult:
     error: str = ""
 
 
-def list_items(input_dir: Path, pattern: str) -> list[str]:
-    """Files under ``input_dir`` matching ``pattern``, as sorted relative POSIX paths."""
-    return sorted(
-        path.relative_to(input_dir).as_posix()
-        for path in input_dir.glob(pattern)
-        if path.is_file() and not path.name.startswith(".")
-    )
-
-
 def artifact_path(output_dir: Path, item: str) -> Path:
     """Where the xlsx artifact of ``item`` lives; refuses names that escape the output."""
     items_root = (output_dir / ITEMS_DIR).resolve()

@@ -145,7 +145,11 @@ class AtomicWorkbook:
 
 
 def remove_stale_temp_files(directory: Path) -> int:
-    """Delete temp files that a killed writer left below ``directory``; return how many."""
+    """Delete temp files that a killed writer left below ``directory``; return how many.
+
+    Only call this while holding the directory (``tasks.output_lock``): a live writer's
+    temp files look the same.
+    """
     removed = 0
     for temp in directory.rglob(".*.xlsx.*.tmp"):
         temp.unlink(missing_ok=True)
