@@ -1,39 +1,15 @@
-"""What a wiki-report run shows in the Prefect UI: progress, a summary table, file links."""
+"""What a wiki-report run leaves in the Prefect UI: a summary table and links to its files."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from uuid import UUID
 
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from tasks.items import ItemResult, artifact_path, artifact_url
 from tasks.report import SUMMARY_COLUMNS, ReportResult, summary_row
 from tasks.storage import is_remote
-
-
-class ProgressArtifact:
-    """A progress artifact updated as items finish, at most every ``step`` percent."""
-
-    def __init__(self, total: int, step: float = 5.0) -> None:
-        self.total = max(total, 1)
-        self.step = step
-        self.shown = 0.0
-        artifact_id = create_progress_artifact(0.0, key="wiki-report-progress", description="items finished")
-        self.artifact_id: UUID = UUID(str(artifact_id))
-
-    def update(self, done: int) -> None:
-        percent = 100.0 * done / self.total
-        if percent - self.shown >= self.step or done >= self.total:
-            update_progress_artifact(self.artifact_id, percent)
-            self.shown = percent
 
 
 def _uri(output_dir: str, item: str) -> str:

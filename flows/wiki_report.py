@@ -22,16 +22,18 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import unmapped
 
-from flows.artifacts import ProgressArtifact, publish_results
+from flows.artifacts import publish_results
+from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
+from flows.progress import ItemProgress
 from runners.choice import make_task_runner
 from tasks.inputs import InputListing, list_inputs
-from tasks.items import ItemResult, parse_item
+from tasks.items import ItemError, ItemResult, parse_item
 from tasks.output_lock import OutputInUse, exclusive_output
 from tasks.report import ReportResult, build_report
 from tasks.stats import DocumentStats, document_stats
 from tasks.storage import is_remote
-from tasks.xlsx import remove_stale_temp_files
+from tasks.xlsx import OutputError, remove_stale_temp_files
 
 # Results persist and the cache key is the inputs within one flow run (not the task's
 # source), so a retry of a failed run from the UI reuses every finished item — also after
@@ -43,12 +45,21 @@ report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
 
 
 def _item_result(item: str, future: PrefectFuture[ItemResult]) -> ItemResult:
-    """The task's ``ItemResult``, or a failed one carrying the first line of its error."""
+    """The task's ``ItemResult``, or a failed one carrying the first line of its reason."""
     outcome = future.result(raise_on_failure=False)
     if isinstance(outcome, ItemResult):
         return outcome
-    reason = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else str(outcome)
-    return ItemResult(item=item, status="failed", error=reason.splitlines()[0])
+    return ItemResult(item=item, status="failed", error=failure_reason(outcome).splitlines()[0])
+
+
+def failure_reason(outcome: object) -> str:
+    """Why an item failed, without repeating its name: ``ItemError`` and ``OutputError``
+    messages already say it; anything else is named by its exception type."""
+    if isinstance(outcome, ItemError):
+        return outcome.reason
+    if isinstance(outcome, OutputError):
+        return str(outcome)
+    return f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else str(outcome)
 
 
 def _stats_result(future: PrefectFuture[DocumentStats]) -> DocumentStats | None:
@@ -56,15 +67,21 @@ def _stats_result(future: PrefectFuture[DocumentStats]) -> DocumentStats | None:
     return None if isinstance(outcome, BaseException) else outcome
 
 
-def _wait_with_progress(futures: Sequence[PrefectFuture[Any]], show_bar: bool) -> None:
+def _wait_with_progress(futures: Sequence[PrefectFuture[Any]], terminal: bool) -> None:
     """Wait for ``futures``, updating the UI's progress artifact (and a terminal bar)."""
-    from tqdm import tqdm
-
-    progress = ProgressArtifact(len(futures))
-    with tqdm(total=len(futures), unit="item", disable=not show_bar, desc="items") as bar:
+    with ItemProgress(len(futures), terminal=terminal) as progress:
         for done, _ in enumerate(as_completed(list(futures)), start=1):
-            bar.update()
             progress.update(done)
+
+
+def _output_errors(items: Sequence[str], futures: Sequence[PrefectFuture[Any]]) -> dict[str, str]:
+    """The items that failed on an OS error writing the output (disk full…), with the error."""
+    errors = {}
+    for item, future in zip(items, futures, strict=True):
+        outcome = future.result(raise_on_failure=False)
+        if isinstance(outcome, OutputError):
+            errors[item] = str(outcome)
+    return errors
 
 
 @flow(name="wiki-report", log_prints=True)
@@ -78,10 +95,12 @@ def wiki_report(
     runner: str = "multiprocessing",
     dask_address: str | None = None,
     progress_bar: bool = False,
-) -> State[ReportResult]:
-    """Parse every matching file of ``input_dir`` and write ``output_dir/report.xlsx``."""
+) -> State[Outcome]:
+    """Parse every matching file of ``input_dir`` and write ``output_dir/report.xlsx``.
+
+    ``progress_bar`` draws a bar on the terminal (the ``poolflow`` command sets it).
+    """
     started = time.perf_counter()
-    logger = get_run_logger()
     source, target = check_wiki_parameters(input_dir, output_dir, processes, parser, encoding, runner)
     # A second run into this output refuses at once; the lock is held until the report exists.
     held = contextlib.ExitStack()
@@ -108,24 +127,51 @@ def wiki_report(
             unlisted = [ItemResult(item=u.path, status="failed", error=u.reason) for u in listing.unreadable]
             results += unlisted
             columns += [None] * len(unlisted)
-            report = task_runner.submit(
+            report_future = task_runner.submit(
                 report_task, {"output_dir": target, "items": results, "stats": columns}
-            ).result()
-    publish_results(target, results, report)
-    failed = [r for r in results if r.status == "failed"]
-    for result in failed:
-        logger.error("%s failed: %s", result.item, result.error)
-    logger.info(
-        "report %s: %d documents from %d items (%d skipped as current)",
-        report.path,
-        report.documents,
-        len(results),
-        sum(r.status == "skipped" for r in results),
+            )
+            # A report that cannot be written (disk full) is said so; the items stay written.
+            report = report_future.result(raise_on_failure=False)
+    outcome = Outcome.of(
+        results,
+        seconds=round(time.perf_counter() - started, 4),
+        report=report if isinstance(report, ReportResult) else None,
+        report_error="" if isinstance(report, ReportResult) else failure_reason(report),
+        output_errors=_output_errors(items, parsed),
+        notes=tuple(
+            f"{loop}: leads back to a directory above it; not followed again" for loop in listing.loops
+        ),
     )
-    logger.info("--- %s seconds ---", round(time.perf_counter() - started, 4))
-    if failed:
-        return Failed(message=f"{len(failed)} of {len(results)} items failed", data=report)
-    return Completed(message=f"{len(results)} items, {report.documents} documents", data=report)
+    _log_outcome(outcome, target, results)
+    return _final_state(outcome)
+
+
+def _log_outcome(outcome: Outcome, target: str, results: list[ItemResult]) -> None:
+    """Log every failure and the totals; publish the UI artifacts when there is a report."""
+    logger = get_run_logger()
+    for item, reason in outcome.failed:
+        logger.error("%s failed: %s", item, reason)
+    if outcome.report is None:
+        logger.error("the report could not be written: %s; rerun to resume", outcome.report_error)
+    else:
+        publish_results(target, results, outcome.report)
+        logger.info(
+            "report %s: %d documents from %d items (%d skipped as current)",
+            outcome.report.path,
+            outcome.documents,
+            outcome.items,
+            outcome.skipped,
+        )
+    logger.info("--- %s seconds ---", outcome.seconds)
+
+
+def _final_state(outcome: Outcome) -> State[Outcome]:
+    """Completed when every item and the report are there, Failed otherwise (data: outcome)."""
+    if outcome.failed:
+        return Failed(message=f"{len(outcome.failed)} of {outcome.items} items failed", data=outcome)
+    if outcome.report is None:
+        return Failed(message=f"the report could not be written: {outcome.report_error}", data=outcome)
+    return Completed(message=f"{outcome.items} items, {outcome.documents} documents", data=outcome)
 
 
 def _log_listing(listing: InputListing, source: Path, stale: int) -> None:
@@ -134,4 +180,8 @@ def _log_listing(listing: InputListing, source: Path, stale: int) -> None:
     logger = get_run_logger()
     logger.info("%d items in %s (%d stale temp files removed)", len(listing.items), source, stale)
     for loop in listing.loops:
-        logger.warning("%s leads back to a directory above it; not followed again", loop)
+        logger.warning(_loop_note(loop))
+
+
+def _loop_note(loop: str) -> str:
+    return f"{loop} leads back to a directory above it; not followed again"

@@ -7,16 +7,21 @@ line and nothing written. Runs use Prefect's embedded API unless ``PREFECT_API_U
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
 from poolflow.local_api import ApiStartError, local_api
 from runners.choice import RUNNERS
 from tasks.parse import PARSERS
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 EXIT_FAILED_ITEMS = 1
 EXIT_USAGE = 2
@@ -49,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--encoding", default="utf-8", help="input encoding, e.g. cp949 (default: utf-8)")
     run.add_argument("--runner", choices=RUNNERS, default="multiprocessing")
     run.add_argument("--dask-address", help="tcp://host:8786 of an existing Dask scheduler (--runner dask)")
+    run.add_argument("-v", "--verbose", action="store_true", help="print Prefect's log lines too")
 
     sample = commands.add_parser("sample", help="write a synthetic WikiExtractor corpus")
     sample.add_argument("directory")
@@ -94,10 +100,18 @@ def _exit_normally_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def _quiet_prefect_defaults() -> None:
+def _quiet_prefect_defaults(verbose: bool) -> None:
+    """Before Prefect is imported: no telemetry, and its log lines only with ``--verbose``."""
     # The embedded API's telemetry heartbeat races its own SQLite start-up and logs a
     # "database is locked" traceback; poolflow runs do not need it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        # Every log line still reaches the API and the UI; the terminal shows the bar and
+        # a summary instead of two lines per task run and a traceback per failure.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        # Prefect writes "--- Error logging to API ---" on every failed batch while a server
+        # is away; the API watcher says it once instead.
+        logging.raiseExceptions = False
 
 
 def say(message: str) -> None:
@@ -106,12 +120,14 @@ def say(message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    check_wiki_parameters(
+    _, target = check_wiki_parameters(
         args.input_dir, args.output, args.processes, args.parser, args.encoding, args.runner
     )
     from flows.wiki_report import wiki_report
 
-    with local_api(say):
+    processes = args.processes or os.cpu_count() or 1
+    say(f"{args.input_dir}/{args.pattern} -> {target} on {processes} processes ({args.runner})")
+    with local_api(say) as local_url:
         state = wiki_report(
             input_dir=args.input_dir,
             output_dir=args.output,
@@ -124,8 +140,30 @@ def _run(args: argparse.Namespace) -> int:
             progress_bar=True,
             return_state=True,
         )
-    print(f"{state.name}: {state.message}", file=sys.stderr)
+    _report(state, None if local_url else _flow_run_url(state))
     return 0 if state.is_completed() else EXIT_FAILED_ITEMS
+
+
+def _report(state: State[Any], flow_run_url: str | None) -> None:
+    """The run's summary table, or its state's message when it ended before having one."""
+    from rich.console import Console
+
+    from flows.outcome import Outcome
+    from poolflow.summary import print_summary
+
+    outcome = state.result(raise_on_failure=False) if state.is_final() else None
+    if isinstance(outcome, Outcome):
+        print_summary(Console(stderr=True), state.name, outcome, flow_run_url)
+    else:
+        say(f"{state.name}: {state.message}")
+
+
+def _flow_run_url(state: State[Any]) -> str | None:
+    """Where the UI shows this flow run (a server's UI; the local API has none)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    ui, flow_run_id = PREFECT_UI_URL.value(), state.state_details.flow_run_id
+    return f"{ui}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -178,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _exit_normally_on_sigterm()
-    _quiet_prefect_defaults()
+    _quiet_prefect_defaults(verbose=args.command != "run" or args.verbose)
     try:
         return COMMANDS[args.command](args)
     except ParameterError as exc:

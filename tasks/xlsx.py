@@ -13,6 +13,8 @@ formula, number or URL. The rules that keep values exact:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import tempfile
@@ -22,6 +24,7 @@ from typing import Any
 
 import xlsxwriter
 from python_calamine import CalamineWorkbook
+from xlsxwriter.exceptions import FileCreateError
 from xlsxwriter.worksheet import Worksheet
 
 EXCEL_CELL_LIMIT = 32_767  # UTF-16 code units per cell
@@ -118,30 +121,115 @@ def write_sheet(
     return count
 
 
+class OutputError(Exception):
+    """An output file could not be written (disk full, permissions…); names the file."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[OutputError], tuple[str, str]]:
+        return (type(self), (self.path, self.reason))
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The OS's words for ``exc`` (xlsxwriter wraps OSError in FileCreateError)."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(exc)
+
+
+class _SinkAfterFailure(io.RawIOBase):
+    """The temp file as xlsxwriter's zip target; after an OS error, writes go nowhere.
+
+    xlsxwriter leaves its ``ZipFile`` open when a write fails (disk full); the zip's
+    ``__del__`` then retries the write and prints a traceback per file. Here the first
+    error propagates and later writes are dropped (the temp file is deleted anyway).
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = open(path, "r+b")  # noqa: SIM115 - closed by close()
+        self.failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = len(memoryview(data))
+        if not self.failed:
+            try:
+                self._file.write(data)
+            except OSError:
+                self.failed = True
+                raise
+        return size
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return 0 if self.failed else self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return 0 if self.failed else self._file.tell()
+
+    def flush(self) -> None:
+        if not self.failed:
+            try:
+                self._file.flush()
+            except OSError:
+                self.failed = True
+                raise
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            super().close()  # flushes: an error here is the write's own error
+        finally:
+            with contextlib.suppress(OSError):
+                self._file.close()  # after a failure: buffered data, already reported
+
+
 class AtomicWorkbook:
     """An xlsxwriter workbook written to a temp file and renamed into place on success.
 
     A crash or kill leaves either the previous complete file or none, never half of one.
+    An OS error while creating, writing or renaming it is an ``OutputError`` naming ``path``.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise OutputError(str(path), _os_reason(exc)) from exc
         os.close(fd)
         self._temp = Path(temp)
-        self.workbook = xlsxwriter.Workbook(str(self._temp), WORKBOOK_OPTIONS)
+        self._sink = _SinkAfterFailure(self._temp)
+        self.workbook = xlsxwriter.Workbook(self._sink, WORKBOOK_OPTIONS)
 
     def __enter__(self) -> xlsxwriter.Workbook:
         return self.workbook
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
-            if exc_type is None:
+            if exc is None:
                 self.workbook.close()
+                self._sink.close()
                 os.replace(self._temp, self.path)
+        except (OSError, FileCreateError) as error:
+            raise OutputError(str(self.path), _os_reason(error)) from error
         finally:
+            self._sink.failed = True  # whatever xlsxwriter left open writes nothing more
+            self._sink.close()
             self._temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(str(self.path), _os_reason(exc)) from exc
 
 
 def remove_stale_temp_files(directory: Path) -> int:

@@ -45,8 +45,18 @@ def test_sample_then_run_writes_report(tmp_path: Path, prefect_server: str) -> N
     run = poolflow("run", str(tmp_path / "corpus"), "-o", out, "--processes", "2", api_url=prefect_server)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out" / "report.xlsx").exists()
-    assert "--- " in run.stderr and " seconds ---" in run.stderr
-    assert "items: 100%" in run.stderr  # the terminal progress bar
+    # One line of what runs, the bar, a summary; Prefect's per-task lines only with --verbose.
+    assert run.stderr.startswith(f"poolflow: {tmp_path / 'corpus'}/**/wiki_* -> {out} on 2 processes")
+    assert "items" in run.stderr and "3/3" in run.stderr  # the terminal progress bar
+    assert "3: 3 done, 0 skipped as current, 0 failed" in run.stderr
+    assert f"report: {out}/report.xlsx\n" in run.stderr
+    assert f"flow run: {prefect_server.removesuffix('/api')}/runs/flow-run/" in run.stderr
+    assert "Finished in state" not in run.stderr and " seconds ---" not in run.stderr
+
+    verbose = poolflow("run", str(tmp_path / "corpus"), "-o", out, "--verbose", api_url=prefect_server)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "Finished in state Completed" in verbose.stderr and " seconds ---" in verbose.stderr
+    assert "3: 0 done, 3 skipped as current, 0 failed" in verbose.stderr
 
 
 def test_run_with_a_failed_item_exits_non_zero(tmp_path: Path, prefect_server: str) -> None:
@@ -54,7 +64,9 @@ def test_run_with_a_failed_item_exits_non_zero(tmp_path: Path, prefect_server: s
     (tmp_path / "corpus" / "AA" / "wiki_05").write_bytes(b"\xff\xfe\x00bad")
     run = poolflow("run", str(tmp_path / "corpus"), "-o", str(tmp_path / "out"), api_url=prefect_server)
     assert run.returncode == 1
-    assert "1 of 3 items failed" in run.stderr
+    assert "wiki-report: Failed" in run.stderr
+    assert "failed: AA/wiki_05: binary file (contains NUL bytes), not WikiExtractor text\n" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_demo_runs_items_on_several_processes(prefect_server: str) -> None:

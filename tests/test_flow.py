@@ -85,7 +85,7 @@ def test_a_bad_file_fails_alone_and_is_named_in_the_summary(tmp_path: Path) -> N
     assert state.message == "1 of 4 items failed"
     summary = {row[0]: row for row in read_sheet(out / "report.xlsx", "summary")}
     assert summary["AA/wiki_99"][1] == "failed"
-    assert "AA/wiki_99: binary file" in summary["AA/wiki_99"][6]
+    assert summary["AA/wiki_99"][6].startswith("binary file (contains NUL bytes)")
     sources = {row[0] for row in read_sheet(out / "report.xlsx", "docs")}
     assert sources == {"AA/wiki_00", "AA/wiki_01", "AA/wiki_02"}
 

@@ -50,7 +50,7 @@ def test_a_second_run_refuses_at_once_and_leaves_the_live_runs_temp_files(
         # A run that is killed holds nothing: the kernel drops its lock, the rerun cleans up.
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-        rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        rerun = subprocess.run([*args, "--verbose"], env=env, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         assert "(1 stale temp files removed)" in rerun.stderr
         assert not in_flight.exists()

@@ -130,7 +130,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(
     env["PREFECT_API_URL"] = prefect_server
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"({len(artifacts)} skipped as current)" in rerun.stderr
+    assert f"done, {len(artifacts)} skipped as current" in rerun.stderr
 
 
 def test_cancelling_a_cli_run_from_the_api_stops_it_and_a_rerun_resumes(
@@ -172,4 +172,4 @@ def test_cancelling_a_cli_run_from_the_api_stops_it_and_a_rerun_resumes(
     assert all(read_meta(p).get("format") for p in artifacts)
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"({len(artifacts)} skipped as current)" in rerun.stderr
+    assert f"done, {len(artifacts)} skipped as current" in rerun.stderr

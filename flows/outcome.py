@@ -1,0 +1,54 @@
+"""What a wiki-report run did, in a form the command's summary and other callers can read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tasks.items import ItemResult
+from tasks.report import ReportResult
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Counts and reasons of one wiki-report run (the data of its final state)."""
+
+    items: int
+    done: int
+    skipped: int
+    failed: tuple[tuple[str, str], ...]  # (item, reason) for every failed item
+    documents: int  # in the report
+    warnings: int
+    seconds: float
+    report: ReportResult | None  # None when the report could not be written
+    report_error: str = ""
+    output_error: str = ""  # the first OS error writing an item's output, naming the path
+    unwritten: tuple[str, ...] = ()  # the failed items that failed on such an error
+    notes: tuple[str, ...] = ()  # things worth a line that are not failures (links not followed)
+
+    @classmethod
+    def of(
+        cls,
+        results: Sequence[ItemResult],
+        *,
+        seconds: float,
+        report: ReportResult | None,
+        report_error: str = "",
+        output_errors: Mapping[str, str] | None = None,
+        notes: tuple[str, ...] = (),
+    ) -> Outcome:
+        """The outcome of ``results`` and the report step."""
+        return cls(
+            items=len(results),
+            done=sum(r.status == "done" for r in results),
+            skipped=sum(r.status == "skipped" for r in results),
+            failed=tuple((r.item, r.error) for r in results if r.status == "failed"),
+            documents=report.documents if report is not None else 0,
+            warnings=sum(r.warnings for r in results),
+            seconds=seconds,
+            report=report,
+            report_error=report_error,
+            output_error=next(iter((output_errors or {}).values()), ""),
+            unwritten=tuple(output_errors or ()),
+            notes=notes,
+        )
