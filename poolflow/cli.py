@@ -7,15 +7,17 @@ line and nothing written. Runs use Prefect's embedded API unless ``PREFECT_API_U
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
+from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
 from poolflow.local_api import ApiStartError, local_api
 from runners.choice import RUNNERS
 from tasks.parse import PARSERS
@@ -119,6 +121,18 @@ def say(message: str) -> None:
     print(f"poolflow: {message}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _api_session() -> Iterator[str | None]:
+    """Prefect's API for this command (started here unless PREFECT_API_URL is set); runs
+    left RUNNING by killed poolflow processes are marked Crashed, and this process's flow
+    runs are tagged so that the next command can do the same for them."""
+    with local_api(say) as local_url:
+        for name in mark_crashed_runs():
+            say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
+        with tagged_with_this_process():
+            yield local_url
+
+
 def _run(args: argparse.Namespace) -> int:
     _, target = check_wiki_parameters(
         args.input_dir, args.output, args.processes, args.parser, args.encoding, args.runner
@@ -127,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
 
     processes = args.processes or os.cpu_count() or 1
     say(f"{args.input_dir}/{args.pattern} -> {target} on {processes} processes ({args.runner})")
-    with local_api(say) as local_url:
+    with _api_session() as local_url:
         state = wiki_report(
             input_dir=args.input_dir,
             output_dir=args.output,
@@ -153,7 +167,7 @@ def _report(state: State[Any], flow_run_url: str | None) -> None:
 
     outcome = state.result(raise_on_failure=False) if state.is_final() else None
     if isinstance(outcome, Outcome):
-        print_summary(Console(stderr=True), state.name, outcome, flow_run_url)
+        print_summary(Console(stderr=True), state.name or state.type.value, outcome, flow_run_url)
     else:
         say(f"{state.name}: {state.message}")
 
@@ -177,7 +191,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from flows.demo import demo
 
-    with local_api(say):
+    with _api_session():
         demo(items=args.items, processes=args.processes, max_seconds=args.max_seconds)
     return 0
 
@@ -185,7 +199,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _tuple_report(args: argparse.Namespace) -> int:
     from flows.tuple_report import tuple_report
 
-    with local_api(say):
+    with _api_session():
         tuple_report(
             output_path=args.output, chunks=args.chunks, per_chunk=args.per_chunk, processes=args.processes
         )
