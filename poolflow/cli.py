@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
+from poolflow.api_watch import ApiWatcher
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
 from poolflow.local_api import ApiStartError, local_api
 from runners.choice import RUNNERS
@@ -111,6 +112,9 @@ def _quiet_prefect_defaults(verbose: bool) -> None:
         # Every log line still reaches the API and the UI; the terminal shows the bar and
         # a summary instead of two lines per task run and a traceback per failure.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        # Its internal services log each failed event batch (a whole event, thousands of
+        # characters) on another handler.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
         # Prefect writes "--- Error logging to API ---" on every failed batch while a server
         # is away; the API watcher says it once instead.
         logging.raiseExceptions = False
@@ -125,11 +129,15 @@ def say(message: str) -> None:
 def _api_session() -> Iterator[str | None]:
     """Prefect's API for this command (started here unless PREFECT_API_URL is set); runs
     left RUNNING by killed poolflow processes are marked Crashed, and this process's flow
-    runs are tagged so that the next command can do the same for them."""
+    runs are tagged so that the next command can do the same for them. With a server of
+    its own the terminal hears once when it goes away and once when it is back."""
     with local_api(say) as local_url:
         for name in mark_crashed_runs():
             say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
-        with tagged_with_this_process():
+        from prefect.settings import PREFECT_API_URL
+
+        watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
+        with tagged_with_this_process(), watch:
             yield local_url
 
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import PrefectServer, free_port, stop_process_group, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("POOLFLOW_CORPUS", REPO.parent / "shared" / "corpus" / "kowiki"))
@@ -31,13 +27,6 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "600"
 os.environ.pop("PREFECT_API_URL", None)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # The local S3 (moto) that the fsspec tests use. Worker processes are forked from a server
 # started early in the session, so its address must be in the environment from the start.
 S3_PORT = free_port()
@@ -49,59 +38,15 @@ os.environ.update(
 )
 
 
-def wait_for_http(url: str, timeout: float = 90.0) -> None:
-    """Poll ``url`` until it answers 200 or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """Stop ``process`` and every process it started (it leads its own group)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real ``prefect server start`` on a free loopback port; yields its API URL."""
-    port = free_port()
-    home = tempfile.mkdtemp(prefix="poolflow-test-server-")
-    env = {
-        **os.environ,
-        "PREFECT_HOME": home,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # the UI's pages call back here
-    }
-    log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    api_url = f"http://127.0.0.1:{port}/api"
+    server = PrefectServer(Path(tempfile.mkdtemp(prefix="poolflow-test-server-")), free_port())
+    server.start()
     try:
-        wait_for_http(f"{api_url}/health")
-        yield api_url
+        yield server.api_url
     finally:
-        stop_process_group(process)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(scope="session")

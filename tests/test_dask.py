@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, stop_process_group
+from helpers import free_port, stop_process_group
 
 from flows.wiki_report import wiki_report
 from tasks.parse import parse_exact

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from conftest import stop_process_group
+from helpers import stop_process_group
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 from prefect.client.schemas.objects import FlowRun, TaskRun
