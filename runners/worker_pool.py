@@ -299,7 +299,7 @@ class WorkerPool:
             self._wakeup.close()
             return
         if manager is threading.current_thread():
-            return  # from a log sink: the manager stops once it handled the current message
+            return  # from a log sink or done callback: the manager stops after this round
         manager.join(timeout)
         if manager.is_alive():  # running jobs did not finish in time
             with self._lock:
