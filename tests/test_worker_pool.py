@@ -5,6 +5,7 @@ Each fault also has a baseline test showing what plain ``multiprocessing.Pool`` 
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import pickle
@@ -218,7 +219,10 @@ def test_maxtasksperchild_recycles_workers_without_losing_jobs() -> None:
     pool.start()
     try:
         pids = [pool.submit(pid_of_worker).result(timeout=30) for _ in range(9)]
-        assert len(set(pids)) == 3
+        # No worker runs more than 3 jobs. Which worker takes the next job depends on how
+        # soon the manager sees a worn-out worker exit, so more than 3 may take part.
+        jobs_per_worker = collections.Counter(pids)
+        assert max(jobs_per_worker.values()) == 3 and len(jobs_per_worker) >= 3
     finally:
         pool.shutdown()
 
@@ -261,5 +265,11 @@ def test_baseline_plain_pool_timeout_leaves_the_worker_spinning() -> None:
         result = plain.apply_async(spin, (-1,))
         with pytest.raises(multiprocessing.TimeoutError):
             result.get(timeout=1)
-        assert worker.cpu_percent(interval=0.5) > 50  # still burning CPU after the "timeout"
+        # Still burning CPU after the "timeout": its CPU time keeps growing (slowly, on a
+        # busy machine; an idle worker's would not grow at all).
+        spent = sum(worker.cpu_times()[:2])
+        deadline = time.monotonic() + 60
+        while sum(worker.cpu_times()[:2]) < spent + 1.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sum(worker.cpu_times()[:2]) >= spent + 1.0
         plain.terminate()
