@@ -1,12 +1,21 @@
 """Prefect task runners for poolflow. Nothing here knows about wiki files.
 
-Attributes load lazily so that ``runners.choice.RUNNERS`` can be read without Prefect.
+Attributes load lazily so that ``runners.choice.RUNNERS`` can be read without Prefect;
+the type checker reads the ``TYPE_CHECKING`` imports instead, so it sees the real types.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # "X as X" marks each name as re-exported
+    from runners.choice import make_task_runner as make_task_runner
+    from runners.multiprocessing_runner import MultiprocessingTaskRunner as MultiprocessingTaskRunner
+    from runners.worker_pool import JobCancelledError as JobCancelledError
+    from runners.worker_pool import JobTimeoutError as JobTimeoutError
+    from runners.worker_pool import WorkerDiedError as WorkerDiedError
+    from runners.worker_pool import WorkerPool as WorkerPool
 
 _EXPORTS = {
     "MultiprocessingTaskRunner": "runners.multiprocessing_runner",

@@ -36,12 +36,11 @@ from runners.cancellation import CancellationWatcher
 from runners.recording import wait_until_recorded
 from runners.untracked import run_untracked
 from runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
-from runners.worker_pool import WorkerPool
+from runners.worker_pool import DEFAULT_START_METHOD, WorkerPool
 
 if TYPE_CHECKING:
     from prefect.tasks import Task
 
-DEFAULT_START_METHOD = "forkserver" if os.name == "posix" else "spawn"
 # Extra engine threads beyond the worker count keep workers fed while the engine records
 # states for tasks that just finished.
 _EXTRA_ENGINE_THREADS = 2
@@ -53,8 +52,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
     Args:
         processes: worker processes (default: CPU count).
         maxtasksperchild: replace a worker after this many tasks (default: never).
-        start_method: ``forkserver`` (default on POSIX), ``spawn`` or ``fork``. ``fork``
-            copies the flow process, whose Prefect threads make forking unsafe.
+        start_method: ``forkserver`` (default on POSIX) or ``spawn``. ``fork`` is refused
+            (``ValueError`` on entering the runner): the flow process runs Prefect's threads.
         initializer, initargs: called once in every new worker.
         record_timeout: at exit, seconds to wait for the API to store more task runs
             before giving up (0: do not wait).
@@ -314,8 +313,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             return future.result()
         except BaseException:
             # The engine thread was interrupted (cancellation, shutdown): stop the job too.
-            if not future.done() and self._pool is not None:
-                self._pool.cancel(future)
+            future.cancel()
             raise
 
 

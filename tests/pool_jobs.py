@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import time
@@ -52,3 +53,14 @@ def die_first_time(marker: str) -> str:
         path.write_text("died once")
         os.kill(os.getpid(), signal.SIGKILL)
     return "survived"
+
+
+def chatty(x: int) -> int:
+    """Log a line and print one, then return ``2 * x`` (what the protocol test reads back)."""
+    logging.getLogger("poolflow.test").warning("logged %d", x)
+    print(f"printed {x}")
+    return 2 * x
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)

@@ -24,7 +24,7 @@ from runners import MultiprocessingTaskRunner
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
-START_METHODS = ["fork", "spawn", "forkserver"]
+START_METHODS = ["spawn", "forkserver"]
 
 
 @task(task_run_name="square({x})")
@@ -209,6 +209,15 @@ def test_duplicate_and_equality_keep_configuration() -> None:
     assert (copy.processes, copy.maxtasksperchild, copy.start_method) == (3, 5, "spawn")
     with pytest.raises(ValueError):
         MultiprocessingTaskRunner(0)
+
+
+def test_fork_is_refused_before_any_task_runs() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(1, start_method="fork"))
+    def forked() -> int:
+        return int(where())
+
+    with pytest.raises(ValueError, match="cannot fork its workers"):
+        forked()
 
 
 @task(task_run_name="kill-self({x})")

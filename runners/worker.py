@@ -1,0 +1,172 @@
+"""The child side of ``WorkerPool``: the loop each worker process runs.
+
+A worker receives one ``RunJob`` at a time over its pipe, runs it and answers with the
+messages of ``runners.worker_protocol``. While a job runs, its log records (and, if asked,
+its prints) are forwarded to the parent instead of being handled here, and the worker
+asks Linux to kill it if the parent dies, so no worker outlives its pool.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import io
+import logging
+import pickle
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+
+from runners.worker_protocol import (
+    FromWorker,
+    JobLog,
+    JobProblem,
+    JobResult,
+    JobStarted,
+    RunJob,
+    Stop,
+    receive_order,
+    send,
+)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class _Reporter:
+    """Sends the current job's messages to the parent; user code may log from its own threads."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.job_id: int | None = None
+        self.lock = threading.Lock()
+
+    def report(self, message: FromWorker) -> None:
+        with self.lock:
+            send(self.conn, message)
+
+    def log(self, level: int, message: str) -> None:
+        job_id = self.job_id
+        if job_id is not None:  # a thread the job left behind may log after it ended
+            self.report(JobLog(job_id, level, message))
+
+
+class _ForwardingHandler(logging.Handler):
+    """Forwards every log record of this worker to the parent, formatted as its message only."""
+
+    def __init__(self, reporter: _Reporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reporter.log(record.levelno, self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _route_logging_to(handler: logging.Handler) -> None:
+    """Make ``handler`` the only destination of log records in this worker.
+
+    Prefect, once imported, attaches console and API handlers; in a worker those would
+    print twice and talk to the API from every process, so the parent does both instead.
+    """
+    root = logging.getLogger()
+    if root.handlers != [handler]:
+        root.handlers = [handler]
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if logger.handlers:
+            logger.handlers = []
+
+
+def _forwarding_print(reporter: _Reporter, original: Callable[..., None]) -> Callable[..., None]:
+    """A ``print`` that sends console output to the parent as INFO records; files are untouched."""
+
+    def print_to_log(*args: Any, **kwargs: Any) -> None:
+        if kwargs.get("file") not in (None, sys.stdout, sys.stderr):
+            original(*args, **kwargs)
+            return
+        buffer = io.StringIO()
+        original(*args, **{**kwargs, "file": buffer, "end": ""})
+        reporter.log(logging.INFO, buffer.getvalue())
+
+    return print_to_log
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies, so no worker is orphaned."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _run_job(job: RunJob, reporter: _Reporter, handler: logging.Handler) -> JobResult | JobProblem:
+    """Run one job; its outcome is the message that answers it."""
+    original_print = builtins.print
+    if job.log_prints:
+        builtins.print = _forwarding_print(reporter, original_print)
+    try:
+        fn, args, kwargs = pickle.loads(job.payload)
+        # Unpickling may have imported modules (Prefect) that install their own handlers.
+        _route_logging_to(handler)
+        # Imports are done: a job's timeout counts from here.
+        reporter.report(JobStarted(job.job_id))
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # the job's own failure, reported to its future
+        return JobProblem(job.job_id, _pickle_exception(exc))
+    finally:
+        builtins.print = original_print
+    try:
+        return JobResult(job.job_id, cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:
+        error = TypeError(f"result of type {type(result).__name__} cannot be pickled: {exc}")
+        return JobProblem(job.job_id, _pickle_exception(error))
+
+
+def _pickle_exception(exc: BaseException) -> bytes:
+    """Pickle ``exc`` with its traceback text (pickling drops ``__cause__`` and tracebacks)."""
+    text = "".join(traceback.format_exception(exc))
+    exc.__traceback__ = None
+    try:
+        return bytes(cloudpickle.dumps((exc, text)))
+    except Exception:
+        return bytes(cloudpickle.dumps((RuntimeError(f"{type(exc).__name__}: {exc}"), text)))
+
+
+def worker_main(
+    conn: Connection,
+    initializer: Callable[..., object] | None,
+    initargs: Sequence[Any],
+    maxtasks: int | None,
+) -> None:
+    """The worker loop: receive a job, run it, send its outcome, until told to stop."""
+    _die_with_parent()
+    # Ctrl-C reaches the whole process group; the parent decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reporter = _Reporter(conn)
+    handler = _ForwardingHandler(reporter)
+    _route_logging_to(handler)
+    if initializer is not None:
+        initializer(*initargs)
+    completed = 0
+    while maxtasks is None or completed < maxtasks:
+        try:
+            message = receive_order(conn)
+        except (EOFError, OSError):
+            return  # the pool is gone
+        match message:
+            case RunJob():
+                reporter.job_id = message.job_id
+                outcome = _run_job(message, reporter, handler)
+                reporter.job_id = None
+                reporter.report(outcome)
+                completed += 1
+            case Stop():
+                return
