@@ -13,9 +13,7 @@ formula, number or URL. The rules that keep values exact:
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ from typing import Any
 import xlsxwriter
 from python_calamine import CalamineWorkbook
 from xlsxwriter.worksheet import Worksheet
+
+from tasks.atomic import AtomicTarget
 
 EXCEL_CELL_LIMIT = 32_767  # UTF-16 code units per cell
 EXCEL_MAX_ROWS = 1_048_576  # rows per sheet, header included
@@ -121,16 +121,14 @@ def write_sheet(
 class AtomicWorkbook:
     """An xlsxwriter workbook written to a temp file and renamed into place on success.
 
-    A crash or kill leaves either the previous complete file or none, never half of one.
+    A crash or kill leaves either the previous complete file or none, never half of one; the
+    file gets the mode the umask gives a new file (see ``tasks.atomic``).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        self._temp = Path(temp)
-        self.workbook = xlsxwriter.Workbook(str(self._temp), WORKBOOK_OPTIONS)
+        self._target = AtomicTarget(path)
+        self.workbook = xlsxwriter.Workbook(str(self._target.temp), WORKBOOK_OPTIONS)
 
     def __enter__(self) -> xlsxwriter.Workbook:
         return self.workbook
@@ -139,9 +137,9 @@ class AtomicWorkbook:
         try:
             if exc_type is None:
                 self.workbook.close()
-                os.replace(self._temp, self.path)
+                self._target.commit()
         finally:
-            self._temp.unlink(missing_ok=True)
+            self._target.discard()
 
 
 def remove_stale_temp_files(directory: Path) -> int:
