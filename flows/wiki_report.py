@@ -1,8 +1,9 @@
 """``wiki-report``: every WikiExtractor file to an xlsx artifact, then one lossless report.
 
-Work-list: the files under ``input_dir`` matching ``pattern``. Per file, a ``parse`` task
-writes ``<output>/items/<file>.xlsx`` and a ``stats`` task returns a tuple of per-document
-lists; a ``report`` task then streams the artifacts into ``<output>/report.xlsx``. A file
+Work-list: the files under ``input_dir`` matching ``pattern``. Per file, one ``parse`` task
+reads and parses the file once, writes ``<output>/items/<file>.xlsx`` and returns the item's
+result with a tuple of per-document stats lists; a ``report`` task then streams the
+artifacts and the gathered stats into ``<output>/report.xlsx``. A file
 that fails is listed in the report's ``summary`` with its reason and the flow run ends
 ``Failed`` with "N of M items failed"; every other file still reaches the report.
 """
@@ -14,42 +15,37 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import State, Task, flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.futures import PrefectFuture, as_completed
-from prefect.states import Cancelled, Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import unmapped
 
 from flows.artifacts import ProgressArtifact, publish_results
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from runners.choice import make_task_runner
-from tasks.items import ITEMS_DIR, ItemResult, list_items, parse_item
+from tasks.items import ITEMS_DIR, ItemOutput, ItemResult, list_items, parse_item
 from tasks.report import ReportResult, build_report
-from tasks.stats import DocumentStats, document_stats
+from tasks.stats import DocumentStats
 from tasks.storage import is_remote
 from tasks.xlsx import remove_stale_temp_files
 
 # Results persist and the cache key is the inputs within one flow run (not the task's
 # source), so a retry of a failed run from the UI reuses every finished item — also after
 # the task code was fixed — and runs only the items that failed.
-RETRY_REUSE = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
-parse_task = task(parse_item, name="parse", task_run_name="parse({item})", **RETRY_REUSE)
-stats_task = task(document_stats, name="stats", task_run_name="stats({item})", **RETRY_REUSE)
-report_task = task(build_report, name="report", cache_policy=NO_CACHE)
+RETRY_REUSE: dict[str, Any] = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
+# Typed loosely: TaskRunner.map's annotation (R | Coroutine[R]) does not unify with a plain R.
+parse_task: Task[..., Any] = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
+report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
 
 
-def _item_result(item: str, future: PrefectFuture[ItemResult]) -> ItemResult:
-    """The task's ``ItemResult``, or a failed one carrying the first line of its error."""
+def _item_output(item: str, future: PrefectFuture[ItemOutput]) -> tuple[ItemResult, DocumentStats | None]:
+    """The task's result and stats, or a failed result carrying the first line of its error."""
     outcome = future.result(raise_on_failure=False)
-    if isinstance(outcome, ItemResult):
-        return outcome
+    if isinstance(outcome, ItemOutput):
+        return outcome.result, outcome.stats
     reason = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else str(outcome)
-    return ItemResult(item=item, status="failed", error=reason.splitlines()[0])
-
-
-def _stats_result(future: PrefectFuture[DocumentStats]) -> DocumentStats | None:
-    outcome = future.result(raise_on_failure=False)
-    return None if isinstance(outcome, BaseException) else outcome
+    return ItemResult(item=item, status="failed", error=reason.splitlines()[0]), None
 
 
 def _wait_with_progress(futures: Sequence[PrefectFuture[Any]], show_bar: bool) -> None:
@@ -86,13 +82,13 @@ def wiki_report(
     common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
     with make_task_runner(runner, processes, dask_address) as task_runner:
         parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(target)})
-        stats = task_runner.map(stats_task, {**common, "item": items})
         _wait_with_progress(parsed, progress_bar)
         if getattr(task_runner, "cancelled", False):
-            done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemResult))
+            done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemOutput))
             return Cancelled(message=f"cancelled after {done} of {len(items)} items; rerun to resume")
-        results = [_item_result(item, future) for item, future in zip(items, parsed, strict=True)]
-        columns = [_stats_result(future) for future in stats]
+        outputs = [_item_output(item, future) for item, future in zip(items, parsed, strict=True)]
+        results = [result for result, _ in outputs]
+        columns = [stats for _, stats in outputs]
         report = task_runner.submit(
             report_task, {"output_dir": target, "items": results, "stats": columns}
         ).result()

@@ -1,8 +1,9 @@
-"""One work item: an input file parsed into a per-item xlsx artifact, or skipped if current.
+"""One work item: an input file parsed once into its xlsx artifact and its per-document stats.
 
 An item is named by its path relative to the input directory (``AA/wiki_00``); its artifact
 is ``<output>/items/AA/wiki_00.xlsx``. The artifact's ``meta`` sheet records the input's
-fingerprint, so a rerun skips items whose artifact is complete and whose input is unchanged.
+fingerprint, so a rerun skips writing items whose artifact is complete and whose input is
+unchanged; their stats still come from the one read and parse of the input.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from tasks import storage
 from tasks.parse import Document, parse_text
+from tasks.stats import DocumentStats, document_stats
 from tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, split_cell, write_sheet
 
 ARTIFACT_FORMAT = "poolflow-item/1"
@@ -46,6 +48,14 @@ class ItemResult:
     warnings: int = 0
     seconds: float = 0.0
     error: str = ""
+
+
+@dataclass(frozen=True)
+class ItemOutput:
+    """What one item's single task returns: its summary row and its stats tuple (one parse)."""
+
+    result: ItemResult
+    stats: DocumentStats
 
 
 def list_items(input_dir: Path, pattern: str) -> list[str]:
@@ -165,8 +175,9 @@ def parse_item(
     output_dir: str,
     parser: str = "exact",
     encoding: str = "utf-8",
-) -> ItemResult:
-    """Parse ``input_dir/item`` into its xlsx artifact (atomically), unless already current."""
+) -> ItemOutput:
+    """Read and parse ``input_dir/item`` once: write its xlsx artifact (atomically) unless it is
+    already current, and return the item's result with its per-document stats."""
     if storage.is_remote(output_dir):
         return _parse_item_remote(input_dir, item, output_dir, parser, encoding)
     output_dir = storage.local_path(output_dir)
@@ -174,10 +185,11 @@ def parse_item(
     artifact = artifact_path(Path(output_dir), item)
     text, data = read_input(Path(input_dir), item, encoding)
     sha256 = hashlib.sha256(data).hexdigest()
+    parsed = parse_text(text, parser)
+    stats = document_stats(parsed.documents)
     current = _current_result(artifact, item, sha256, parser, encoding)
     if current is not None:
-        return current
-    parsed = parse_text(text, parser)
+        return ItemOutput(current, stats)
     parsed.warnings.extend(_noncharacter_warnings(parsed.documents))
     rows, widest = _document_rows(item, parsed.documents)
     result = ItemResult(
@@ -193,7 +205,8 @@ def parse_item(
         write_sheet(workbook, "warnings", ["warning"], ([w] for w in parsed.warnings))
         meta = _meta(item, sha256, parser, encoding, result)
         write_sheet(workbook, "meta", ["key", "value"], meta.items())
-    return ItemResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 4)})
+    timed = ItemResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 4)})
+    return ItemOutput(timed, stats)
 
 
 def artifact_url(output_dir: str, item: str) -> str:
@@ -202,12 +215,12 @@ def artifact_url(output_dir: str, item: str) -> str:
     return storage.join(output_dir, relative.as_posix())
 
 
-def _parse_item_remote(input_dir: str, item: str, output_dir: str, parser: str, encoding: str) -> ItemResult:
+def _parse_item_remote(input_dir: str, item: str, output_dir: str, parser: str, encoding: str) -> ItemOutput:
     """``parse_item`` for a URL: stage locally, reuse a current remote artifact, upload a new one."""
     url = artifact_url(output_dir, item)
     with storage.staging() as stage:
         storage.download_if_exists(url, artifact_path(stage, item))
-        result = parse_item(input_dir, item, str(stage), parser, encoding)
-        if result.status == "done":
+        output = parse_item(input_dir, item, str(stage), parser, encoding)
+        if output.result.status == "done":
             storage.upload(artifact_path(stage, item), url)
-        return result
+        return output
