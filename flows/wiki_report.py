@@ -3,7 +3,8 @@
 Work-list: the files under ``input_dir`` matching ``pattern``. Per file, one ``parse`` task
 reads and parses the file once, writes ``<output>/items/<file>.xlsx`` and returns the item's
 result with a tuple of per-document stats lists; a ``report`` task then streams the
-artifacts and the gathered stats into ``<output>/report.xlsx``. A file
+artifacts and the gathered stats into ``<output>/report.xlsx`` (and, with ``parquet``, a
+``parquet`` task writes ``<output>/report.parquet`` from the same). A file
 that fails is listed in the report's ``summary`` with its reason and the flow run ends
 ``Failed`` with "N of M items failed"; every other file still reaches the report.
 """
@@ -25,6 +26,7 @@ from flows.artifacts import ProgressArtifact, publish_results
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from runners.choice import make_task_runner
 from tasks.items import ITEMS_DIR, ItemOutput, ItemResult, list_items, parse_item
+from tasks.parquet import write_parquet
 from tasks.report import ReportResult, build_report
 from tasks.stats import DocumentStats
 from tasks.storage import is_remote
@@ -37,6 +39,7 @@ RETRY_REUSE: dict[str, Any] = {"persist_result": True, "cache_policy": INPUTS + 
 # Typed loosely: TaskRunner.map's annotation (R | Coroutine[R]) does not unify with a plain R.
 parse_task: Task[..., Any] = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
 report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
+parquet_task = task(name="parquet", cache_policy=NO_CACHE)(write_parquet)
 
 
 def _item_output(item: str, future: PrefectFuture[ItemOutput]) -> tuple[ItemResult, DocumentStats | None]:
@@ -70,8 +73,12 @@ def wiki_report(
     runner: str = "multiprocessing",
     dask_address: str | None = None,
     progress_bar: bool = False,
+    parquet: bool = False,
 ) -> State[ReportResult]:
-    """Parse every matching file of ``input_dir`` and write ``output_dir/report.xlsx``."""
+    """Parse every matching file of ``input_dir`` and write ``output_dir/report.xlsx``.
+
+    With ``parquet``, also ``output_dir/report.parquet``: one row per document, text whole.
+    """
     started = time.perf_counter()
     logger = get_run_logger()
     source, target = check_wiki_parameters(input_dir, output_dir, processes, parser, encoding, runner)
@@ -92,6 +99,11 @@ def wiki_report(
         report = task_runner.submit(
             report_task, {"output_dir": target, "items": results, "stats": columns}
         ).result()
+        if parquet:
+            written = task_runner.submit(
+                parquet_task, {"output_dir": target, "items": results, "stats": columns}
+            ).result()
+            logger.info("parquet %s: %d documents", written.path, written.documents)
     publish_results(target, results, report)
     failed = [r for r in results if r.status == "failed"]
     for result in failed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -256,6 +257,14 @@ def artifact_url(output_dir: str, item: str) -> str:
     """The artifact's URL under a remote ``output_dir`` (same refusal of escaping names)."""
     relative = artifact_path(Path("/"), item).relative_to("/")
     return storage.join(output_dir, relative.as_posix())
+
+
+def download_artifacts(output_dir: str, items: Sequence[ItemResult], stage: Path) -> None:
+    """Copy the artifacts of the items that did not fail from a remote ``output_dir`` into ``stage``."""
+    for result in items:
+        if result.status != "failed":
+            url = artifact_url(output_dir, result.item)
+            storage.download_if_exists(url, artifact_path(stage, result.item))
 
 
 def _parse_item_remote(input_dir: str, item: str, output_dir: str, parser: str, encoding: str) -> ItemOutput:

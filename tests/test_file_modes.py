@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = """
 import sys
 from flows.wiki_report import wiki_report
-state = wiki_report(sys.argv[1], sys.argv[2], processes=2, return_state=True)
+state = wiki_report(sys.argv[1], sys.argv[2], processes=2, parquet=True, return_state=True)
 sys.exit(0 if state.is_completed() else 1)
 """
 
@@ -47,6 +47,7 @@ def test_a_run_under_a_umask_writes_files_with_the_mode_it_gives(
     files = written_files(out)
     assert {p.relative_to(out).as_posix() for p in files} >= {
         "report.xlsx",
+        "report.parquet",
         "items/AA/wiki_00.xlsx",
         "items/AA/wiki_01.xlsx",
         "items/AA/wiki_02.xlsx",
