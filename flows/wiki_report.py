@@ -4,9 +4,9 @@ Work-list: the files under ``input_dir`` matching ``pattern``. Per file, one ``p
 reads and parses the file once, writes ``<output>/items/<file>.xlsx`` and returns the item's
 result with a tuple of per-document stats lists; a ``report`` task then streams the
 artifacts and the gathered stats into ``<output>/report.xlsx`` (and, with ``parquet``, a
-``parquet`` task writes ``<output>/report.parquet`` from the same). A file
-that fails is listed in the report's ``summary`` with its reason and the flow run ends
-``Failed`` with "N of M items failed"; every other file still reaches the report.
+``parquet`` task writes ``<output>/report.parquet`` from the same). A file that fails is
+listed in the report's ``summary`` with its reason and the flow run ends ``Failed`` with
+"N of M items failed"; every other file still reaches the report.
 """
 
 from __future__ import annotations

@@ -55,9 +55,9 @@ def _frame(header: list[str], rows: list[list[Any]]) -> pd.DataFrame:
 def read_report(path: str | Path) -> dict[str, pd.DataFrame]:
     """Load a poolflow xlsx (``report.xlsx`` or an artifact) as ``{sheet: DataFrame}``.
 
-    >>> frames = read_report("OUT/report.xlsx")
-    >>> docs = frames["docs"]  # source, id, url, title, text (whole, however long)
-    >>> frames["stats"], frames["summary"]
+    ``read_report("OUT/report.xlsx")["docs"]`` has the columns source, id, url, title and
+    text (whole, however long); ``["stats"]`` and ``["summary"]`` are the other sheets. An
+    artifact gives ``docs`` (line, id, url, title, text), ``warnings`` and ``meta``.
     """
     workbook = CalamineWorkbook.from_path(str(path))
     names = list(workbook.sheet_names)
