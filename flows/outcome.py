@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tasks.items import ItemResult
+from tasks.parquet import ParquetResult
 from tasks.report import ReportResult
 
 
@@ -22,6 +23,8 @@ class Outcome:
     seconds: float
     report: ReportResult | None  # None when the report could not be written
     report_error: str = ""
+    parquet: ParquetResult | None = None  # when asked for and written
+    parquet_error: str = ""
     output_error: str = ""  # the first OS error writing an item's output, naming the path
     unwritten: tuple[str, ...] = ()  # the failed items that failed on such an error
     notes: tuple[str, ...] = ()  # things worth a line that are not failures (links not followed)
@@ -34,6 +37,8 @@ class Outcome:
         seconds: float,
         report: ReportResult | None,
         report_error: str = "",
+        parquet: ParquetResult | None = None,
+        parquet_error: str = "",
         output_errors: Mapping[str, str] | None = None,
         notes: tuple[str, ...] = (),
     ) -> Outcome:
@@ -48,6 +53,8 @@ class Outcome:
             seconds=seconds,
             report=report,
             report_error=report_error,
+            parquet=parquet,
+            parquet_error=parquet_error,
             output_error=next(iter((output_errors or {}).values()), ""),
             unwritten=tuple(output_errors or ()),
             notes=notes,

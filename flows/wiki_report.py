@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, as_completed
@@ -27,29 +27,32 @@ from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from flows.progress import ItemProgress
 from runners.choice import make_task_runner
+from tasks.atomic import OutputError
 from tasks.inputs import InputListing, list_inputs
-from tasks.items import ItemError, ItemResult, parse_item
+from tasks.items import ItemError, ItemOutput, ItemResult, parse_item
 from tasks.output_lock import OutputInUse, exclusive_output
+from tasks.parquet import ParquetResult, write_parquet
 from tasks.report import ReportResult, build_report
-from tasks.stats import DocumentStats, document_stats
+from tasks.stats import DocumentStats
 from tasks.storage import is_remote
-from tasks.xlsx import OutputError, remove_stale_temp_files
+from tasks.xlsx import remove_stale_temp_files
 
 # Results persist and the cache key is the inputs within one flow run (not the task's
 # source), so a retry of a failed run from the UI reuses every finished item — also after
 # the task code was fixed — and runs only the items that failed.
-RETRY_REUSE = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
-parse_task = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
-stats_task = task(name="stats", task_run_name="stats({item})", **RETRY_REUSE)(document_stats)
+RETRY_REUSE: dict[str, Any] = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
+# Typed loosely: TaskRunner.map's annotation (R | Coroutine[R]) does not unify with a plain R.
+parse_task: Task[..., Any] = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
 report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
+parquet_task = task(name="parquet", cache_policy=NO_CACHE)(write_parquet)
 
 
-def _item_result(item: str, future: PrefectFuture[ItemResult]) -> ItemResult:
-    """The task's ``ItemResult``, or a failed one carrying the first line of its reason."""
+def _item_output(item: str, future: PrefectFuture[ItemOutput]) -> tuple[ItemResult, DocumentStats | None]:
+    """The task's result and stats (one parse), or a failed result carrying its reason."""
     outcome = future.result(raise_on_failure=False)
-    if isinstance(outcome, ItemResult):
-        return outcome
-    return ItemResult(item=item, status="failed", error=failure_reason(outcome).splitlines()[0])
+    if isinstance(outcome, ItemOutput):
+        return outcome.result, outcome.stats
+    return ItemResult(item=item, status="failed", error=failure_reason(outcome).splitlines()[0]), None
 
 
 def failure_reason(outcome: object) -> str:
@@ -60,11 +63,6 @@ def failure_reason(outcome: object) -> str:
     if isinstance(outcome, OutputError):
         return str(outcome)
     return f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else str(outcome)
-
-
-def _stats_result(future: PrefectFuture[DocumentStats]) -> DocumentStats | None:
-    outcome = future.result(raise_on_failure=False)
-    return None if isinstance(outcome, BaseException) else outcome
 
 
 def _wait_with_progress(futures: Sequence[PrefectFuture[Any]], terminal: bool) -> None:
@@ -95,9 +93,11 @@ def wiki_report(
     runner: str = "multiprocessing",
     dask_address: str | None = None,
     progress_bar: bool = False,
+    parquet: bool = False,
 ) -> State[Outcome]:
     """Parse every matching file of ``input_dir`` and write ``output_dir/report.xlsx``.
 
+    With ``parquet``, also ``output_dir/report.parquet``: one row per document, text whole.
     ``progress_bar`` draws a bar on the terminal (the ``poolflow`` command sets it).
     """
     started = time.perf_counter()
@@ -117,13 +117,13 @@ def wiki_report(
         common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
         with make_task_runner(runner, processes, dask_address) as task_runner:
             parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(target)})
-            stats = task_runner.map(stats_task, {**common, "item": items})
             _wait_with_progress(parsed, progress_bar)
             if getattr(task_runner, "cancelled", False):
-                done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemResult))
+                done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemOutput))
                 return Cancelled(message=f"cancelled after {done} of {len(items)} items; rerun to resume")
-            results = [_item_result(item, future) for item, future in zip(items, parsed, strict=True)]
-            columns = [_stats_result(future) for future in stats]
+            outputs = [_item_output(item, future) for item, future in zip(items, parsed, strict=True)]
+            results = [result for result, _ in outputs]
+            columns = [stats for _, stats in outputs]
             unlisted = [ItemResult(item=u.path, status="failed", error=u.reason) for u in listing.unreadable]
             results += unlisted
             columns += [None] * len(unlisted)
@@ -132,18 +132,28 @@ def wiki_report(
             )
             # A report that cannot be written (disk full) is said so; the items stay written.
             report = report_future.result(raise_on_failure=False)
+            exported = _write_parquet(task_runner, target, results, columns) if parquet else None
     outcome = Outcome.of(
         results,
         seconds=round(time.perf_counter() - started, 4),
         report=report if isinstance(report, ReportResult) else None,
         report_error="" if isinstance(report, ReportResult) else failure_reason(report),
         output_errors=_output_errors(items, parsed),
-        notes=tuple(
-            f"{loop}: leads back to a directory above it; not followed again" for loop in listing.loops
-        ),
+        parquet=exported if isinstance(exported, ParquetResult) else None,
+        parquet_error=exported if isinstance(exported, str) else "",
+        notes=tuple(_loop_note(loop) for loop in listing.loops),
     )
     _log_outcome(outcome, target, results)
     return _final_state(outcome)
+
+
+def _write_parquet(
+    task_runner: Any, target: str, results: list[ItemResult], columns: list[DocumentStats | None]
+) -> ParquetResult | str:
+    """``report.parquet`` next to the report, or why it could not be written."""
+    future = task_runner.submit(parquet_task, {"output_dir": target, "items": results, "stats": columns})
+    written = future.result(raise_on_failure=False)
+    return written if isinstance(written, ParquetResult) else failure_reason(written)
 
 
 def _log_outcome(outcome: Outcome, target: str, results: list[ItemResult]) -> None:
@@ -151,6 +161,8 @@ def _log_outcome(outcome: Outcome, target: str, results: list[ItemResult]) -> No
     logger = get_run_logger()
     for item, reason in outcome.failed:
         logger.error("%s failed: %s", item, reason)
+    if outcome.parquet_error:
+        logger.error("report.parquet could not be written: %s", outcome.parquet_error)
     if outcome.report is None:
         logger.error("the report could not be written: %s; rerun to resume", outcome.report_error)
     else:
@@ -171,6 +183,8 @@ def _final_state(outcome: Outcome) -> State[Outcome]:
         return Failed(message=f"{len(outcome.failed)} of {outcome.items} items failed", data=outcome)
     if outcome.report is None:
         return Failed(message=f"the report could not be written: {outcome.report_error}", data=outcome)
+    if outcome.parquet_error:
+        return Failed(message=f"report.parquet could not be written: {outcome.parquet_error}", data=outcome)
     return Completed(message=f"{outcome.items} items, {outcome.documents} documents", data=outcome)
 
 

@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--encoding", default="utf-8", help="input encoding, e.g. cp949 (default: utf-8)")
     run.add_argument("--runner", choices=RUNNERS, default="multiprocessing")
     run.add_argument("--dask-address", help="tcp://host:8786 of an existing Dask scheduler (--runner dask)")
+    run.add_argument("--parquet", action="store_true", help="also write OUT/report.parquet (for pandas)")
     run.add_argument("-v", "--verbose", action="store_true", help="print Prefect's log lines too")
 
     sample = commands.add_parser("sample", help="write a synthetic WikiExtractor corpus")
@@ -159,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
             encoding=args.encoding,
             runner=args.runner,
             dask_address=args.dask_address,
+            parquet=args.parquet,
             progress_bar=True,
             return_state=True,
         )

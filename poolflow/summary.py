@@ -33,6 +33,10 @@ def print_summary(console: Console, state_name: str, outcome: Outcome, flow_run_
         console.print(f"report: {outcome.report.path}", soft_wrap=True, highlight=False)
     else:
         console.print(f"[red]report not written:[/red] {outcome.report_error}", soft_wrap=True)
+    if outcome.parquet is not None:
+        console.print(f"parquet: {outcome.parquet.path}", soft_wrap=True, highlight=False)
+    elif outcome.parquet_error:
+        console.print(f"[red]parquet not written:[/red] {outcome.parquet_error}", soft_wrap=True)
     if flow_run_url:
         console.print(f"flow run: {flow_run_url}", soft_wrap=True, highlight=False)
     for note in outcome.notes:

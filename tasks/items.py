@@ -1,19 +1,24 @@
-"""One work item: an input file parsed into a per-item xlsx artifact, or skipped if current.
+"""One work item: an input file parsed once into its xlsx artifact and its per-document stats.
 
 An item is named by its path relative to the input directory (``AA/wiki_00``); its artifact
 is ``<output>/items/AA/wiki_00.xlsx``. The artifact's ``meta`` sheet records the input's
-fingerprint, so a rerun skips items whose artifact is complete and whose input is unchanged.
+fingerprint, so a rerun skips writing items whose artifact is complete and whose input is
+unchanged; their stats still come from the one read and parse of the input.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks import storage
 from tasks.parse import Document, parse_text
+from tasks.stats import DocumentStats, document_stats
 from tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, split_cell, write_sheet
 
 ARTIFACT_FORMAT = "poolflow-item/1"
@@ -48,6 +53,14 @@ class ItemResult:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class ItemOutput:
+    """What one item's single task returns: its summary row and its stats tuple (one parse)."""
+
+    result: ItemResult
+    stats: DocumentStats
+
+
 def artifact_path(output_dir: Path, item: str) -> Path:
     """Where the xlsx artifact of ``item`` lives; refuses names that escape the output."""
     items_root = (output_dir / ITEMS_DIR).resolve()
@@ -62,17 +75,51 @@ def text_columns_header(count: int) -> list[str]:
     return ["text"] + [f"text_{n}" for n in range(2, count + 1)]
 
 
-def read_input(input_dir: Path, item: str, encoding: str = "utf-8") -> tuple[str, bytes]:
-    """Read and decode an item's file; return (text, the raw bytes)."""
+def _file_version(status: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells two versions of a file apart: (device, inode, size, mtime in ns)."""
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class InputRead:
+    """One read of an item's file: its text and bytes, and which version of the file they are."""
+
+    path: Path
+    text: str
+    data: bytes
+    version: tuple[int, int, int, int]  # ``_file_version`` of the file when it was opened
+    read_at: str  # when the read ended, UTC
+
+    def changed(self) -> bool:
+        """True if the file at ``path`` is no longer the version that was opened (or is gone).
+
+        Called at the end of processing, it catches a writer appending, rewriting or replacing
+        the file at any time from the open on, during the read included.
+        """
+        try:
+            return _file_version(os.stat(self.path)) != self.version
+        except OSError:
+            return True
+
+    def change_warning(self, item: str) -> str:
+        """The warning recorded for an item whose file ``changed()``."""
+        return f"{item} changed while it was being read; the report holds the version read at {self.read_at}"
+
+
+def read_input(input_dir: Path, item: str, encoding: str = "utf-8") -> InputRead:
+    """Read and decode an item's file once, noting which version of it was read."""
     path = input_dir / item
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            version = _file_version(os.fstat(handle.fileno()))
+            data = handle.read()
     except FileNotFoundError:
         raise ItemError(item, "file vanished before it could be read") from None
     except PermissionError:
         raise ItemError(item, "permission denied") from None
     except OSError as exc:
         raise ItemError(item, f"cannot read: {exc.strerror or exc}") from None
+    read_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     if b"\x00" in data:
         raise ItemError(item, "binary file (contains NUL bytes), not WikiExtractor text")
     try:
@@ -81,7 +128,7 @@ def read_input(input_dir: Path, item: str, encoding: str = "utf-8") -> tuple[str
         raise ItemError(
             item, f"not valid {encoding} at byte {exc.start}; pass the right --encoding"
         ) from None
-    return text, data
+    return InputRead(path, text, data, version, read_at)
 
 
 def _meta(item: str, sha256: str, parser: str, encoding: str, result: ItemResult) -> dict[str, str]:
@@ -156,35 +203,45 @@ def parse_item(
     output_dir: str,
     parser: str = "exact",
     encoding: str = "utf-8",
-) -> ItemResult:
-    """Parse ``input_dir/item`` into its xlsx artifact (atomically), unless already current."""
+) -> ItemOutput:
+    """Read and parse ``input_dir/item`` once: write its xlsx artifact (atomically) unless it is
+    already current, and return the item's result with its per-document stats.
+
+    If the file changes while it is processed (a writer still appending), the artifact and the
+    stats hold the version read and the artifact's warnings name the file and when it was read.
+    """
     if storage.is_remote(output_dir):
         return _parse_item_remote(input_dir, item, output_dir, parser, encoding)
     output_dir = storage.local_path(output_dir)
     started = time.perf_counter()
     artifact = artifact_path(Path(output_dir), item)
-    text, data = read_input(Path(input_dir), item, encoding)
-    sha256 = hashlib.sha256(data).hexdigest()
+    source = read_input(Path(input_dir), item, encoding)
+    sha256 = hashlib.sha256(source.data).hexdigest()
+    parsed = parse_text(source.text, parser)
+    stats = document_stats(parsed.documents)
     current = _current_result(artifact, item, sha256, parser, encoding)
-    if current is not None:
-        return current
-    parsed = parse_text(text, parser)
+    if current is not None and not source.changed():
+        return ItemOutput(current, stats)
     parsed.warnings.extend(_noncharacter_warnings(parsed.documents))
     rows, widest = _document_rows(item, parsed.documents)
-    result = ItemResult(
-        item=item,
-        status="done",
-        documents=len(parsed.documents),
-        characters=sum(len(doc.text) for doc in parsed.documents),
-        text_columns=widest,
-        warnings=len(parsed.warnings),
-    )
     with AtomicWorkbook(artifact) as workbook:
         write_sheet(workbook, "docs", DOC_COLUMNS + text_columns_header(widest), rows)
+        # The end of processing: the artifact holds what was read, the warning says if that is stale.
+        if source.changed():
+            parsed.warnings.append(source.change_warning(item))
+        result = ItemResult(
+            item=item,
+            status="done",
+            documents=len(parsed.documents),
+            characters=sum(len(doc.text) for doc in parsed.documents),
+            text_columns=widest,
+            warnings=len(parsed.warnings),
+        )
         write_sheet(workbook, "warnings", ["warning"], ([w] for w in parsed.warnings))
         meta = _meta(item, sha256, parser, encoding, result)
         write_sheet(workbook, "meta", ["key", "value"], meta.items())
-    return ItemResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 4)})
+    timed = ItemResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 4)})
+    return ItemOutput(timed, stats)
 
 
 def artifact_url(output_dir: str, item: str) -> str:
@@ -193,12 +250,20 @@ def artifact_url(output_dir: str, item: str) -> str:
     return storage.join(output_dir, relative.as_posix())
 
 
-def _parse_item_remote(input_dir: str, item: str, output_dir: str, parser: str, encoding: str) -> ItemResult:
+def download_artifacts(output_dir: str, items: Sequence[ItemResult], stage: Path) -> None:
+    """Copy the artifacts of the items that did not fail from a remote ``output_dir`` into ``stage``."""
+    for result in items:
+        if result.status != "failed":
+            url = artifact_url(output_dir, result.item)
+            storage.download_if_exists(url, artifact_path(stage, result.item))
+
+
+def _parse_item_remote(input_dir: str, item: str, output_dir: str, parser: str, encoding: str) -> ItemOutput:
     """``parse_item`` for a URL: stage locally, reuse a current remote artifact, upload a new one."""
     url = artifact_url(output_dir, item)
     with storage.staging() as stage:
         storage.download_if_exists(url, artifact_path(stage, item))
-        result = parse_item(input_dir, item, str(stage), parser, encoding)
-        if result.status == "done":
+        output = parse_item(input_dir, item, str(stage), parser, encoding)
+        if output.result.status == "done":
             storage.upload(artifact_path(stage, item), url)
-        return result
+        return output

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import storage
-from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, artifact_url, text_columns_header
+from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, download_artifacts, text_columns_header
 from tasks.stats import STATS_COLUMNS, DocumentStats
 from tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, Row, read_sheet, write_sheet
 
@@ -77,11 +77,7 @@ def _build_report_remote(
 ) -> ReportResult:
     """``build_report`` for a URL: fetch the artifacts into a stage, build there, upload the report."""
     with storage.staging() as stage:
-        for result in items:
-            if result.status != "failed":
-                storage.download_if_exists(
-                    artifact_url(output_dir, result.item), artifact_path(stage, result.item)
-                )
+        download_artifacts(output_dir, items, stage)
         local = build_report(str(stage), items, stats, max_rows)
         url = storage.join(output_dir, REPORT_NAME)
         storage.upload(Path(local.path), url)

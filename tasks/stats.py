@@ -1,15 +1,15 @@
 """Per-document statistics returned as a tuple of equal-length lists (the tuple-task pattern).
 
 The flow gathers the tuples of all items by position into the report's ``stats`` columns,
-as the old ``apply_async`` example gathered ``(list_a, list_b, list_c)``.
+as the old ``apply_async`` example gathered ``(list_a, list_b, list_c)``. They are computed
+from the same parse that writes the item's artifact (``tasks.items.parse_item``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
-from tasks.items import read_input
-from tasks.parse import parse_text
+from tasks.parse import Document
 from tasks.xlsx import split_cell
 
 STATS_COLUMNS = ("id", "characters", "lines", "text_cells")
@@ -17,12 +17,8 @@ STATS_COLUMNS = ("id", "characters", "lines", "text_cells")
 DocumentStats = tuple[list[str], list[int], list[int], list[int]]
 
 
-def document_stats(
-    input_dir: str, item: str, parser: str = "exact", encoding: str = "utf-8"
-) -> DocumentStats:
-    """For each document of ``item``: its id, characters, lines and the cells its text needs."""
-    text, _ = read_input(Path(input_dir), item, encoding)
-    documents = parse_text(text, parser).documents
+def document_stats(documents: Sequence[Document]) -> DocumentStats:
+    """For each document: its id, characters, lines and the cells its text needs."""
     return (
         [doc.id for doc in documents],
         [len(doc.text) for doc in documents],

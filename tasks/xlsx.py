@@ -17,7 +17,6 @@ import contextlib
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import xlsxwriter
 from python_calamine import CalamineWorkbook
 from xlsxwriter.exceptions import FileCreateError
 from xlsxwriter.worksheet import Worksheet
+
+from tasks.atomic import AtomicTarget
 
 EXCEL_CELL_LIMIT = 32_767  # UTF-16 code units per cell
 EXCEL_MAX_ROWS = 1_048_576  # rows per sheet, header included
@@ -121,26 +122,6 @@ def write_sheet(
     return count
 
 
-class OutputError(Exception):
-    """An output file could not be written (disk full, permissions…); names the file."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot write {path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type[OutputError], tuple[str, str]]:
-        return (type(self), (self.path, self.reason))
-
-
-def _os_reason(exc: BaseException) -> str:
-    """The OS's words for ``exc`` (xlsxwriter wraps OSError in FileCreateError)."""
-    cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return str(exc)
-
-
 class _SinkAfterFailure(io.RawIOBase):
     """The temp file as xlsxwriter's zip target; after an OS error, writes go nowhere.
 
@@ -197,20 +178,15 @@ class _SinkAfterFailure(io.RawIOBase):
 class AtomicWorkbook:
     """An xlsxwriter workbook written to a temp file and renamed into place on success.
 
-    A crash or kill leaves either the previous complete file or none, never half of one.
-    An OS error while creating, writing or renaming it is an ``OutputError`` naming ``path``.
+    A crash or kill leaves either the previous complete file or none, never half of one; the
+    file gets the mode the umask gives a new file (see ``tasks.atomic``). An OS error while
+    creating, writing or renaming it is an ``OutputError`` naming ``path``.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except OSError as exc:
-            raise OutputError(str(path), _os_reason(exc)) from exc
-        os.close(fd)
-        self._temp = Path(temp)
-        self._sink = _SinkAfterFailure(self._temp)
+        self._target = AtomicTarget(path)
+        self._sink = _SinkAfterFailure(self._target.temp)
         self.workbook = xlsxwriter.Workbook(self._sink, WORKBOOK_OPTIONS)
 
     def __enter__(self) -> xlsxwriter.Workbook:
@@ -221,15 +197,15 @@ class AtomicWorkbook:
             if exc is None:
                 self.workbook.close()
                 self._sink.close()
-                os.replace(self._temp, self.path)
+                self._target.commit()
         except (OSError, FileCreateError) as error:
-            raise OutputError(str(self.path), _os_reason(error)) from error
+            raise self._target.failed(error) from error
         finally:
             self._sink.failed = True  # whatever xlsxwriter left open writes nothing more
             self._sink.close()
-            self._temp.unlink(missing_ok=True)
+            self._target.discard()
         if isinstance(exc, OSError):
-            raise OutputError(str(self.path), _os_reason(exc)) from exc
+            raise self._target.failed(exc) from exc
 
 
 def remove_stale_temp_files(directory: Path) -> int:

@@ -53,8 +53,12 @@ def test_sample_then_run_writes_report(tmp_path: Path, prefect_server: str) -> N
     assert f"flow run: {prefect_server.removesuffix('/api')}/runs/flow-run/" in run.stderr
     assert "Finished in state" not in run.stderr and " seconds ---" not in run.stderr
 
-    verbose = poolflow("run", str(tmp_path / "corpus"), "-o", out, "--verbose", api_url=prefect_server)
+    verbose = poolflow(
+        "run", str(tmp_path / "corpus"), "-o", out, "--verbose", "--parquet", api_url=prefect_server
+    )
     assert verbose.returncode == 0, verbose.stderr
+    assert f"parquet: {out}/report.parquet\n" in verbose.stderr
+    assert (tmp_path / "out" / "report.parquet").exists()
     assert "Finished in state Completed" in verbose.stderr and " seconds ---" in verbose.stderr
     assert "3: 0 done, 3 skipped as current, 0 failed" in verbose.stderr
 

@@ -10,7 +10,7 @@ from flows.tuple_report import tuple_report
 from flows.wiki_report import wiki_report
 from tasks.parse import parse_exact
 from tasks.sample import write_sample_corpus
-from tasks.xlsx import join_cells, read_sheet
+from tasks.xlsx import join_cells, read_sheet, split_cell
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -72,6 +72,12 @@ def test_rerun_redoes_only_changed_or_missing_items(tmp_path: Path) -> None:
     assert not (out / "items" / "AA" / ".wiki_03.xlsx.half.tmp").exists()
     rows = [(r[0], r[1], r[3], join_cells(r[4:])) for r in read_sheet(report, "docs")]
     assert rows == expected_documents(corpus)
+    # Skipped files too give their stats rows, from the same single parse as their docs.
+    stats = [tuple(r) for r in read_sheet(report, "stats")]
+    assert stats == [
+        (source, doc_id, len(text), text.count("\n"), len(split_cell(text)))
+        for source, doc_id, _, text in expected_documents(corpus)
+    ]
 
 
 def test_a_bad_file_fails_alone_and_is_named_in_the_summary(tmp_path: Path) -> None:

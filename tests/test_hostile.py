@@ -17,7 +17,6 @@ from flows.wiki_report import wiki_report
 from tasks.items import ItemError, artifact_path, parse_item
 from tasks.parse import parse_exact
 from tasks.report import build_report
-from tasks.stats import document_stats
 from tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, join_cells, read_sheet, sheet_names, write_sheet
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
@@ -27,8 +26,9 @@ def test_a_50_mb_document_survives_parse_artifact_and_report(tmp_path: Path) -> 
     body = ("한국어 문장과 emoji 😀 " * 2_500_000)[:50_000_000] + "\n"
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "wiki_00").write_text(DOC.format(1, body) + DOC.format(2, "small\n"), encoding="utf-8")
-    result = parse_item(str(tmp_path / "in"), "wiki_00", str(tmp_path / "out"))
-    assert result.documents == 2
+    output = parse_item(str(tmp_path / "in"), "wiki_00", str(tmp_path / "out"))
+    assert output.result.documents == 2
+    assert output.stats[1] == [len(body), len("small\n")]
     rows = list(read_sheet(artifact_path(tmp_path / "out", "wiki_00"), "docs"))
     assert join_cells(rows[0][4:]) == body
     assert join_cells(rows[1][4:]) == "small\n"
@@ -166,6 +166,7 @@ def test_random_files_survive_the_report_round_trip(docs: list[tuple[str, str, s
         (root / "in").mkdir()
         (root / "in" / "wiki_00").write_text(render(docs), encoding="utf-8", newline="")
         inp, out = str(root / "in"), str(root / "out")
-        report = build_report(out, [parse_item(inp, "wiki_00", out)], [document_stats(inp, "wiki_00")])
+        output = parse_item(inp, "wiki_00", out)
+        report = build_report(out, [output.result], [output.stats])
         rows = list(read_sheet(Path(report.path), "docs"))
         assert [(r[1], r[3], r[2], join_cells(r[4:])) for r in rows] == docs

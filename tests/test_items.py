@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+import tasks.items
 from tasks.items import ItemError, artifact_path, parse_item, read_meta
+from tasks.parse import ParseResult, parse_exact
+from tasks.stats import document_stats
 from tasks.xlsx import join_cells, read_sheet
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
@@ -22,7 +25,7 @@ def make_input(root: Path, item: str, bodies: list[str]) -> Path:
 def test_artifact_mirrors_input_path_and_keeps_text(tmp_path: Path) -> None:
     bodies = ["short\n", "=SUM(A1)\n", "x" * 70_000 + "\n", "ctl\x01\n"]
     make_input(tmp_path / "in", "AA/wiki_00", bodies)
-    result = parse_item(str(tmp_path / "in"), "AA/wiki_00", str(tmp_path / "out"))
+    result = parse_item(str(tmp_path / "in"), "AA/wiki_00", str(tmp_path / "out")).result
     artifact = tmp_path / "out" / "items" / "AA" / "wiki_00.xlsx"
     assert artifact.exists()
     assert (result.status, result.documents, result.text_columns) == ("done", 4, 3)
@@ -34,13 +37,13 @@ def test_artifact_mirrors_input_path_and_keeps_text(tmp_path: Path) -> None:
 def test_rerun_skips_current_artifact_and_redoes_changed_input(tmp_path: Path) -> None:
     source = make_input(tmp_path / "in", "wiki_00", ["a\n"])
     args = (str(tmp_path / "in"), "wiki_00", str(tmp_path / "out"))
-    assert parse_item(*args).status == "done"
+    assert parse_item(*args).result.status == "done"
     artifact = artifact_path(tmp_path / "out", "wiki_00")
     before = artifact.stat().st_mtime_ns
-    assert parse_item(*args).status == "skipped"
+    assert parse_item(*args).result.status == "skipped"
     assert artifact.stat().st_mtime_ns == before
     source.write_text(DOC.format(1, "changed\n"), encoding="utf-8")
-    assert parse_item(*args).status == "done"
+    assert parse_item(*args).result.status == "done"
     assert read_meta(artifact)["documents"] == "1"
     assert join_cells(next(read_sheet(artifact, "docs"))[4:]) == "changed\n"
 
@@ -49,7 +52,7 @@ def test_other_parser_invalidates_artifact(tmp_path: Path) -> None:
     make_input(tmp_path / "in", "wiki_00", ["a\n"])
     args = (str(tmp_path / "in"), "wiki_00", str(tmp_path / "out"))
     parse_item(*args)
-    assert parse_item(*args, parser="html5lib").status == "done"
+    assert parse_item(*args, parser="html5lib").result.status == "done"
 
 
 @pytest.mark.parametrize(
@@ -71,7 +74,7 @@ def test_unreadable_input_names_file_and_reason(tmp_path: Path, content: bytes, 
 def test_declared_encoding_reads_cp949(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "kr").write_bytes(DOC.format(1, "한국어\n").encode("cp949"))
-    result = parse_item(str(tmp_path / "in"), "kr", str(tmp_path / "out"), encoding="cp949")
+    result = parse_item(str(tmp_path / "in"), "kr", str(tmp_path / "out"), encoding="cp949").result
     assert result.documents == 1
 
 
@@ -99,8 +102,31 @@ def test_item_names_cannot_escape_the_output(tmp_path: Path) -> None:
 
 def test_noncharacters_are_reported_not_silently_changed(tmp_path: Path) -> None:
     make_input(tmp_path / "in", "odd", ["fine\n", "has \ufffe inside\n"])
-    result = parse_item(str(tmp_path / "in"), "odd", str(tmp_path / "out"))
+    result = parse_item(str(tmp_path / "in"), "odd", str(tmp_path / "out")).result
     assert result.warnings == 1
     warnings = [row[0] for row in read_sheet(artifact_path(tmp_path / "out", "odd"), "warnings")]
     assert len(warnings) == 1
     assert warnings[0].startswith("line 4: document id=1 contains Unicode non-characters U+FFFE/U+FFFF")
+
+
+def test_one_parse_gives_the_artifact_and_the_stats_also_when_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies = ["one\ntwo\n", "x" * 40_000 + "\n", ""]
+    source = make_input(tmp_path / "in", "AA/wiki_00", bodies)
+    expected = document_stats(parse_exact(source.read_text(encoding="utf-8")).documents)
+    assert expected == (["0", "1", "2"], [8, 40_001, 0], [2, 1, 0], [1, 2, 1])
+    parses: list[str] = []
+    real_parse = tasks.items.parse_text
+
+    def counting_parse(text: str, parser: str = "exact") -> ParseResult:
+        parses.append(parser)
+        return real_parse(text, parser)
+
+    monkeypatch.setattr(tasks.items, "parse_text", counting_parse)
+    args = (str(tmp_path / "in"), "AA/wiki_00", str(tmp_path / "out"))
+    done = parse_item(*args)
+    skipped = parse_item(*args)
+    assert (done.result.status, skipped.result.status) == ("done", "skipped")
+    assert done.stats == skipped.stats == expected
+    assert parses == ["exact", "exact"]  # one parse per call, skipped or not

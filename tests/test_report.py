@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tasks.items import ItemResult, parse_item
 from tasks.report import build_report
-from tasks.stats import document_stats
+from tasks.stats import DocumentStats
 from tasks.xlsx import join_cells, read_header, read_sheet, sheet_names
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
@@ -19,8 +19,9 @@ def test_report_holds_every_document_stats_and_failures(tmp_path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(DOC.format(i, t) for i, t in enumerate(texts)), encoding="utf-8")
     inp, out = str(tmp_path / "in"), str(tmp_path / "out")
-    results = [parse_item(inp, item, out) for item in bodies]
-    stats = [document_stats(inp, item) for item in bodies]
+    outputs = [parse_item(inp, item, out) for item in bodies]
+    results = [output.result for output in outputs]
+    stats: list[DocumentStats | None] = [output.stats for output in outputs]
     results.append(ItemResult(item="AA/wiki_02", status="failed", error="binary file"))
     stats.append(None)
 

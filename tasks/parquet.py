@@ -1,0 +1,110 @@
+"""``report.parquet``: one row per document with its whole text and stats, for pandas users.
+
+Columns: source, id, url, title, text, characters, lines, text_cells. Built item by item from
+the artifacts (the text re-joined from its cells) and the items' stats tuples, each item
+turned into a DataFrame and handed to a ``pyarrow.parquet.ParquetWriter``. Items are grouped
+into row groups of about ``row_group_bytes``, so memory holds at most one row group plus one
+item, however large the dump. Written atomically with a new file's mode (``tasks.atomic``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks import storage
+from tasks.atomic import AtomicTarget
+from tasks.items import ItemResult, artifact_path, download_artifacts
+from tasks.stats import STATS_COLUMNS, DocumentStats
+from tasks.xlsx import join_cells, read_sheet
+
+PARQUET_NAME = "report.parquet"
+ROW_GROUP_BYTES = 64 * 2**20
+COMPRESSION = "zstd"  # on the Korean corpus: 27% smaller than snappy and as fast to read
+SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("id", pa.string()),
+        ("url", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.large_string()),  # one row group's texts may pass the 2 GiB of 32-bit offsets
+        *((name, pa.int64()) for name in STATS_COLUMNS[1:]),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ParquetResult:
+    """Where the Parquet file went, its documents and its row groups."""
+
+    path: str
+    documents: int
+    row_groups: int
+
+
+def item_frame(output_dir: Path, result: ItemResult, stats: DocumentStats) -> pd.DataFrame:
+    """One item's documents (from its artifact) beside its stats, one row per document."""
+    rows = list(read_sheet(artifact_path(output_dir, result.item), "docs"))
+    ids = [str(row[1]) for row in rows]
+    if ids != stats[0]:
+        raise ValueError(f"{result.item}: the artifact's documents do not match the item's stats")
+    columns: dict[str, list[str] | list[int]] = {
+        "source": [result.item] * len(rows),
+        "id": ids,
+        "url": [str(row[2]) for row in rows],
+        "title": [str(row[3]) for row in rows],
+        "text": [join_cells(row[4:]) for row in rows],
+    }
+    columns.update(zip(STATS_COLUMNS[1:], stats[1:], strict=True))
+    return pd.DataFrame(columns)
+
+
+def _row_groups(
+    output_dir: Path, items: Sequence[ItemResult], stats: Sequence[DocumentStats | None], row_group_bytes: int
+) -> Iterator[pa.Table]:
+    """Tables of whole items, each about ``row_group_bytes`` (an item larger than that alone)."""
+    pending: list[pa.Table] = []
+    size = 0
+    for result, columns in zip(items, stats, strict=True):
+        if result.status == "failed" or columns is None:
+            continue
+        table = pa.Table.from_pandas(item_frame(output_dir, result, columns), SCHEMA, preserve_index=False)
+        if table.num_rows == 0:
+            continue
+        pending.append(table)
+        size += table.nbytes
+        if size >= row_group_bytes:
+            yield pa.concat_tables(pending)
+            pending, size = [], 0
+    if pending:
+        yield pa.concat_tables(pending)
+
+
+def write_parquet(
+    output_dir: str,
+    items: Sequence[ItemResult],
+    stats: Sequence[DocumentStats | None],
+    row_group_bytes: int = ROW_GROUP_BYTES,
+) -> ParquetResult:
+    """Write ``<output_dir>/report.parquet`` from the artifacts of ``items`` and their ``stats``."""
+    if storage.is_remote(output_dir):
+        with storage.staging() as stage:
+            download_artifacts(output_dir, items, stage)
+            local = write_parquet(str(stage), items, stats, row_group_bytes)
+            url = storage.join(output_dir, PARQUET_NAME)
+            storage.upload(Path(local.path), url)
+            return ParquetResult(url, local.documents, local.row_groups)
+    root = Path(storage.local_path(output_dir))
+    path = root / PARQUET_NAME
+    documents = groups = 0
+    with AtomicTarget(path) as temp, pq.ParquetWriter(temp, SCHEMA, compression=COMPRESSION) as writer:
+        for table in _row_groups(root, items, stats, row_group_bytes):
+            writer.write_table(table, row_group_size=table.num_rows)
+            documents += table.num_rows
+            groups += 1
+    return ParquetResult(str(path), documents, groups)
