@@ -10,6 +10,7 @@ that fails is listed in the report's ``summary`` with its reason and the flow ru
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State
+from prefect.filesystems import RemoteFileSystem
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import unmapped
@@ -27,6 +29,7 @@ from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from flows.progress import ItemProgress
 from runners.choice import make_task_runner
+from tasks import storage
 from tasks.atomic import OutputError
 from tasks.inputs import InputListing, list_inputs
 from tasks.items import ItemError, ItemOutput, ItemResult, parse_item
@@ -44,7 +47,24 @@ RETRY_REUSE: dict[str, Any] = {"persist_result": True, "cache_policy": INPUTS + 
 # Typed loosely: TaskRunner.map's annotation (R | Coroutine[R]) does not unify with a plain R.
 parse_task: Task[..., Any] = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
 report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
+RESULTS_DIR = (".poolflow", "results")
 parquet_task = task(name="parquet", cache_policy=NO_CACHE)(write_parquet)
+
+
+def results_storage(target: str) -> Path | str:
+    """Where the parse task persists results for UI retries: inside the run's own output.
+
+    Prefect's default (``~/.prefect/storage``) grows with every run and outlives the output
+    it belongs to; here deleting the output directory deletes its retry state too. Prefect
+    takes a local path as is; a bucket needs a storage block saved on the server, named
+    after the URL.
+    """
+    if not is_remote(target):
+        return Path(target).joinpath(*RESULTS_DIR)
+    url = storage.join(target, *RESULTS_DIR)
+    name = f"poolflow-results-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    RemoteFileSystem(basepath=url).save(name, overwrite=True)
+    return f"remote-file-system/{name}"
 
 
 def _item_output(item: str, future: PrefectFuture[ItemOutput]) -> tuple[ItemResult, DocumentStats | None]:
@@ -116,7 +136,8 @@ def wiki_report(
         items = listing.items
         common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
         with make_task_runner(runner, processes, dask_address) as task_runner:
-            parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(target)})
+            parse = parse_task.with_options(result_storage=results_storage(target))
+            parsed = task_runner.map(parse, {**common, "item": items, "output_dir": unmapped(target)})
             _wait_with_progress(parsed, progress_bar)
             if getattr(task_runner, "cancelled", False):
                 done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemOutput))

@@ -110,3 +110,19 @@ def test_tuple_report_gathers_columns_in_submission_order(tmp_path: Path) -> Non
     rows = list(read_sheet(path, "labels"))
     expected = [f"work_{i}_{w}" for i in range(6) for w in range(3)]
     assert rows == [[f"a_{w}", f"b_{w}", f"c_{w}"] for w in expected]
+
+
+def test_retry_state_lives_in_the_output_and_goes_with_it(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH
+
+    default_storage = Path(PREFECT_RESULTS_LOCAL_STORAGE_PATH.value())
+    before = set(default_storage.rglob("*")) if default_storage.exists() else set()
+    write_sample_corpus(tmp_path / "in", 3, 2, seed=5)
+    out = tmp_path / "out"
+
+    assert wiki_report(str(tmp_path / "in"), str(out), processes=2, return_state=True).is_completed()
+
+    persisted = [p for p in (out / ".poolflow" / "results").rglob("*") if p.is_file()]
+    assert len(persisted) >= 3  # one result per item, for a retry from the UI
+    after = set(default_storage.rglob("*")) if default_storage.exists() else set()
+    assert after == before, "results written to Prefect's default storage"
