@@ -3,27 +3,42 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# One stamp per install: `make run` installs what a run needs, `make test` and `make bench`
+# add their extras on top.
+RUN_STAMP := $(VENV)/.run-stamp
+TEST_STAMP := $(VENV)/.test-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
+PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup run test ui lint chromium bench lock clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,dask,bench,s3]'
-	touch $(STAMP)
 
-setup: $(STAMP)
+$(RUN_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) -e .
+	touch $@
 
-run: setup
+$(TEST_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+$(BENCH_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) -e '.[bench]'
+	touch $@ $(RUN_STAMP)
+
+setup: $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/poolflow sample sample-corpus
 	$(BIN)/poolflow run sample-corpus -o out
 
-ui: setup
+ui: $(RUN_STAMP)
 	bash deployments/ui.sh
 
-lint: setup
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy runners tasks
@@ -35,10 +50,10 @@ chromium:
 test: lint chromium
 	$(BIN)/pytest
 
-bench: setup
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-lock: setup
+lock: $(TEST_STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt
 
 clean:
