@@ -50,10 +50,22 @@ def escape_for_xlsx(text: str) -> str:
     return _CONTROL.sub(lambda m: f"_x{ord(m.group()):04X}_", text)
 
 
-class ExactWorksheet(Worksheet):  # type: ignore[misc]
-    """A worksheet whose string escaping round-trips every literal ``_xHHHH_`` text."""
+def _escape_inline_string(text: str) -> str:
+    """``escape_for_xlsx``, and a text shaped like ``<r>…</r>`` kept a plain string.
 
-    _escape_control_characters = staticmethod(escape_for_xlsx)
+    xlsxwriter writes such a string unescaped, as rich-text XML (a title ``<r>x</r>`` would
+    read back empty); its first ``<`` stored as ``_x003C_`` reads back as ``<``.
+    """
+    escaped = escape_for_xlsx(text)
+    if escaped.startswith("<r>") and escaped.endswith("</r>"):
+        escaped = "_x003C_" + escaped[1:]
+    return escaped
+
+
+class ExactWorksheet(Worksheet):  # type: ignore[misc]
+    """A worksheet whose strings round-trip: literal ``_xHHHH_`` texts and ``<r>…</r>`` texts too."""
+
+    _escape_control_characters = staticmethod(_escape_inline_string)
 
 
 def utf16_length(text: str) -> int:
@@ -118,6 +130,14 @@ def write_sheet(
     return count
 
 
+def temp_beside(path: Path) -> Path:
+    """A new empty temp file in ``path``'s directory (created if missing), to rename onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(temp)
+
+
 class AtomicWorkbook:
     """An xlsxwriter workbook written to a temp file and renamed into place on success.
 
@@ -126,10 +146,7 @@ class AtomicWorkbook:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        self._temp = Path(temp)
+        self._temp = temp_beside(path)
         self.workbook = xlsxwriter.Workbook(str(self._temp), WORKBOOK_OPTIONS)
 
     def __enter__(self) -> xlsxwriter.Workbook:
