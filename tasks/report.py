@@ -23,6 +23,7 @@ from tasks import storage
 from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, artifact_url, text_columns_header
 from tasks.sheet_xml import (
     SHEET_END,
+    SHORTEST_ROW,
     artifact_rows,
     count_rows,
     render_row,
@@ -104,12 +105,13 @@ class _CopiedRows:
             if held is None:
                 raise ValueError("the artifacts hold fewer documents than their results say")
             source, block = held
-            count = count_rows(block)
             self._held = None
-            if count > rows:
+            # Counting rows costs a pass over the block: only near a sheet's end is it needed.
+            if len(block) >= rows * SHORTEST_ROW and count_rows(block) > rows:
                 block, rest = split_rows(block, rows)
-                self._held, count = (source, rest), rows
-            yield renumber_rows(block, row, source)
+                self._held = (source, rest)
+            renumbered, count = renumber_rows(block, row, source)
+            yield renumbered
             row += count
             rows -= count
 

@@ -10,11 +10,16 @@ the item) becomes the source item's name.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import struct
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from xml.etree import ElementTree
+
+from isal import isal_zlib
 
 from tasks.xlsx import Row, escape_for_xlsx, spill_sheet_name
 
@@ -25,9 +30,11 @@ READ_SIZE = 1 << 20  # bytes of artifact XML per block: big enough to deflate we
 ROWS_PER_PIECE = 4096  # rendered rows per piece handed to the compressor
 
 # In sheet XML "<" only opens markup (text holds "&lt;"), so these cannot match inside a value.
-# A row opens with the artifact's line-number cell; every other cell keeps its column letters.
-_ROW_OR_CELL = re.compile(rb'<row r="\d+"[^>]*><c r="A\d+"><v>[^<]*</v></c>|<c r="([A-Z]{1,3})\d+"')
+# A row opens with the artifact's line-number cell (group 1); every other cell keeps its letters.
+_ROW_OR_CELL = re.compile(rb'<row\b[^>]*>(<c r="A\d+"><v>[^<]*</v></c>)?|<c r="([A-Z]{1,3})\d+"')
 _ROW_START = b"<row "
+# The shortest row an artifact holds: a block this many times shorter has fewer rows.
+SHORTEST_ROW = len(b'<row r="2"><c r="A2"><v>1</v></c></row>')
 
 
 def column_letters(index: int) -> str:
@@ -48,22 +55,32 @@ def escape_text(value: str) -> str:
     return text
 
 
-def _cell(reference: str, value: str | int | float) -> str:
-    if isinstance(value, str):
-        return (
-            f'<c r="{reference}" t="inlineStr"><is><t xml:space="preserve">{escape_text(value)}</t></is></c>'
-        )
-    return f'<c r="{reference}"><v>{value:.16G}</v></c>'
+_LETTERS = [column_letters(i) for i in range(64)]  # the columns of every rendered table, and more
+
+
+@functools.lru_cache(maxsize=1024)  # a table repeats its source names row after row
+def _escaped_cached(value: str) -> str:
+    return escape_text(value)
+
+
+def _string_cell(reference: str, value: str) -> str:
+    text = value if value.isalnum() else _escaped_cached(value)  # letters and digits need no escape
+    return f'<c r="{reference}" t="inlineStr"><is><t xml:space="preserve">{text}</t></is></c>'
 
 
 def render_row(row_number: int, values: Row) -> str:
     """One ``<row>`` of ``values`` (strings inline, numbers as numbers, empty strings left out)."""
-    cells = "".join(
-        _cell(f"{column_letters(col)}{row_number}", value)
-        for col, value in enumerate(values)
-        if not (isinstance(value, str) and not value)
-    )
-    return f'<row r="{row_number}">{cells}</row>'
+    cells = [f'<row r="{row_number}">']
+    for col, value in enumerate(values):
+        letters = _LETTERS[col] if col < len(_LETTERS) else column_letters(col)
+        if isinstance(value, str):
+            if value:
+                cells.append(_string_cell(f"{letters}{row_number}", value))
+        else:  # as xlsxwriter writes numbers, but integers exactly
+            number = value if isinstance(value, int) else f"{value:.16G}"
+            cells.append(f'<c r="{letters}{row_number}"><v>{number}</v></c>')
+    cells.append("</row>")
+    return "".join(cells)
 
 
 def render_rows(rows: Iterable[Row], first_row: int) -> Iterator[bytes]:
@@ -104,15 +121,18 @@ def split_rows(block: bytes, rows: int) -> tuple[bytes, bytes]:
     return block[:position], block[position:]
 
 
-def renumber_rows(block: bytes, first_row: int, source: str) -> bytes:
-    """Artifact ``block`` with rows numbered from ``first_row`` and column A set to ``source``."""
+def renumber_rows(block: bytes, first_row: int, source: str) -> tuple[bytes, int]:
+    """Artifact ``block`` with rows numbered from ``first_row`` and column A set to ``source``;
+    also how many rows it holds."""
     row = first_row - 1
     source_xml = escape_text(source).encode("utf-8")
 
     def replace(match: re.Match[bytes]) -> bytes:
         nonlocal row
-        column = match[1]
+        column = match[2]
         if column is None:
+            if match[1] is None:
+                raise ValueError(f"{source}: an artifact row does not start with its line number")
             row += 1
             return b'<row r="%d"><c r="A%d" t="inlineStr"><is><t xml:space="preserve">%s</t></is></c>' % (
                 row,
@@ -122,9 +142,7 @@ def renumber_rows(block: bytes, first_row: int, source: str) -> bytes:
         return b'<c r="%s%d"' % (column, row)
 
     renumbered = _ROW_OR_CELL.sub(replace, block)
-    if row - first_row + 1 != count_rows(block):
-        raise ValueError(f"{source}: artifact rows are not in the layout poolflow writes")
-    return renumbered
+    return renumbered, row - first_row + 1
 
 
 def _sheet_members(archive: zipfile.ZipFile) -> dict[str, str]:
@@ -144,28 +162,58 @@ def _sheet_members(archive: zipfile.ZipFile) -> dict[str, str]:
     return members
 
 
-def _member_rows(archive: zipfile.ZipFile, member: str) -> Iterator[bytes]:
+def _inflated(path: Path, archive: zipfile.ZipFile, member: str) -> Iterator[bytes]:
+    """A member's content in pieces of at most ``READ_SIZE`` bytes, checked against its CRC-32.
+
+    A deflated member is inflated with ISA-L, about twice as fast as zipfile's zlib.
+    """
+    info = archive.getinfo(member)
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        with archive.open(info) as stream:
+            yield from iter(lambda: stream.read(READ_SIZE), b"")
+        return
+    with path.open("rb") as file:
+        file.seek(info.header_offset)
+        name_length, extra_length = struct.unpack("<26xHH", file.read(30))
+        file.seek(name_length + extra_length, os.SEEK_CUR)
+        inflater = isal_zlib.decompressobj(-15)
+        remaining, crc = info.compress_size, 0
+        while remaining > 0 and (data := file.read(min(READ_SIZE, remaining))):
+            remaining -= len(data)
+            while data:
+                piece = inflater.decompress(data, READ_SIZE)
+                crc = isal_zlib.crc32(piece, crc)
+                yield piece
+                data = inflater.unconsumed_tail
+        piece = inflater.flush()
+        crc = isal_zlib.crc32(piece, crc)
+        yield piece
+    if remaining or crc != info.CRC:
+        raise ValueError(f"{path}: {member} is truncated or corrupt")
+
+
+def _member_rows(path: Path, archive: zipfile.ZipFile, member: str) -> Iterator[bytes]:
     """The rows of one sheet member after its header row, in blocks of whole rows."""
     pending = b""
     started = False
-    with archive.open(member) as stream:
-        while chunk := stream.read(READ_SIZE):
+    for chunk in _inflated(path, archive, member):
+        if not started:
             pending += chunk
-            if not started:
-                data_start = pending.find(b"<sheetData>")
-                header_end = pending.find(b"</row>", data_start)
-                if data_start < 0 or header_end < 0:
-                    continue
-                pending = pending[header_end + len(b"</row>") :]
-                started = True
-            last = pending.rfind(b"</row>")
-            if last >= 0:
-                cut = last + len(b"</row>")
-                yield pending[:cut]
-                pending = pending[cut:]
+            data_start = pending.find(b"<sheetData>")
+            header_end = pending.find(b"</row>", data_start)
+            if data_start < 0 or header_end < 0:
+                continue
+            chunk, pending, started = pending[header_end + len(b"</row>") :], b"", True
+        last = chunk.rfind(b"</row>")
+        if last < 0:
+            pending += chunk
+            continue
+        cut = last + len(b"</row>")
+        yield pending + chunk[:cut]
+        pending = chunk[cut:]
     end = pending.find(b"</sheetData>")
     if not started or end < 0 or pending[:end].strip():
-        raise ValueError(f"{member}: sheet XML ends in an unexpected way")
+        raise ValueError(f"{path}: {member} ends in an unexpected way")
 
 
 def artifact_rows(path: Path, base_name: str) -> Iterator[bytes]:
@@ -174,5 +222,5 @@ def artifact_rows(path: Path, base_name: str) -> Iterator[bytes]:
         members = _sheet_members(archive)
         index = 0
         while (name := spill_sheet_name(base_name, index)) in members:
-            yield from _member_rows(archive, members[name])
+            yield from _member_rows(path, archive, members[name])
             index += 1

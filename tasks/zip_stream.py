@@ -1,11 +1,12 @@
 """A zip file written member by member, each member's data deflated in parallel threads.
 
 A zip member is one raw deflate stream, but independent pieces can each be deflated on their
-own and concatenated: every piece but the last ends with a sync flush (byte-aligned, no final
-block), and the stream ends with an empty final block. zlib releases the GIL while it
-compresses, so a thread per core gives real parallelism; the CRC-32 runs over the pieces in
-order. Sizes follow each member in a data descriptor, so nothing is known or held in advance;
-ZIP64 records are added only where a size or offset passes 4 GiB.
+own and concatenated: every piece ends with a sync flush (byte-aligned, no final block), and
+the stream ends with an empty final block. ISA-L (python-isal) deflates and checksums with
+the GIL released, so a thread per core gives real parallelism; each piece's CRC-32 is
+combined into the member's in order. Sizes follow each member in a data descriptor, so
+nothing is known or held in advance; ZIP64 records are added only where a size or offset
+reaches 4 GiB.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ class _Member:
     size: int
 
 
-def _deflate_piece(data: bytes) -> bytes:
-    """``data`` as a raw deflate piece that a following piece may continue."""
+def _deflate_piece(data: bytes) -> tuple[bytes, int, int]:
+    """``data`` as a raw deflate piece that a following piece may continue, with its CRC-32 and length."""
     compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush(isal_zlib.Z_SYNC_FLUSH)
+    deflated = compressor.compress(data) + compressor.flush(isal_zlib.Z_SYNC_FLUSH)
+    return deflated, isal_zlib.crc32(data), len(data)
 
 
 class ZipStreamWriter:
@@ -83,15 +85,13 @@ class ZipStreamWriter:
         self._write(encoded)
         crc = size = 0
         start = self._offset
-        in_flight: deque[Future[bytes]] = deque()
+        in_flight: deque[Future[tuple[bytes, int, int]]] = deque()
         for piece in pieces:
-            crc = zlib.crc32(piece, crc)
-            size += len(piece)
             in_flight.append(self._pool.submit(_deflate_piece, piece))
             while len(in_flight) > 2 * self._threads:
-                self._write(in_flight.popleft().result())
+                crc, size = self._append(in_flight.popleft(), crc, size)
         while in_flight:
-            self._write(in_flight.popleft().result())
+            crc, size = self._append(in_flight.popleft(), crc, size)
         self._write(_EMPTY_FINAL_BLOCK)
         compressed = self._offset - start
         if compressed >= _ZIP32_LIMIT or size >= _ZIP32_LIMIT:
@@ -99,6 +99,12 @@ class ZipStreamWriter:
         else:
             self._write(struct.pack("<IIII", 0x08074B50, crc, compressed, size))
         self._members.append(_Member(encoded, offset, crc, compressed, size))
+
+    def _append(self, future: Future[tuple[bytes, int, int]], crc: int, size: int) -> tuple[int, int]:
+        """Write a deflated piece once ready; return the member's CRC-32 and size so far."""
+        deflated, piece_crc, length = future.result()
+        self._write(deflated)
+        return isal_zlib.crc32_combine(crc, piece_crc, length), size + length
 
     def finish(self) -> None:
         """Write the central directory; the stream stays open for the caller to close."""
