@@ -50,22 +50,18 @@ def escape_for_xlsx(text: str) -> str:
     return _CONTROL.sub(lambda m: f"_x{ord(m.group()):04X}_", text)
 
 
-def _escape_inline_string(text: str) -> str:
-    """``escape_for_xlsx``, and a text shaped like ``<r>…</r>`` kept a plain string.
-
-    xlsxwriter writes such a string unescaped, as rich-text XML (a title ``<r>x</r>`` would
-    read back empty); its first ``<`` stored as ``_x003C_`` reads back as ``<``.
-    """
-    escaped = escape_for_xlsx(text)
-    if escaped.startswith("<r>") and escaped.endswith("</r>"):
-        escaped = "_x003C_" + escaped[1:]
-    return escaped
-
-
 class ExactWorksheet(Worksheet):  # type: ignore[misc]
     """A worksheet whose strings round-trip: literal ``_xHHHH_`` texts and ``<r>…</r>`` texts too."""
 
-    _escape_control_characters = staticmethod(_escape_inline_string)
+    _escape_control_characters = staticmethod(escape_for_xlsx)
+
+    def _xml_rich_inline_string(self, string: str, attributes: list[tuple[str, Any]]) -> None:
+        """Write a string shaped like ``<r>…</r>`` as the plain text it is.
+
+        In constant-memory mode xlsxwriter takes such a string for rich-text XML and writes it
+        unescaped (a title ``<r>x</r>`` would read back empty); we never write rich text.
+        """
+        self._xml_inline_string(string, False, attributes)
 
 
 def utf16_length(text: str) -> int:
