@@ -42,6 +42,10 @@ test: lint chromium libreoffice
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# 700 files end to end against the old script's per-file step; updates bench/results.md.
+bench-scale: setup
+	$(BIN)/python -m bench.scale $(BENCH_ARGS)
+
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt
 
