@@ -3,8 +3,9 @@
 A zip member is one raw deflate stream, but independent pieces can each be deflated on their
 own and concatenated: every piece ends with a sync flush (byte-aligned, no final block), and
 the stream ends with an empty final block. ISA-L (python-isal) deflates and checksums with
-the GIL released, so a thread per core gives real parallelism; each piece's CRC-32 is
-combined into the member's in order. Sizes follow each member in a data descriptor, so
+the GIL released, so a thread per core gives real parallelism; each thread also writes its
+piece once the piece before it is written, so the caller's thread never waits on the disk,
+and each piece's CRC-32 is combined into the member's in order. Sizes follow each member in a data descriptor, so
 nothing is known or held in advance; ZIP64 records are added only where a size or offset
 reaches 4 GiB.
 """
@@ -41,11 +42,8 @@ class _Member:
     size: int
 
 
-def _deflate_piece(data: bytes) -> tuple[bytes, int, int]:
-    """``data`` as a raw deflate piece that a following piece may continue, with its CRC-32 and length."""
-    compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
-    deflated = compressor.compress(data) + compressor.flush(isal_zlib.Z_SYNC_FLUSH)
-    return deflated, isal_zlib.crc32(data), len(data)
+# A piece deflated and written by a thread: (bytes written, the piece's CRC-32, its length).
+_Written = Future[tuple[int, int, int]]
 
 
 class ZipStreamWriter:
@@ -85,9 +83,10 @@ class ZipStreamWriter:
         self._write(encoded)
         crc = size = 0
         start = self._offset
-        in_flight: deque[Future[tuple[bytes, int, int]]] = deque()
+        in_flight: deque[_Written] = deque()
         for piece in pieces:
-            in_flight.append(self._pool.submit(_deflate_piece, piece))
+            previous = in_flight[-1] if in_flight else None
+            in_flight.append(self._pool.submit(self._deflate_piece, piece, previous))
             while len(in_flight) > 2 * self._threads:
                 crc, size = self._append(in_flight.popleft(), crc, size)
         while in_flight:
@@ -100,10 +99,24 @@ class ZipStreamWriter:
             self._write(struct.pack("<IIII", 0x08074B50, crc, compressed, size))
         self._members.append(_Member(encoded, offset, crc, compressed, size))
 
-    def _append(self, future: Future[tuple[bytes, int, int]], crc: int, size: int) -> tuple[int, int]:
-        """Write a deflated piece once ready; return the member's CRC-32 and size so far."""
-        deflated, piece_crc, length = future.result()
-        self._write(deflated)
+    def _deflate_piece(self, data: bytes, previous: _Written | None) -> tuple[int, int, int]:
+        """In a thread: deflate ``data`` as a piece the next may continue, write it once ``previous``
+        is written; return the written length, the piece's CRC-32 and its length.
+
+        The pool runs pieces in submission order, so the piece waited for is always running or done.
+        """
+        compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
+        deflated = compressor.compress(data) + compressor.flush(isal_zlib.Z_SYNC_FLUSH)
+        crc = isal_zlib.crc32(data)
+        if previous is not None:
+            previous.result()
+        self._file.write(deflated)
+        return len(deflated), crc, len(data)
+
+    def _append(self, future: _Written, crc: int, size: int) -> tuple[int, int]:
+        """Account for a piece once written; return the member's CRC-32 and size so far."""
+        written, piece_crc, length = future.result()
+        self._offset += written
         return isal_zlib.crc32_combine(crc, piece_crc, length), size + length
 
     def finish(self) -> None:
