@@ -5,9 +5,9 @@ own and concatenated: every piece ends with a sync flush (byte-aligned, no final
 the stream ends with an empty final block. ISA-L (python-isal) deflates and checksums with
 the GIL released, so a thread per core gives real parallelism; each thread also writes its
 piece once the piece before it is written, so the caller's thread never waits on the disk,
-and each piece's CRC-32 is combined into the member's in order. Sizes follow each member in a data descriptor, so
-nothing is known or held in advance; ZIP64 records are added only where a size or offset
-reaches 4 GiB.
+and each piece's CRC-32 is combined into the member's in order. Sizes follow each member in
+a data descriptor, so nothing is known or held in advance; ZIP64 records are added only where
+a size or offset reaches 4 GiB.
 """
 
 from __future__ import annotations
