@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tasks.items import ItemResult, parse_item
 from tasks.report import build_report
-from tasks.stats import document_stats
+from tasks.stats import DocumentStats, document_stats
 from tasks.xlsx import join_cells, read_header, read_sheet, sheet_names
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
@@ -20,7 +22,7 @@ def test_report_holds_every_document_stats_and_failures(tmp_path: Path) -> None:
         path.write_text("".join(DOC.format(i, t) for i, t in enumerate(texts)), encoding="utf-8")
     inp, out = str(tmp_path / "in"), str(tmp_path / "out")
     results = [parse_item(inp, item, out) for item in bodies]
-    stats = [document_stats(inp, item) for item in bodies]
+    stats: list[DocumentStats | None] = [document_stats(inp, item) for item in bodies]
     results.append(ItemResult(item="AA/wiki_02", status="failed", error="ItemError: AA/wiki_02: binary file"))
     stats.append(None)
 
@@ -39,3 +41,20 @@ def test_report_holds_every_document_stats_and_failures(tmp_path: Path) -> None:
     assert summary["AA/wiki_02"][1] == "failed"
     assert "binary file" in summary["AA/wiki_02"][6]
     assert summary["AA/wiki_01"][2] == 2
+
+
+def test_results_that_disagree_with_their_artifacts_fail_and_leave_the_old_report(tmp_path: Path) -> None:
+    path = tmp_path / "in" / "AA" / "wiki_00"
+    path.parent.mkdir(parents=True)
+    path.write_text(DOC.format(1, "a\n") + DOC.format(2, "b\n"), encoding="utf-8")
+    inp, out = str(tmp_path / "in"), str(tmp_path / "out")
+    result = parse_item(inp, "AA/wiki_00", out)
+    good = build_report(out, [result], [None])
+    before = Path(good.path).read_bytes()
+
+    for claimed in (1, 3):  # the artifact holds 2 documents
+        wrong = ItemResult(**{**result.__dict__, "documents": claimed})
+        with pytest.raises(ValueError, match="documents than their results say"):
+            build_report(out, [wrong], [None])
+        assert Path(good.path).read_bytes() == before
+    assert [p.name for p in Path(out).iterdir() if p.name.endswith(".tmp")] == []
