@@ -9,11 +9,11 @@ import pytest
 from python_calamine import CalamineWorkbook
 
 from flows.parameters import DEFAULT_PATTERN
-from tasks.items import ItemResult, list_items, parse_item
+from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, list_items, parse_item
 from tasks.report import REPORT_NAME, build_report
 from tasks.report_reference import build_report_reference
 from tasks.stats import DocumentStats, document_stats
-from tasks.xlsx import join_cells, read_sheet
+from tasks.xlsx import AtomicWorkbook, join_cells, read_sheet, write_sheet
 
 DOC = '<doc id="{0}" url="{1}" title="{2}">\n{3}</doc>\n'
 
@@ -87,3 +87,18 @@ def test_shared_corpus_gives_equal_cells_in_both_writers(corpus: Path, tmp_path:
 
     assert fast.name == REPORT_NAME
     assert _cells(fast) == _cells(reference)
+
+
+def test_an_artifact_spilled_over_docs_2_is_copied_whole(tmp_path: Path) -> None:
+    # An item of more than 1,048,575 documents spills its own artifact; a small max_rows does the same.
+    output = tmp_path / "out"
+    rows: list[list[str | int]] = [[n, str(n), f"u{n}", f"t{n}", f"text {n}\n"] for n in range(1, 8)]
+    with AtomicWorkbook(artifact_path(output, "AA/wiki_00")) as workbook:
+        write_sheet(workbook, "docs", [*DOC_COLUMNS, "text"], rows, max_rows=3)
+        write_sheet(workbook, "meta", ["key", "value"], [])
+    items = [ItemResult(item="AA/wiki_00", status="skipped", documents=len(rows))]
+
+    fast, reference = _build_both(output, items, [None], 1_048_576)
+
+    assert _cells(fast) == _cells(reference)
+    assert [row[4] for row in read_sheet(fast, "docs")] == [row[4] for row in rows]
