@@ -99,6 +99,7 @@ class _CopiedRows:
         self._held: tuple[str, bytes] | None = None
 
     def take(self, rows: int) -> Iterator[bytes]:
+        """The next ``rows`` rows, renumbered from ``FIRST_DATA_ROW`` for a new sheet."""
         row = FIRST_DATA_ROW
         while rows > 0:
             held = self._held or next(self._blocks, None)
@@ -116,6 +117,7 @@ class _CopiedRows:
             rows -= count
 
     def check_exhausted(self) -> None:
+        """Fail unless every artifact row was handed out (the results' counts were right)."""
         if self._held is not None or next(self._blocks, None) is not None:
             raise ValueError("the artifacts hold more documents than their results say")
 
