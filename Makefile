@@ -11,7 +11,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test ui lint chromium bench lock clean
+.PHONY: setup run test ui lint chromium libreoffice bench bench-scale lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +47,19 @@ lint: $(TEST_STAMP)
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test: lint chromium
+# The report's test reads it with a real spreadsheet application: Debian's headless Calc.
+libreoffice:
+	@test -x /usr/bin/soffice || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libreoffice-calc-nogui >/dev/null)
+
+test: lint chromium libreoffice
 	$(BIN)/pytest
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# 700 files end to end against the old script's per-file step; updates bench/results.md.
+bench-scale: $(BENCH_STAMP)
+	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 lock: $(TEST_STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt

@@ -142,7 +142,10 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
             + " |"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    results = args.out / "results.md"
+    previous = results.read_text() if results.exists() else ""
+    scale = previous[previous.find("\n## Scale") :] if "\n## Scale" in previous else ""  # bench.scale's
+    results.write_text("\n".join(lines) + "\n" + scale)
     print("\n".join(lines))
     plot(rows, args.out)
 

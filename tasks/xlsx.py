@@ -55,9 +55,17 @@ def escape_for_xlsx(text: str) -> str:
 
 
 class ExactWorksheet(Worksheet):  # type: ignore[misc]
-    """A worksheet whose string escaping round-trips every literal ``_xHHHH_`` text."""
+    """A worksheet whose strings round-trip: literal ``_xHHHH_`` texts and ``<r>…</r>`` texts too."""
 
     _escape_control_characters = staticmethod(escape_for_xlsx)
+
+    def _xml_rich_inline_string(self, string: str, attributes: list[tuple[str, Any]]) -> None:
+        """Write a string shaped like ``<r>…</r>`` as the plain text it is.
+
+        In constant-memory mode xlsxwriter takes such a string for rich-text XML and writes it
+        unescaped (a title ``<r>x</r>`` would read back empty); we never write rich text.
+        """
+        self._xml_inline_string(string, False, attributes)
 
 
 def utf16_length(text: str) -> int:

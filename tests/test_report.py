@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import pytest
 
 from tasks.items import ItemResult, parse_item
 from tasks.report import build_report
@@ -40,3 +43,20 @@ def test_report_holds_every_document_stats_and_failures(tmp_path: Path) -> None:
     assert summary["AA/wiki_02"][1] == "failed"
     assert "binary file" in summary["AA/wiki_02"][6]
     assert summary["AA/wiki_01"][2] == 2
+
+
+def test_results_that_disagree_with_their_artifacts_fail_and_leave_the_old_report(tmp_path: Path) -> None:
+    path = tmp_path / "in" / "AA" / "wiki_00"
+    path.parent.mkdir(parents=True)
+    path.write_text(DOC.format(1, "a\n") + DOC.format(2, "b\n"), encoding="utf-8")
+    inp, out = str(tmp_path / "in"), str(tmp_path / "out")
+    result = parse_item(inp, "AA/wiki_00", out).result
+    good = build_report(out, [result], [None])
+    before = Path(good.path).read_bytes()
+
+    for claimed in (1, 3):  # the artifact holds 2 documents
+        wrong = dataclasses.replace(result, documents=claimed)
+        with pytest.raises(ValueError, match="documents than their results say"):
+            build_report(out, [wrong], [None])
+        assert Path(good.path).read_bytes() == before
+    assert [p.name for p in Path(out).iterdir() if p.name.endswith(".tmp")] == []

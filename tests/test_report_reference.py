@@ -1,0 +1,105 @@
+"""The fast report writer gives the same cells as the reference (calamine → xlsxwriter) writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from python_calamine import CalamineWorkbook
+
+from flows.parameters import DEFAULT_PATTERN
+from tasks.inputs import list_items
+from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, parse_item
+from tasks.report import REPORT_NAME, build_report
+from tasks.report_reference import build_report_reference
+from tasks.stats import DocumentStats
+from tasks.xlsx import AtomicWorkbook, join_cells, read_sheet, write_sheet
+
+DOC = '<doc id="{0}" url="{1}" title="{2}">\n{3}</doc>\n'
+
+# (id, url, title, text) per document; empty attributes leave cells out of the artifact rows.
+HOSTILE: dict[str, list[tuple[str, str, str, str]]] = {
+    "AA/wiki_00": [
+        ("1", "u1", "=1+1", "=SUM(A1:A2)\n"),
+        ("2", "u2", '_x0041_ & <b> "q"', "_x0041_ _x005F_x0041_ _x005f_ _xABCD_\n"),
+        ("3", "", "", "control \x01\x02\x1f and tab\t\n"),
+        ("", "u4", " padded ", "  leading and trailing  \n"),
+    ],
+    "AA/wiki_01": [("5", "u5", "astral", "😀" * 20_000 + "\n"), ("6", "u6", "long", "가" * 70_000 + "\n")],
+    "AA/wiki_02": [],  # a file without documents
+    "AB/x&y_x0042_<z>": [("7", "u7", "name needs escapes", "\n"), ("8", "u8", "<r>rich?</r>", "text\n")],
+    "AB/wiki_03": [(f"9{n}", "u9", "t", f"row {n}\n") for n in range(7)],
+}
+
+
+def _cells(path: Path) -> dict[str, list[list[Any]]]:
+    """Every sheet of ``path`` as its rows of values, as python-calamine reads them."""
+    workbook = CalamineWorkbook.from_path(str(path))
+    return {name: workbook.get_sheet_by_name(name).to_python() for name in workbook.sheet_names}
+
+
+def _build_both(
+    output: Path, items: list[ItemResult], stats: list[DocumentStats | None], max_rows: int
+) -> tuple[Path, Path]:
+    reference = build_report_reference(output, items, stats, max_rows)
+    moved = Path(reference.path).rename(output / "reference.xlsx")
+    fast = build_report(str(output), items, stats, max_rows)
+    counts = (reference.documents, reference.items, reference.failed)
+    assert (fast.documents, fast.items, fast.failed) == counts
+    return Path(fast.path), moved
+
+
+def _parse_all(
+    input_dir: Path, output: Path, items: list[str]
+) -> tuple[list[ItemResult], list[DocumentStats | None]]:
+    outputs = [parse_item(str(input_dir), item, str(output)) for item in items]
+    stats: list[DocumentStats | None] = [out.stats for out in outputs]
+    return [out.result for out in outputs], stats
+
+
+@pytest.mark.parametrize("max_rows", [3, 4, 1_048_576])
+def test_hostile_documents_give_equal_cells_in_both_writers(tmp_path: Path, max_rows: int) -> None:
+    inputs = tmp_path / "in"
+    for item, docs in HOSTILE.items():
+        path = inputs / item
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(DOC.format(*doc) for doc in docs), encoding="utf-8")
+    results, stats = _parse_all(inputs, tmp_path / "out", list(HOSTILE))
+    results.append(ItemResult(item="AC/failed", status="failed", error="ItemError: AC/failed: binary file"))
+    stats.append(None)
+
+    fast, reference = _build_both(tmp_path / "out", results, stats, max_rows)
+
+    cells = _cells(fast)
+    assert cells == _cells(reference)
+    documents = sum(len(docs) for docs in HOSTILE.values())
+    assert len(cells["docs"]) == 1 + min(documents, max_rows - 1)
+    rows = list(read_sheet(fast, "docs"))
+    expected = [(item, doc[0], doc[2], doc[3]) for item, docs in HOSTILE.items() for doc in docs]
+    assert [(row[0], row[1], row[3], join_cells(row[4:])) for row in rows] == expected
+
+
+@pytest.mark.corpus
+def test_shared_corpus_gives_equal_cells_in_both_writers(corpus: Path, tmp_path: Path) -> None:
+    results, stats = _parse_all(corpus, tmp_path / "out", list_items(corpus, DEFAULT_PATTERN))
+
+    fast, reference = _build_both(tmp_path / "out", results, stats, 1_048_576)
+
+    assert fast.name == REPORT_NAME
+    assert _cells(fast) == _cells(reference)
+
+
+def test_an_artifact_spilled_over_docs_2_is_copied_whole(tmp_path: Path) -> None:
+    # An item of more than 1,048,575 documents spills its own artifact; a small max_rows does the same.
+    output = tmp_path / "out"
+    rows: list[list[str | int]] = [[n, str(n), f"u{n}", f"t{n}", f"text {n}\n"] for n in range(1, 8)]
+    with AtomicWorkbook(artifact_path(output, "AA/wiki_00")) as workbook:
+        write_sheet(workbook, "docs", [*DOC_COLUMNS, "text"], rows, max_rows=3)
+        write_sheet(workbook, "meta", ["key", "value"], [])
+    items = [ItemResult(item="AA/wiki_00", status="skipped", documents=len(rows))]
+
+    fast, reference = _build_both(output, items, [None], 1_048_576)
+
+    assert _cells(fast) == _cells(reference)
+    assert [row[4] for row in read_sheet(fast, "docs")] == [row[4] for row in rows]
