@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -127,12 +128,13 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _api_session() -> Iterator[str | None]:
+def _api_session(flows_module: str) -> Iterator[str | None]:
     """Prefect's API for this command (started here unless PREFECT_API_URL is set); runs
     left RUNNING by killed poolflow processes are marked Crashed, and this process's flow
     runs are tagged so that the next command can do the same for them. With a server of
-    its own the terminal hears once when it goes away and once when it is back."""
-    with local_api(say) as local_url:
+    its own the terminal hears once when it goes away and once when it is back.
+    ``flows_module`` (with Prefect) is imported while the API server starts."""
+    with local_api(say, while_starting=lambda: importlib.import_module(flows_module)) as local_url:
         for name in mark_crashed_runs():
             say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
         from prefect.settings import PREFECT_API_URL
@@ -146,11 +148,11 @@ def _run(args: argparse.Namespace) -> int:
     _, target = check_wiki_parameters(
         args.input_dir, args.output, args.processes, args.parser, args.encoding, args.runner
     )
-    from flows.wiki_report import wiki_report
-
     processes = args.processes or os.cpu_count() or 1
     say(f"{args.input_dir}/{args.pattern} -> {target} on {processes} processes ({args.runner})")
-    with _api_session() as local_url:
+    with _api_session("flows.wiki_report") as local_url:
+        from flows.wiki_report import wiki_report
+
         state = wiki_report(
             input_dir=args.input_dir,
             output_dir=args.output,
@@ -199,17 +201,17 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flows.demo import demo
+    with _api_session("flows.demo"):
+        from flows.demo import demo
 
-    with _api_session():
         demo(items=args.items, processes=args.processes, max_seconds=args.max_seconds)
     return 0
 
 
 def _tuple_report(args: argparse.Namespace) -> int:
-    from flows.tuple_report import tuple_report
+    with _api_session("flows.tuple_report"):
+        from flows.tuple_report import tuple_report
 
-    with _api_session():
         tuple_report(
             output_path=args.output, chunks=args.chunks, per_chunk=args.per_chunk, processes=args.processes
         )

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import tomllib
 
 Say = Callable[[str], None]
 
@@ -76,15 +77,37 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def database_path() -> Path | None:
-    """The SQLite file Prefect's server uses, or None for another database."""
-    from prefect.settings import get_current_settings
+# Read without importing Prefect (1–2 s), so that the server starts first and Prefect loads
+# in this process while the server starts; the server itself reads Prefect's full settings.
+def prefect_home() -> Path:
+    """``PREFECT_HOME`` (default ``~/.prefect``)."""
+    return Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
 
-    url = get_current_settings().server.database.connection_url
-    text = url.get_secret_value() if url is not None else ""
-    if not text.startswith("sqlite") or ":memory:" in text:
+
+def configured_api_url() -> str | None:
+    """``PREFECT_API_URL`` from the environment or the active profile of profiles.toml."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH", prefect_home() / "profiles.toml")).expanduser()
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
         return None
-    return Path(text.split("///", 1)[1]).expanduser()
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    url = profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL")
+    return str(url) if url else None
+
+
+def database_path() -> Path | None:
+    """The SQLite file the server will use, or None for another database."""
+    url = os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or os.environ.get(
+        "PREFECT_API_DATABASE_CONNECTION_URL", ""
+    )
+    if not url:
+        return prefect_home() / "prefect.db"
+    if not url.startswith("sqlite") or ":memory:" in url:
+        return None
+    return Path(url.split("///", 1)[1]).expanduser()
 
 
 @contextlib.contextmanager
@@ -198,25 +221,28 @@ class LocalApiServer:
 
 
 @contextlib.contextmanager
-def local_api(say: Say) -> Iterator[str | None]:
+def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> Iterator[str | None]:
     """Use ``PREFECT_API_URL`` if set (yields None); otherwise run a local API for the block.
 
     Inside the block Prefect's settings point at the local server (yields its URL).
+    ``while_starting`` runs while the server starts (the caller's imports of Prefect and its
+    flows: start-up costs the longer of the two, not their sum).
     """
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-    if PREFECT_API_URL.value():
+    if configured_api_url():
+        while_starting()
         yield None
         return
     server = LocalApiServer(say)
-    home = Path(PREFECT_HOME.value()).expanduser()
     try:
-        with _start_lock(home, say):
+        with _start_lock(prefect_home(), say):
             database = database_path()
             if database is not None and not database.exists():
                 say(f"creating Prefect's database at {database} (first run; about half a minute)")
             server.start()
+            while_starting()
             server.wait_ready()
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             try:
                 yield server.api_url
