@@ -26,7 +26,7 @@ ui: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy runners tasks
+	$(BIN)/mypy runners tasks flows deployments poolflow bench
 
 # Browser tests drive Debian's chromium (never a downloaded browser build).
 chromium:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, as_completed
@@ -26,6 +26,7 @@ from flows.artifacts import publish_results
 from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from flows.progress import ItemProgress
+from flows.task_map import map_task
 from runners.choice import make_task_runner
 from tasks.atomic import OutputError
 from tasks.inputs import InputListing, list_inputs
@@ -41,8 +42,7 @@ from tasks.xlsx import remove_stale_temp_files
 # source), so a retry of a failed run from the UI reuses every finished item — also after
 # the task code was fixed — and runs only the items that failed.
 RETRY_REUSE: dict[str, Any] = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
-# Typed loosely: TaskRunner.map's annotation (R | Coroutine[R]) does not unify with a plain R.
-parse_task: Task[..., Any] = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
+parse_task = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
 report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
 parquet_task = task(name="parquet", cache_policy=NO_CACHE)(write_parquet)
 
@@ -116,7 +116,9 @@ def wiki_report(
         items = listing.items
         common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
         with make_task_runner(runner, processes, dask_address) as task_runner:
-            parsed = task_runner.map(parse_task, {**common, "item": items, "output_dir": unmapped(target)})
+            parsed = map_task(
+                task_runner, parse_task, {**common, "item": items, "output_dir": unmapped(target)}
+            )
             _wait_with_progress(parsed, progress_bar)
             if getattr(task_runner, "cancelled", False):
                 done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemOutput))
