@@ -211,7 +211,12 @@ def parse_item(
     stats hold the version read and the artifact's warnings name the file and when it was read.
     """
     if storage.is_remote(output_dir):
-        return _parse_item_remote(input_dir, item, output_dir, parser, encoding)
+        # A current remote artifact is reused from the stage; a new one is uploaded.
+        return storage.run_staged(
+            output_dir,
+            [artifact_key(item)],
+            lambda stage: parse_item(input_dir, item, stage, parser, encoding),
+        )
     output_dir = storage.local_path(output_dir)
     started = time.perf_counter()
     artifact = artifact_path(Path(output_dir), item)
@@ -244,26 +249,16 @@ def parse_item(
     return ItemOutput(timed, stats)
 
 
+def artifact_key(item: str) -> str:
+    """The artifact's path relative to the output (``items/AA/wiki_00.xlsx``), same refusal."""
+    return artifact_path(Path("/"), item).relative_to("/").as_posix()
+
+
 def artifact_url(output_dir: str, item: str) -> str:
-    """The artifact's URL under a remote ``output_dir`` (same refusal of escaping names)."""
-    relative = artifact_path(Path("/"), item).relative_to("/")
-    return storage.join(output_dir, relative.as_posix())
+    """The artifact's URL under a remote ``output_dir``."""
+    return storage.join(output_dir, artifact_key(item))
 
 
-def download_artifacts(output_dir: str, items: Sequence[ItemResult], stage: Path) -> None:
-    """Copy the artifacts of the items that did not fail from a remote ``output_dir`` into ``stage``."""
-    for result in items:
-        if result.status != "failed":
-            url = artifact_url(output_dir, result.item)
-            storage.download_if_exists(url, artifact_path(stage, result.item))
-
-
-def _parse_item_remote(input_dir: str, item: str, output_dir: str, parser: str, encoding: str) -> ItemOutput:
-    """``parse_item`` for a URL: stage locally, reuse a current remote artifact, upload a new one."""
-    url = artifact_url(output_dir, item)
-    with storage.staging() as stage:
-        storage.download_if_exists(url, artifact_path(stage, item))
-        output = parse_item(input_dir, item, str(stage), parser, encoding)
-        if output.result.status == "done":
-            storage.upload(artifact_path(stage, item), url)
-        return output
+def artifact_keys(items: Sequence[ItemResult]) -> list[str]:
+    """``artifact_key`` of each item that did not fail: what a step reading the artifacts needs."""
+    return [artifact_key(result.item) for result in items if result.status != "failed"]

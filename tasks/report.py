@@ -7,11 +7,11 @@ Sheets: ``docs`` (every document, text split over ``text``, ``text_2``, …), ``
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tasks import storage
-from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, download_artifacts, text_columns_header
+from tasks.items import DOC_COLUMNS, ItemResult, artifact_keys, artifact_path, text_columns_header
 from tasks.stats import STATS_COLUMNS, DocumentStats
 from tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, Row, read_sheet, write_sheet
 
@@ -75,10 +75,8 @@ def build_report(
 def _build_report_remote(
     output_dir: str, items: Sequence[ItemResult], stats: Sequence[DocumentStats | None], max_rows: int
 ) -> ReportResult:
-    """``build_report`` for a URL: fetch the artifacts into a stage, build there, upload the report."""
-    with storage.staging() as stage:
-        download_artifacts(output_dir, items, stage)
-        local = build_report(str(stage), items, stats, max_rows)
-        url = storage.join(output_dir, REPORT_NAME)
-        storage.upload(Path(local.path), url)
-        return ReportResult(path=url, documents=local.documents, items=local.items, failed=local.failed)
+    """``build_report`` for a URL: built in a stage holding the items' artifacts, then uploaded."""
+    local = storage.run_staged(
+        output_dir, artifact_keys(items), lambda stage: build_report(stage, items, stats, max_rows)
+    )
+    return replace(local, path=storage.join(output_dir, REPORT_NAME))
