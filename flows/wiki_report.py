@@ -30,7 +30,7 @@ from flows.task_map import map_task
 from runners.choice import make_task_runner
 from tasks.atomic import OutputError
 from tasks.inputs import InputListing, list_inputs
-from tasks.items import ItemError, ItemOutput, ItemResult, parse_item
+from tasks.items import ItemError, ItemOutput, ItemResult, ItemStatus, parse_item
 from tasks.output_lock import OutputInUse, exclusive_output
 from tasks.parquet import ParquetResult, write_parquet
 from tasks.report import ReportResult, build_report
@@ -52,7 +52,8 @@ def _item_output(item: str, future: PrefectFuture[ItemOutput]) -> tuple[ItemResu
     outcome = future.result(raise_on_failure=False)
     if isinstance(outcome, ItemOutput):
         return outcome.result, outcome.stats
-    return ItemResult(item=item, status="failed", error=failure_reason(outcome).splitlines()[0]), None
+    reason = failure_reason(outcome).splitlines()[0]
+    return ItemResult(item=item, status=ItemStatus.FAILED, error=reason), None
 
 
 def failure_reason(outcome: object) -> str:
@@ -126,7 +127,9 @@ def wiki_report(
             outputs = [_item_output(item, future) for item, future in zip(items, parsed, strict=True)]
             results = [result for result, _ in outputs]
             columns = [stats for _, stats in outputs]
-            unlisted = [ItemResult(item=u.path, status="failed", error=u.reason) for u in listing.unreadable]
+            unlisted = [
+                ItemResult(item=u.path, status=ItemStatus.FAILED, error=u.reason) for u in listing.unreadable
+            ]
             results += unlisted
             columns += [None] * len(unlisted)
             report_future = task_runner.submit(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 
 from tasks import storage
@@ -39,12 +40,23 @@ class ItemError(Exception):
         return (type(self), (self.item, self.reason))
 
 
+class ItemStatus(str, Enum):
+    """What became of an item; the value is what the report's ``summary`` sheet shows."""
+
+    DONE = "done"  # its artifact was written now
+    SKIPPED = "skipped"  # its artifact was already current
+    FAILED = "failed"
+
+    def __str__(self) -> str:  # the value, as a plain ``str`` would print, on every Python version
+        return self.value
+
+
 @dataclass(frozen=True)
 class ItemResult:
     """What one item produced; one row of the report's ``summary`` sheet."""
 
     item: str
-    status: str  # "done" (written now), "skipped" (artifact already current) or "failed"
+    status: ItemStatus
     documents: int = 0
     characters: int = 0
     text_columns: int = 1
@@ -163,7 +175,7 @@ def _current_result(artifact: Path, item: str, sha256: str, parser: str, encodin
         return None
     return ItemResult(
         item=item,
-        status="skipped",
+        status=ItemStatus.SKIPPED,
         documents=int(meta["documents"]),
         characters=int(meta["characters"]),
         text_columns=int(meta["text_columns"]),
@@ -236,7 +248,7 @@ def parse_item(
             parsed.warnings.append(source.change_warning(item))
         result = ItemResult(
             item=item,
-            status="done",
+            status=ItemStatus.DONE,
             documents=len(parsed.documents),
             characters=sum(len(doc.text) for doc in parsed.documents),
             text_columns=widest,
@@ -261,4 +273,4 @@ def artifact_url(output_dir: str, item: str) -> str:
 
 def artifact_keys(items: Sequence[ItemResult]) -> list[str]:
     """``artifact_key`` of each item that did not fail: what a step reading the artifacts needs."""
-    return [artifact_key(result.item) for result in items if result.status != "failed"]
+    return [artifact_key(result.item) for result in items if result.status is not ItemStatus.FAILED]

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from tasks import storage
 from tasks.atomic import AtomicTarget
-from tasks.items import ItemResult, artifact_keys, artifact_path
+from tasks.items import ItemResult, ItemStatus, artifact_keys, artifact_path
 from tasks.stats import STATS_COLUMNS, DocumentStats
 from tasks.xlsx import join_cells, read_sheet
 
@@ -71,7 +71,7 @@ def _row_groups(
     pending: list[pa.Table] = []
     size = 0
     for result, columns in zip(items, stats, strict=True):
-        if result.status == "failed" or columns is None:
+        if result.status is ItemStatus.FAILED or columns is None:
             continue
         table = pa.Table.from_pandas(item_frame(output_dir, result, columns), SCHEMA, preserve_index=False)
         if table.num_rows == 0:

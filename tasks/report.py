@@ -48,7 +48,7 @@ def _stats_rows(items: Sequence[ItemResult], stats: Sequence[DocumentStats | Non
 
 def summary_row(r: ItemResult) -> list[str | int | float]:
     """One item's row of the ``summary`` sheet, in ``SUMMARY_COLUMNS`` order."""
-    return [r.item, r.status, r.documents, r.characters, r.warnings, r.seconds, r.error]
+    return [r.item, r.status.value, r.documents, r.characters, r.warnings, r.seconds, r.error]
 
 
 def build_report(
