@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -257,7 +257,7 @@ def parse_item(
         write_sheet(workbook, "warnings", ["warning"], ([w] for w in parsed.warnings))
         meta = _meta(item, sha256, parser, encoding, result)
         write_sheet(workbook, "meta", ["key", "value"], meta.items())
-    timed = ItemResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 4)})
+    timed = replace(result, seconds=round(time.perf_counter() - started, 4))
     return ItemOutput(timed, stats)
 
 

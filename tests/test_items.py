@@ -29,6 +29,7 @@ def test_artifact_mirrors_input_path_and_keeps_text(tmp_path: Path) -> None:
     artifact = tmp_path / "out" / "items" / "AA" / "wiki_00.xlsx"
     assert artifact.exists()
     assert (result.status, result.documents, result.text_columns) == ("done", 4, 3)
+    assert result.seconds > 0  # the time the item took is measured and carried in the copied result
     rows = list(read_sheet(artifact, "docs"))
     assert [join_cells(row[4:]) for row in rows] == bodies
     assert [row[1] for row in rows] == ["0", "1", "2", "3"]
