@@ -55,7 +55,7 @@ def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> 
 
     from runners.choice import make_task_runner
 
-    parse = task(parse_item, name="parse")
+    parse = task(name="parse")(parse_item)
 
     @flow(name=f"bench-{mode}", task_runner=make_task_runner(RUNNER_OF_MODE[mode], processes))
     def bench_flow() -> int:

@@ -7,6 +7,7 @@ can then be resumed from the UI. ``serve_deployments`` serves them from this pro
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -41,6 +42,14 @@ def _wiki_schedule(settings: DeploymentSettings) -> Schedule:
     return Cron(settings.wiki_cron, timezone="UTC", active=settings.schedules_active)
 
 
+def _built(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) -> RunnerDeployment:
+    """What ``Flow.to_deployment`` returned, narrowed: Prefect types it as maybe a coroutine,
+    which it is only when called from async code (``build_deployments`` is sync)."""
+    if not isinstance(deployment, RunnerDeployment):
+        raise TypeError("to_deployment returned a coroutine: build deployments outside async code")
+    return deployment
+
+
 def build_deployments(settings: DeploymentSettings) -> list[RunnerDeployment]:
     """The three deployments with their schedules and parameter defaults."""
     wiki_parameters: dict[str, Any] = {
@@ -53,24 +62,30 @@ def build_deployments(settings: DeploymentSettings) -> list[RunnerDeployment]:
         "runner": settings.runner,
     }
     return [
-        wiki_report.to_deployment(
-            name="wiki-report",
-            parameters=wiki_parameters,
-            schedules=[_wiki_schedule(settings)],
-            description="Every WikiExtractor file to xlsx, then one lossless report.xlsx",
-            tags=["poolflow"],
+        _built(
+            wiki_report.to_deployment(
+                name="wiki-report",
+                parameters=wiki_parameters,
+                schedules=[_wiki_schedule(settings)],
+                description="Every WikiExtractor file to xlsx, then one lossless report.xlsx",
+                tags=["poolflow"],
+            )
         ),
-        tuple_report.to_deployment(
-            name="tuple-report",
-            parameters={"output_path": settings.tuple_output, "chunks": 10, "per_chunk": 5},
-            schedules=[Cron("30 2 * * *", timezone="UTC", active=settings.schedules_active)],
-            tags=["poolflow"],
+        _built(
+            tuple_report.to_deployment(
+                name="tuple-report",
+                parameters={"output_path": settings.tuple_output, "chunks": 10, "per_chunk": 5},
+                schedules=[Cron("30 2 * * *", timezone="UTC", active=settings.schedules_active)],
+                tags=["poolflow"],
+            )
         ),
-        demo.to_deployment(
-            name="demo",
-            parameters={"items": 10, "processes": 6, "max_seconds": 2.0},
-            schedules=[Cron(settings.demo_cron, timezone="UTC", active=settings.schedules_active)],
-            tags=["poolflow"],
+        _built(
+            demo.to_deployment(
+                name="demo",
+                parameters={"items": 10, "processes": 6, "max_seconds": 2.0},
+                schedules=[Cron(settings.demo_cron, timezone="UTC", active=settings.schedules_active)],
+                tags=["poolflow"],
+            )
         ),
     ]
 

@@ -59,7 +59,9 @@ def render(settings: DeploymentSettings = SITE) -> str:
         "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $POOLFLOW_HOME }}"}}],
         "deployments": [_deployment(d) for d in build_deployments(settings)],
     }
-    return HEADER + yaml.safe_dump(project, sort_keys=False, allow_unicode=True, width=100)
+    # PyYAML ships no types (its functions are Any to mypy); safe_dump with no stream returns a str.
+    body: str = yaml.safe_dump(project, sort_keys=False, allow_unicode=True, width=100)
+    return HEADER + body
 
 
 if __name__ == "__main__":

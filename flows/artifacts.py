@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from tasks.items import ItemResult, artifact_path, artifact_url
+from tasks.items import ItemResult, ItemStatus, artifact_path, artifact_url
 from tasks.report import SUMMARY_COLUMNS, ReportResult, summary_row
 from tasks.storage import is_remote
 
@@ -26,9 +26,9 @@ def publish_results(output_dir: str, items: Sequence[ItemResult], report: Report
     create_link_artifact(report_uri, link_text="report.xlsx", key="wiki-report-report")
     lines = [f"# wiki-report\n\n[report.xlsx]({report_uri}): {report.documents} documents\n"]
     for result in items:
-        if result.status == "failed":
+        if result.status is ItemStatus.FAILED:
             lines.append(f"- {result.item}: **failed**: {result.error}")
         else:
-            uri = _uri(output_dir, result.item)
-            lines.append(f"- [{result.item}.xlsx]({uri}): {result.documents} documents ({result.status})")
+            uri, status = _uri(output_dir, result.item), result.status.value
+            lines.append(f"- [{result.item}.xlsx]({uri}): {result.documents} documents ({status})")
     create_markdown_artifact("\n".join(lines), key="wiki-report-files", description="per-item xlsx files")

@@ -6,6 +6,7 @@ import time
 
 from prefect import flow, get_run_logger, task
 
+from flows.task_map import map_task
 from runners.multiprocessing_runner import MultiprocessingTaskRunner
 from tasks.demo import count
 
@@ -18,7 +19,7 @@ def demo(items: int = 10, processes: int = 6, max_seconds: float = 2.0) -> list[
     started = time.perf_counter()
     names = [f"item{i}" for i in range(1, items + 1)]
     with MultiprocessingTaskRunner(processes) as runner:
-        futures = runner.map(count_task, {"name": names, "max_seconds": max_seconds})
+        futures = map_task(runner, count_task, {"name": names, "max_seconds": max_seconds})
         results: list[tuple[str, int, float]] = [future.result() for future in futures]
     logger = get_run_logger()
     pids = {pid for _, pid, _ in results}

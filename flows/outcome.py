@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tasks.items import ItemResult
+from tasks.items import ItemResult, ItemStatus
 from tasks.parquet import ParquetResult
 from tasks.report import ReportResult
 
@@ -45,9 +45,9 @@ class Outcome:
         """The outcome of ``results`` and the report step."""
         return cls(
             items=len(results),
-            done=sum(r.status == "done" for r in results),
-            skipped=sum(r.status == "skipped" for r in results),
-            failed=tuple((r.item, r.error) for r in results if r.status == "failed"),
+            done=sum(r.status is ItemStatus.DONE for r in results),
+            skipped=sum(r.status is ItemStatus.SKIPPED for r in results),
+            failed=tuple((r.item, r.error) for r in results if r.status is ItemStatus.FAILED),
             documents=report.documents if report is not None else 0,
             warnings=sum(r.warnings for r in results),
             seconds=seconds,

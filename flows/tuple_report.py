@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from flows.task_map import map_task
 from runners.multiprocessing_runner import MultiprocessingTaskRunner
 from tasks.labels import label_chunk, make_chunks, write_label_columns
 
@@ -20,7 +21,7 @@ def tuple_report(output_path: str, chunks: int = 10, per_chunk: int = 5, process
     """Label ``chunks`` chunks of ``per_chunk`` items in parallel; write columns a, b, c."""
     work = make_chunks(chunks, per_chunk)
     with MultiprocessingTaskRunner(processes) as runner:
-        futures = runner.map(label_task, {"chunk": work})
+        futures = map_task(runner, label_task, {"chunk": work})
         results = [future.result() for future in futures]
         rows: int = runner.submit(write_task, {"path": output_path, "results": results}).result()
     get_run_logger().info("wrote %d rows to %s", rows, output_path)

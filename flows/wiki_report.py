@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State
 from prefect.filesystems import RemoteFileSystem
@@ -28,11 +28,12 @@ from flows.artifacts import publish_results
 from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from flows.progress import ItemProgress
+from flows.task_map import map_task
 from runners.choice import make_task_runner
 from tasks import storage
 from tasks.atomic import OutputError
 from tasks.inputs import InputListing, list_inputs
-from tasks.items import ItemError, ItemOutput, ItemResult, parse_item
+from tasks.items import ItemError, ItemOutput, ItemResult, ItemStatus, parse_item
 from tasks.output_lock import OutputInUse, exclusive_output
 from tasks.parquet import ParquetResult, write_parquet
 from tasks.report import ReportResult, build_report
@@ -44,8 +45,7 @@ from tasks.xlsx import remove_stale_temp_files
 # source), so a retry of a failed run from the UI reuses every finished item — also after
 # the task code was fixed — and runs only the items that failed.
 RETRY_REUSE: dict[str, Any] = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
-# Typed loosely: TaskRunner.map's annotation (R | Coroutine[R]) does not unify with a plain R.
-parse_task: Task[..., Any] = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
+parse_task = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
 report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
 RESULTS_DIR = (".poolflow", "results")
 parquet_task = task(name="parquet", cache_policy=NO_CACHE)(write_parquet)
@@ -72,7 +72,8 @@ def _item_output(item: str, future: PrefectFuture[ItemOutput]) -> tuple[ItemResu
     outcome = future.result(raise_on_failure=False)
     if isinstance(outcome, ItemOutput):
         return outcome.result, outcome.stats
-    return ItemResult(item=item, status="failed", error=failure_reason(outcome).splitlines()[0]), None
+    reason = failure_reason(outcome).splitlines()[0]
+    return ItemResult(item=item, status=ItemStatus.FAILED, error=reason), None
 
 
 def failure_reason(outcome: object) -> str:
@@ -137,7 +138,7 @@ def wiki_report(
         common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
         with make_task_runner(runner, processes, dask_address) as task_runner:
             parse = parse_task.with_options(result_storage=results_storage(target))
-            parsed = task_runner.map(parse, {**common, "item": items, "output_dir": unmapped(target)})
+            parsed = map_task(task_runner, parse, {**common, "item": items, "output_dir": unmapped(target)})
             _wait_with_progress(parsed, progress_bar)
             if getattr(task_runner, "cancelled", False):
                 done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemOutput))
@@ -145,7 +146,9 @@ def wiki_report(
             outputs = [_item_output(item, future) for item, future in zip(items, parsed, strict=True)]
             results = [result for result, _ in outputs]
             columns = [stats for _, stats in outputs]
-            unlisted = [ItemResult(item=u.path, status="failed", error=u.reason) for u in listing.unreadable]
+            unlisted = [
+                ItemResult(item=u.path, status=ItemStatus.FAILED, error=u.reason) for u in listing.unreadable
+            ]
             results += unlisted
             columns += [None] * len(unlisted)
             report_future = task_runner.submit(

@@ -12,8 +12,9 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 
 from tasks import storage
@@ -39,12 +40,23 @@ class ItemError(Exception):
         return (type(self), (self.item, self.reason))
 
 
+class ItemStatus(str, Enum):
+    """What became of an item; the value is what the report's ``summary`` sheet shows."""
+
+    DONE = "done"  # its artifact was written now
+    SKIPPED = "skipped"  # its artifact was already current
+    FAILED = "failed"
+
+    def __str__(self) -> str:  # the value, as a plain ``str`` would print, on every Python version
+        return self.value
+
+
 @dataclass(frozen=True)
 class ItemResult:
     """What one item produced; one row of the report's ``summary`` sheet."""
 
     item: str
-    status: str  # "done" (written now), "skipped" (artifact already current) or "failed"
+    status: ItemStatus
     documents: int = 0
     characters: int = 0
     text_columns: int = 1
@@ -163,7 +175,7 @@ def _current_result(artifact: Path, item: str, sha256: str, parser: str, encodin
         return None
     return ItemResult(
         item=item,
-        status="skipped",
+        status=ItemStatus.SKIPPED,
         documents=int(meta["documents"]),
         characters=int(meta["characters"]),
         text_columns=int(meta["text_columns"]),
@@ -211,7 +223,12 @@ def parse_item(
     stats hold the version read and the artifact's warnings name the file and when it was read.
     """
     if storage.is_remote(output_dir):
-        return _parse_item_remote(input_dir, item, output_dir, parser, encoding)
+        # A current remote artifact is reused from the stage; a new one is uploaded.
+        return storage.run_staged(
+            output_dir,
+            [artifact_key(item)],
+            lambda stage: parse_item(input_dir, item, stage, parser, encoding),
+        )
     output_dir = storage.local_path(output_dir)
     started = time.perf_counter()
     artifact = artifact_path(Path(output_dir), item)
@@ -231,7 +248,7 @@ def parse_item(
             parsed.warnings.append(source.change_warning(item))
         result = ItemResult(
             item=item,
-            status="done",
+            status=ItemStatus.DONE,
             documents=len(parsed.documents),
             characters=sum(len(doc.text) for doc in parsed.documents),
             text_columns=widest,
@@ -240,30 +257,20 @@ def parse_item(
         write_sheet(workbook, "warnings", ["warning"], ([w] for w in parsed.warnings))
         meta = _meta(item, sha256, parser, encoding, result)
         write_sheet(workbook, "meta", ["key", "value"], meta.items())
-    timed = ItemResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 4)})
+    timed = replace(result, seconds=round(time.perf_counter() - started, 4))
     return ItemOutput(timed, stats)
 
 
+def artifact_key(item: str) -> str:
+    """The artifact's path relative to the output (``items/AA/wiki_00.xlsx``), same refusal."""
+    return artifact_path(Path("/"), item).relative_to("/").as_posix()
+
+
 def artifact_url(output_dir: str, item: str) -> str:
-    """The artifact's URL under a remote ``output_dir`` (same refusal of escaping names)."""
-    relative = artifact_path(Path("/"), item).relative_to("/")
-    return storage.join(output_dir, relative.as_posix())
+    """The artifact's URL under a remote ``output_dir``."""
+    return storage.join(output_dir, artifact_key(item))
 
 
-def download_artifacts(output_dir: str, items: Sequence[ItemResult], stage: Path) -> None:
-    """Copy the artifacts of the items that did not fail from a remote ``output_dir`` into ``stage``."""
-    for result in items:
-        if result.status != "failed":
-            url = artifact_url(output_dir, result.item)
-            storage.download_if_exists(url, artifact_path(stage, result.item))
-
-
-def _parse_item_remote(input_dir: str, item: str, output_dir: str, parser: str, encoding: str) -> ItemOutput:
-    """``parse_item`` for a URL: stage locally, reuse a current remote artifact, upload a new one."""
-    url = artifact_url(output_dir, item)
-    with storage.staging() as stage:
-        storage.download_if_exists(url, artifact_path(stage, item))
-        output = parse_item(input_dir, item, str(stage), parser, encoding)
-        if output.result.status == "done":
-            storage.upload(artifact_path(stage, item), url)
-        return output
+def artifact_keys(items: Sequence[ItemResult]) -> list[str]:
+    """``artifact_key`` of each item that did not fail: what a step reading the artifacts needs."""
+    return [artifact_key(result.item) for result in items if result.status is not ItemStatus.FAILED]

@@ -10,7 +10,7 @@ item, however large the dump. Written atomically with a new file's mode (``tasks
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from tasks import storage
 from tasks.atomic import AtomicTarget
-from tasks.items import ItemResult, artifact_path, download_artifacts
+from tasks.items import ItemResult, ItemStatus, artifact_keys, artifact_path
 from tasks.stats import STATS_COLUMNS, DocumentStats
 from tasks.xlsx import join_cells, read_sheet
 
@@ -71,7 +71,7 @@ def _row_groups(
     pending: list[pa.Table] = []
     size = 0
     for result, columns in zip(items, stats, strict=True):
-        if result.status == "failed" or columns is None:
+        if result.status is ItemStatus.FAILED or columns is None:
             continue
         table = pa.Table.from_pandas(item_frame(output_dir, result, columns), SCHEMA, preserve_index=False)
         if table.num_rows == 0:
@@ -93,12 +93,12 @@ def write_parquet(
 ) -> ParquetResult:
     """Write ``<output_dir>/report.parquet`` from the artifacts of ``items`` and their ``stats``."""
     if storage.is_remote(output_dir):
-        with storage.staging() as stage:
-            download_artifacts(output_dir, items, stage)
-            local = write_parquet(str(stage), items, stats, row_group_bytes)
-            url = storage.join(output_dir, PARQUET_NAME)
-            storage.upload(Path(local.path), url)
-            return ParquetResult(url, local.documents, local.row_groups)
+        local = storage.run_staged(
+            output_dir,
+            artifact_keys(items),
+            lambda stage: write_parquet(stage, items, stats, row_group_bytes),
+        )
+        return replace(local, path=storage.join(output_dir, PARQUET_NAME))
     root = Path(storage.local_path(output_dir))
     path = root / PARQUET_NAME
     documents = groups = 0

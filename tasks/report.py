@@ -14,13 +14,13 @@ writes the same cells the slow way, for the tests to compare against.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
 
 from tasks import storage
 from tasks.atomic import AtomicTarget
-from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, download_artifacts, text_columns_header
+from tasks.items import DOC_COLUMNS, ItemResult, ItemStatus, artifact_keys, artifact_path, text_columns_header
 from tasks.sheet_xml import (
     SHEET_END,
     SHORTEST_ROW,
@@ -54,7 +54,7 @@ class ReportResult:
 
 def docs_header(items: Sequence[ItemResult]) -> list[str]:
     """The ``docs`` header: ``source`` for ``line``, then id, url, title and text as wide as the widest."""
-    widest = max((r.text_columns for r in items if r.status != "failed"), default=1)
+    widest = max((r.text_columns for r in items if r.status is not ItemStatus.FAILED), default=1)
     return ["source", *DOC_COLUMNS[1:], *text_columns_header(widest)]
 
 
@@ -69,7 +69,7 @@ def stats_rows(items: Sequence[ItemResult], stats: Sequence[DocumentStats | None
 
 def summary_row(r: ItemResult) -> list[str | int | float]:
     """One item's row of the ``summary`` sheet, in ``SUMMARY_COLUMNS`` order."""
-    return [r.item, r.status, r.documents, r.characters, r.warnings, r.seconds, r.error]
+    return [r.item, r.status.value, r.documents, r.characters, r.warnings, r.seconds, r.error]
 
 
 # A table hands out the XML of its next ``n`` data rows, numbered from FIRST_DATA_ROW.
@@ -93,7 +93,7 @@ class _CopiedRows:
         self._blocks = (
             (result.item, block)
             for result in items
-            if result.status != "failed"
+            if result.status is not ItemStatus.FAILED
             for block in artifact_rows(artifact_path(output_dir, result.item), "docs")
         )
         self._held: tuple[str, bytes] | None = None
@@ -162,7 +162,7 @@ def build_report(
     if storage.is_remote(output_dir):
         return _build_report_remote(output_dir, items, stats, max_rows)
     root = Path(storage.local_path(output_dir))
-    documents = sum(r.documents for r in items if r.status != "failed")
+    documents = sum(r.documents for r in items if r.status is not ItemStatus.FAILED)
     copied = _CopiedRows(root, items)
     tables = [
         _Table("docs", docs_header(items), documents, copied.take),
@@ -176,17 +176,15 @@ def build_report(
     ]
     path = root / REPORT_NAME
     _write_package(path, tables, max_rows, copied.check_exhausted)
-    failed = sum(1 for r in items if r.status == "failed")
+    failed = sum(1 for r in items if r.status is ItemStatus.FAILED)
     return ReportResult(path=str(path), documents=documents, items=len(items), failed=failed)
 
 
 def _build_report_remote(
     output_dir: str, items: Sequence[ItemResult], stats: Sequence[DocumentStats | None], max_rows: int
 ) -> ReportResult:
-    """``build_report`` for a URL: fetch the artifacts into a stage, build there, upload the report."""
-    with storage.staging() as stage:
-        download_artifacts(output_dir, items, stage)
-        local = build_report(str(stage), items, stats, max_rows)
-        url = storage.join(output_dir, REPORT_NAME)
-        storage.upload(Path(local.path), url)
-        return ReportResult(path=url, documents=local.documents, items=local.items, failed=local.failed)
+    """``build_report`` for a URL: built in a stage holding the items' artifacts, then uploaded."""
+    local = storage.run_staged(
+        output_dir, artifact_keys(items), lambda stage: build_report(stage, items, stats, max_rows)
+    )
+    return replace(local, path=storage.join(output_dir, REPORT_NAME))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tasks.items import ItemResult, artifact_path
+from tasks.items import ItemResult, ItemStatus, artifact_path
 from tasks.report import REPORT_NAME, SUMMARY_COLUMNS, ReportResult, docs_header, stats_rows, summary_row
 from tasks.stats import STATS_COLUMNS, DocumentStats
 from tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, Row, read_sheet, write_sheet
@@ -18,7 +18,7 @@ from tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, Row, read_sheet, write_sh
 
 def _doc_rows(output_dir: Path, items: Sequence[ItemResult]) -> Iterator[Row]:
     for result in items:
-        if result.status == "failed":
+        if result.status is ItemStatus.FAILED:
             continue
         # Artifact columns: line, id, url, title, text…; the report swaps line for the source.
         for row in read_sheet(artifact_path(output_dir, result.item), "docs"):
@@ -37,5 +37,5 @@ def build_report_reference(
         documents = write_sheet(workbook, "docs", docs_header(items), _doc_rows(output_dir, items), max_rows)
         write_sheet(workbook, "stats", ["source", *STATS_COLUMNS], stats_rows(items, stats), max_rows)
         write_sheet(workbook, "summary", SUMMARY_COLUMNS, (summary_row(r) for r in items), max_rows)
-    failed = sum(1 for r in items if r.status == "failed")
+    failed = sum(1 for r in items if r.status is ItemStatus.FAILED)
     return ReportResult(path=str(path), documents=documents, items=len(items), failed=failed)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import tasks.items
-from tasks.items import ItemError, artifact_path, parse_item, read_meta
+from tasks.items import ItemError, ItemStatus, artifact_path, parse_item, read_meta
 from tasks.parse import ParseResult, parse_exact
 from tasks.stats import document_stats
 from tasks.xlsx import join_cells, read_sheet
@@ -29,6 +29,7 @@ def test_artifact_mirrors_input_path_and_keeps_text(tmp_path: Path) -> None:
     artifact = tmp_path / "out" / "items" / "AA" / "wiki_00.xlsx"
     assert artifact.exists()
     assert (result.status, result.documents, result.text_columns) == ("done", 4, 3)
+    assert result.seconds > 0  # the time the item took is measured and carried in the copied result
     rows = list(read_sheet(artifact, "docs"))
     assert [join_cells(row[4:]) for row in rows] == bodies
     assert [row[1] for row in rows] == ["0", "1", "2", "3"]
@@ -37,13 +38,13 @@ def test_artifact_mirrors_input_path_and_keeps_text(tmp_path: Path) -> None:
 def test_rerun_skips_current_artifact_and_redoes_changed_input(tmp_path: Path) -> None:
     source = make_input(tmp_path / "in", "wiki_00", ["a\n"])
     args = (str(tmp_path / "in"), "wiki_00", str(tmp_path / "out"))
-    assert parse_item(*args).result.status == "done"
+    assert parse_item(*args).result.status is ItemStatus.DONE
     artifact = artifact_path(tmp_path / "out", "wiki_00")
     before = artifact.stat().st_mtime_ns
-    assert parse_item(*args).result.status == "skipped"
+    assert parse_item(*args).result.status is ItemStatus.SKIPPED
     assert artifact.stat().st_mtime_ns == before
     source.write_text(DOC.format(1, "changed\n"), encoding="utf-8")
-    assert parse_item(*args).result.status == "done"
+    assert parse_item(*args).result.status is ItemStatus.DONE
     assert read_meta(artifact)["documents"] == "1"
     assert join_cells(next(read_sheet(artifact, "docs"))[4:]) == "changed\n"
 
@@ -52,7 +53,7 @@ def test_other_parser_invalidates_artifact(tmp_path: Path) -> None:
     make_input(tmp_path / "in", "wiki_00", ["a\n"])
     args = (str(tmp_path / "in"), "wiki_00", str(tmp_path / "out"))
     parse_item(*args)
-    assert parse_item(*args, parser="html5lib").result.status == "done"
+    assert parse_item(*args, parser="html5lib").result.status is ItemStatus.DONE
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 from flows.wiki_report import wiki_report
 from tasks.frames import base_sheets, read_report
-from tasks.items import ItemResult, artifact_path, parse_item
+from tasks.items import ItemResult, ItemStatus, artifact_path, parse_item
 from tasks.parquet import write_parquet
 from tasks.parse import parse_exact
 from tasks.report import build_report
@@ -93,7 +93,7 @@ FILES = {
 
 def test_parquet_writes_whole_items_as_row_groups_and_skips_failures(tmp_path: Path) -> None:
     results, stats = make_items(tmp_path, FILES)
-    results.append(ItemResult(item="AA/wiki_03", status="failed", error="ItemError: binary file"))
+    results.append(ItemResult(item="AA/wiki_03", status=ItemStatus.FAILED, error="ItemError: binary file"))
     stats.append(None)
 
     written = write_parquet(str(tmp_path / "out"), results, stats, row_group_bytes=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from flows.wiki_report import wiki_report
 from tasks.parse import parse_exact
 from tasks.sample import write_sample_corpus
+from tasks.storage import run_staged
 from tasks.xlsx import join_cells, read_sheet
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -60,3 +62,47 @@ def test_unknown_url_protocol_is_a_parameter_error(tmp_path: Path) -> None:
 
     with pytest.raises(ParameterError, match="cannot write to 'nosuch://x'"):
         check_directories(str(tmp_path), "nosuch://x")
+
+
+def test_run_staged_uploads_what_the_step_wrote_and_not_what_it_only_read(s3_bucket: str) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    output = f"{s3_bucket}/staged"
+    fs.pipe({f"{output}/read.txt": b"remote v1", f"{output}/replaced.txt": b"old"})
+
+    def step(stage: str) -> list[str]:
+        root = Path(stage)
+        staged = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        # Another writer updates read.txt meanwhile: the stage's copy, only read, must not overwrite it.
+        fs.pipe(f"{output}/read.txt", b"remote v2")
+        (root / "replaced.txt.tmp").write_bytes(b"new")
+        os.replace(root / "replaced.txt.tmp", root / "replaced.txt")
+        (root / "sub").mkdir()
+        (root / "sub" / "created.txt").write_bytes(b"created")
+        return staged
+
+    staged = run_staged(output, ["read.txt", "replaced.txt", "absent.txt"], step)
+
+    assert staged == ["read.txt", "replaced.txt"]
+    fs.invalidate_cache()
+    assert fs.cat(f"{output}/read.txt") == b"remote v2"
+    assert fs.cat(f"{output}/replaced.txt") == b"new"
+    assert fs.cat(f"{output}/sub/created.txt") == b"created"
+    assert not fs.exists(f"{output}/absent.txt")
+
+
+def test_run_staged_uploads_nothing_when_the_step_fails(s3_bucket: str) -> None:
+    import s3fs
+
+    output = f"{s3_bucket}/failed-step"
+
+    def step(stage: str) -> None:
+        (Path(stage) / "half.txt").write_bytes(b"half")
+        raise RuntimeError("the step failed")
+
+    with pytest.raises(RuntimeError, match="the step failed"):
+        run_staged(output, [], step)
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    assert not fs.exists(f"{output}/half.txt")

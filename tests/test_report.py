@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.items import ItemResult, parse_item
+from tasks.items import ItemResult, ItemStatus, parse_item
 from tasks.report import build_report
 from tasks.stats import DocumentStats
 from tasks.xlsx import join_cells, read_header, read_sheet, sheet_names
@@ -25,7 +25,7 @@ def test_report_holds_every_document_stats_and_failures(tmp_path: Path) -> None:
     outputs = [parse_item(inp, item, out) for item in bodies]
     results = [output.result for output in outputs]
     stats: list[DocumentStats | None] = [output.stats for output in outputs]
-    results.append(ItemResult(item="AA/wiki_02", status="failed", error="binary file"))
+    results.append(ItemResult(item="AA/wiki_02", status=ItemStatus.FAILED, error="binary file"))
     stats.append(None)
 
     report = build_report(out, results, stats, max_rows=3)
@@ -40,7 +40,8 @@ def test_report_holds_every_document_stats_and_failures(tmp_path: Path) -> None:
     stat_rows = list(read_sheet(path, "stats"))
     assert [row[2] for row in stat_rows] == [len(text) for _, text in expected]
     summary = {row[0]: row for row in read_sheet(path, "summary")}
-    assert summary["AA/wiki_02"][1] == "failed"
+    # The summary shows each status's plain value, the same strings as before it was an enum.
+    assert [summary[item][1] for item in sorted(summary)] == ["done", "done", "failed"]
     assert "binary file" in summary["AA/wiki_02"][6]
     assert summary["AA/wiki_01"][2] == 2
 

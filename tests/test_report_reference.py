@@ -10,7 +10,7 @@ from python_calamine import CalamineWorkbook
 
 from flows.parameters import DEFAULT_PATTERN
 from tasks.inputs import list_items
-from tasks.items import DOC_COLUMNS, ItemResult, artifact_path, parse_item
+from tasks.items import DOC_COLUMNS, ItemResult, ItemStatus, artifact_path, parse_item
 from tasks.report import REPORT_NAME, build_report
 from tasks.report_reference import build_report_reference
 from tasks.stats import DocumentStats
@@ -66,7 +66,7 @@ def test_hostile_documents_give_equal_cells_in_both_writers(tmp_path: Path, max_
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(DOC.format(*doc) for doc in docs), encoding="utf-8")
     results, stats = _parse_all(inputs, tmp_path / "out", list(HOSTILE))
-    results.append(ItemResult(item="AC/failed", status="failed", error="ItemError: AC/failed: binary file"))
+    results.append(ItemResult(item="AC/failed", status=ItemStatus.FAILED, error="binary file"))
     stats.append(None)
 
     fast, reference = _build_both(tmp_path / "out", results, stats, max_rows)
@@ -97,7 +97,7 @@ def test_an_artifact_spilled_over_docs_2_is_copied_whole(tmp_path: Path) -> None
     with AtomicWorkbook(artifact_path(output, "AA/wiki_00")) as workbook:
         write_sheet(workbook, "docs", [*DOC_COLUMNS, "text"], rows, max_rows=3)
         write_sheet(workbook, "meta", ["key", "value"], [])
-    items = [ItemResult(item="AA/wiki_00", status="skipped", documents=len(rows))]
+    items = [ItemResult(item="AA/wiki_00", status=ItemStatus.SKIPPED, documents=len(rows))]
 
     fast, reference = _build_both(output, items, [None], 1_048_576)
 
