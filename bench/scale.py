@@ -115,13 +115,15 @@ def report_seconds(log: str) -> float:
 
 
 def poolflow_run(corpus: Path, output: Path, processes: int, env: dict[str, str]) -> Measured:
-    return measure([str(POOLFLOW), "run", str(corpus), "-o", str(output), "--processes", str(processes)], env)
+    command = [str(POOLFLOW), "run", str(corpus), "-o", str(output), "--processes", str(processes)]
+    return measure([*command, "--verbose"], env)  # --verbose: the log lines the report time is read from
 
 
 def write_section(path: Path, section: str) -> None:
-    """Put ``section`` (starting with ``SECTION``) into ``path`` in place of the old one, or at the end."""
+    """Put ``section`` into ``path`` in place of the one with the same ``## `` title, or at the end."""
+    title = section.split(" (", 1)[0].split("\n", 1)[0]
     text = path.read_text() if path.exists() else ""
-    start = text.find(f"\n{SECTION}")
+    start = text.find(f"\n{title}")
     if start >= 0:
         end = text.find("\n## ", start + 1)
         text = text[:start] + text[end:] if end >= 0 else text[:start]

@@ -1,0 +1,83 @@
+"""``python -m bench.tiny_files``: many one-document files, where the cost per item is all there is.
+
+Times, each in a fresh process tree: the per-file work (``parse_item`` on every file: parse,
+write its xlsx) on a raw ``multiprocessing.Pool``, no report; then ``poolflow run`` end to end
+(Prefect start-up, items, report). Writes a "Tiny files" section into ``bench/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from bench.run import HERE
+from bench.scale import measure, poolflow_run, write_section
+from tasks.inputs import list_items
+from tasks.items import parse_item
+
+SECTION = "## Tiny files"
+DOC = '<doc id="{0}" url="https://ko.wikipedia.org/wiki?curid={0}" title="문서 {0}">\n본문 {0}.\n</doc>\n'
+
+
+def write_tiny_corpus(root: Path, files: int) -> None:
+    """``files`` files of one short document each, 100 to a directory (AA, AB, …)."""
+    for n in range(files):
+        folder = root / f"{chr(65 + n // 2600)}{chr(65 + n // 100 % 26)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"wiki_{n % 100:02d}").write_text(DOC.format(n), encoding="utf-8")
+
+
+def _parse_one(job: tuple[str, str, str]) -> None:
+    parse_item(*job)
+
+
+def pool_step(corpus: Path, output: Path, processes: int) -> None:
+    """``parse_item`` on every file of ``corpus`` on a raw ``Pool``, as a plain script would."""
+    jobs = [(str(corpus), item, str(output)) for item in list_items(corpus, "**/wiki_*")]
+    with multiprocessing.get_context("forkserver").Pool(processes) as pool:
+        pool.map(_parse_one, jobs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE, help="folder of the results.md to update")
+    args = parser.parse_args()
+    env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-bench-home-")}
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with tempfile.TemporaryDirectory(prefix="poolflow-tiny-") as work:
+        root = Path(work)
+        write_tiny_corpus(root / "corpus", args.files)
+        write_tiny_corpus(root / "warm-up", 2)
+        poolflow_run(root / "warm-up", root / "warm-up-out", args.processes, env)  # Prefect's database
+        command = [sys.executable, "-m", "bench.tiny_files", "--pool-step", str(root / "corpus")]
+        pool = measure([*command, str(root / "pool"), str(args.processes)], env)
+        print(f"raw Pool({args.processes}): {pool.wall:.1f} s", flush=True)
+        run = poolflow_run(root / "corpus", root / "out", args.processes, env)
+        print(f"poolflow run: {run.wall:.1f} s", flush=True)
+    section = (
+        f"{SECTION} (`python -m bench.tiny_files`: {args.files} files of one short document, "
+        f"{args.processes} processes)\n\n"
+        f"Machine: {psutil.cpu_count()} cores. One run each in a fresh process tree.\n\n"
+        "| run | wall s | over raw Pool | peak RSS MiB |\n|---|---|---|---|\n"
+        f"| raw Pool({args.processes}): `parse_item` per file, no report | {pool.wall:.1f} | — | "
+        f"{pool.peak / 2**20:.0f} |\n"
+        f"| `poolflow run` (Prefect start-up, items, report) | {run.wall:.1f} | "
+        f"+{run.wall - pool.wall:.1f} s | {run.peak / 2**20:.0f} |\n"
+    )
+    write_section(args.out / "results.md", section)
+    print(section)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--pool-step"]:
+        pool_step(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    else:
+        main()
