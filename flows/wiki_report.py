@@ -18,7 +18,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
 from prefect.filesystems import RemoteFileSystem
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Cancelled, Completed, Failed
@@ -140,7 +142,7 @@ def wiki_report(
             parse = parse_task.with_options(result_storage=results_storage(target))
             parsed = map_task(task_runner, parse, {**common, "item": items, "output_dir": unmapped(target)})
             _wait_with_progress(parsed, progress_bar)
-            if getattr(task_runner, "cancelled", False):
+            if _cancelled():
                 done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemOutput))
                 return Cancelled(message=f"cancelled after {done} of {len(items)} items; rerun to resume")
             outputs = [_item_output(item, future) for item, future in zip(items, parsed, strict=True)]
@@ -169,6 +171,20 @@ def wiki_report(
     )
     _log_outcome(outcome, target, results)
     return _final_state(outcome)
+
+
+def _cancelled() -> bool:
+    """Whether this flow run was cancelled from the UI or API while its items ran.
+
+    The runner stops its workers when that happens (``runners.cancellation``); the flow reads
+    the fact where Prefect keeps it, the flow run's state, not from the runner.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return False
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(context.flow_run.id).state
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
 
 
 def _write_parquet(
