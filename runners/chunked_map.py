@@ -21,6 +21,7 @@ import collections
 import concurrent.futures
 import copy
 import inspect
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -54,6 +55,7 @@ SubmitJob = Callable[..., concurrent.futures.Future[Any]]
 """``WorkerPool.submit`` as the runner exposes it (raises if the runner is not running)."""
 
 _UNASSIGNED = uuid.UUID(int=0)
+_CALL_FORM = re.compile(r"^([^(]+)\((.*)\)$", re.DOTALL)
 
 
 class ChunkFailedError(RuntimeError):
@@ -115,27 +117,36 @@ class Item:
 
 
 def item_names(task: Task[Any, Any], index: int, parameters: dict[str, Any]) -> tuple[str, str]:
-    """(name, label) of an item: the task's ``task_run_name`` rendered, else its map index."""
+    """(name, label) of an item: its ``task_run_name`` rendered, else its index in the map.
+
+    ``parse({item})`` gives ("parse(AA/wiki_00)", "AA/wiki_00"); no template ("parse[3]", "3").
+    """
     template = task.task_run_name
-    name = f"{task.name}[{index}]"
     try:
         if isinstance(template, str):
             name = template.format(**parameters)
-        elif callable(template):
+            return name, _split_name(name, task.name)[1]
+        if callable(template):
             wants_parameters = "parameters" in inspect.signature(template).parameters
             name = str(template(parameters=parameters) if wants_parameters else template())  # type: ignore[call-arg]
+            return name, _split_name(name, task.name)[1]
     except Exception:  # a template that needs the task-run context or other parameters
         pass
-    prefix = f"{task.name}("
-    label = name[len(prefix) : -1] if name.startswith(prefix) and name.endswith(")") else name
-    return name, label
+    return f"{task.name}[{index}]", str(index)
+
+
+def _split_name(name: str, default_stem: str) -> tuple[str, str]:
+    """("parse", "AA/wiki_00") for "parse(AA/wiki_00)"; (``default_stem``, name) for other forms."""
+    match = _CALL_FORM.match(name)
+    return (match[1], match[2]) if match else (default_stem, name)
 
 
 def chunk_name(task: Task[Any, Any], items: list[Item]) -> str:
     """``parse(AA/wiki_00)`` for one item; ``parse(AA/wiki_00 … AA/wiki_07, 8 items)`` for more."""
     if len(items) == 1:
         return items[0].name
-    return f"{task.name}({items[0].label} … {items[-1].label}, {len(items)} items)"
+    stem = _split_name(items[0].name, task.name)[0]
+    return f"{stem}({items[0].label} … {items[-1].label}, {len(items)} items)"
 
 
 class ItemCache:

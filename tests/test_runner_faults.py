@@ -54,7 +54,7 @@ def test_a_task_whose_worker_died_is_retried(tmp_path: Path) -> None:
 def test_soak_2000_tasks_with_killed_workers_and_timeouts() -> None:
     count, kill_every, spin_every = 2000, 100, 100
 
-    @flow(task_runner=MultiprocessingTaskRunner(2))
+    @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=1))
     def soak() -> list[Any]:
         futures = soak_job.map(range(count), kill_every=kill_every, spin_every=spin_every)
         return [f.result(raise_on_failure=False) for f in futures]
