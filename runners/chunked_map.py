@@ -73,6 +73,8 @@ class ItemFuture(PrefectConcurrentFuture[Any]):
     def __init__(self) -> None:
         super().__init__(task_run_id=_UNASSIGNED, wrapped_future=concurrent.futures.Future())
         self._assigned = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
 
     @property
     def task_run_id(self) -> uuid.UUID:
@@ -92,10 +94,27 @@ class ItemFuture(PrefectConcurrentFuture[Any]):
         self._task_run_id = task_run_id
         self._assigned.set()
 
-    def settle(self, state: State[Any]) -> bool:
-        """Give the item its final state (once); False if it already had one."""
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        """The item's result, or its error (raised unless ``raise_on_failure`` is False).
+
+        Read from the future itself: ``State.result`` would cross to Prefect's event-loop
+        thread for every item.
+        """
+        try:
+            self._final_state = self._wrapped_future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError as exc:
+            raise TimeoutError(f"item did not complete within {timeout} seconds") from exc
+        if self._error is None:
+            return self._value
+        if raise_on_failure:
+            raise self._error
+        return self._error
+
+    def settle(self, state: State[Any], value: Any = None, error: BaseException | None = None) -> bool:
+        """Give the item its final state and value or error (once); False if it had them."""
         if self._wrapped_future.done():
             return False
+        self._value, self._error = value, error
         self._wrapped_future.set_result(state)
         return True
 
@@ -266,10 +285,11 @@ class Chunk:
         jobs: dict[concurrent.futures.Future[Any], tuple[Item, str | None]] = {}
         todo = [item for item in self.items if not item.future.settled]
         cached = 0
+        resolve = _Resolver()
         for item in todo:
             item.error = None
             try:
-                inputs = resolve_inputs_sync(item.parameters)
+                inputs = resolve(item.parameters)
                 key = cache.key(context, inputs) if cache is not None else None
                 if key is not None and cache is not None:
                     hit, value = cache.read(key)
@@ -339,7 +359,7 @@ class Chunk:
         state.state_details.task_run_id = self.task_run_id
         if self.tracked and FlowRunContext.get() is not None:
             link_state_to_result(state, value, RunType.TASK_RUN)
-        item.future.settle(state)
+        item.future.settle(state, value=value)
 
     def _failure(self, failed: list[Item]) -> BaseException:
         if len(self.items) == 1 and failed[0].error is not None:
@@ -363,7 +383,39 @@ class Chunk:
             name = "TimedOut" if isinstance(error, TimeoutError) else "Failed"
             state: State[Any] = Failed(data=error, name=name, message=f"{type(error).__name__}: {error}")
             state.state_details.task_run_id = self.task_run_id
-            item.future.settle(state)
+            item.future.settle(state, error=error)
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None))
+
+
+class _Resolver:
+    """Prefect's resolution of futures, states and annotations in parameters, per value.
+
+    Plain scalars need none; a value shared by many items (``unmapped``) is resolved once
+    per chunk attempt (its error, e.g. a failed upstream, is raised for each item).
+    """
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, int], tuple[Any, BaseException | None]] = {}
+
+    def __call__(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        resolved = {}
+        for key, value in parameters.items():
+            if isinstance(value, _PLAIN):
+                resolved[key] = value
+                continue
+            known = self._done.get((key, id(value)))
+            if known is None:
+                try:
+                    known = (resolve_inputs_sync({key: value})[key], None)
+                except Exception as exc:
+                    known = (None, exc)
+                self._done[(key, id(value))] = known
+            if known[1] is not None:
+                raise known[1]
+            resolved[key] = known[0]
+        return resolved
 
 
 def _run_error(name: str, engine_future: concurrent.futures.Future[Any]) -> BaseException:
@@ -443,7 +495,8 @@ class ChunkDispatcher:
                 for batch in self._batches:
                     for item in batch.queue:
                         item.future.assign(_UNASSIGNED)
-                        item.future.settle(Failed(message="cancelled before it ran"))
+                        error = concurrent.futures.CancelledError(f"{item.name} was cancelled before it ran")
+                        item.future.settle(Failed(data=error, message=str(error)), error=error)
                     batch.queue.clear()
                 self._batches.clear()
             self._condition.notify_all()
@@ -474,4 +527,4 @@ class ChunkDispatcher:
                 self.chunk_done()
                 for item in items:
                     item.future.assign(_UNASSIGNED)
-                    item.future.settle(Failed(data=exc, message=f"{type(exc).__name__}: {exc}"))
+                    item.future.settle(Failed(data=exc, message=f"{type(exc).__name__}: {exc}"), error=exc)

@@ -3,10 +3,11 @@
 Prefect spends a fixed cost on every task run (engine CPU in the flow process, state
 writes in the API server), so items much shorter than that cost should share a task run.
 ``ChunkSizer`` decides each chunk's size from the items not yet chunked; ``AutoChunkSizer``
-learns from measured item durations in the spirit of ``Pool.map``'s ``chunksize`` and
-joblib's automatic batching: a chunk should carry about ``target_seconds`` of work, but
-the first chunks are single items (so results and progress show at once) and chunks
-shrink near the end of the input (so no worker idles while others finish big chunks).
+learns from measured item durations, in the spirit of ``Pool.map``'s ``chunksize`` and
+joblib's automatic batching, with one difference: a chunk's items are separate pool jobs
+that spread over all workers, so a chunk of ``processes`` items takes about one item's
+time, and no worker waits for another's chunk at the end of the input. A chunk should
+therefore keep all workers busy for about ``target_seconds``.
 
 Pure and thread-safe: no Prefect, no processes, easy to test with synthetic durations.
 """
@@ -18,7 +19,7 @@ from typing import Literal, Protocol
 
 ChunkSize = int | Literal["auto"]
 
-DEFAULT_TARGET_SECONDS = 0.5
+DEFAULT_TARGET_SECONDS = 1.0
 DEFAULT_MAX_CHUNK = 1000
 _SMOOTHING = 0.3  # weight of the newest duration in the moving average
 
@@ -51,15 +52,16 @@ class FixedChunkSizer:
 
 
 class AutoChunkSizer:
-    """Sizes chunks to about ``target_seconds`` of work from a moving average of item times.
+    """Sizes chunks to keep the workers busy for about ``target_seconds`` each.
 
-    - The first ``processes`` chunks hold one item each, and so does every chunk until a
-      duration has been measured.
-    - Afterwards ``target_seconds / average item seconds``, at most double the previous
-      chunk (sizes ramp up instead of jumping on a first noisy measurement) and at most
-      ``max_size``.
-    - Never more than ``remaining / (2 × processes)`` items, so the tail of the input is
-      spread over all workers in ever smaller chunks.
+    - The first chunk is one item: its task run (and the first result) shows at once.
+    - Until an item's duration is measured, chunks hold ``processes`` items (about one
+      item's time on all workers, however long items take).
+    - Then ``target_seconds × processes / average item seconds``, at most double the
+      previous chunk (sizes ramp up instead of jumping on a first noisy measurement) and
+      at most ``max_size``; at least one item, so slow items get a task run each.
+    - Never more than half the items still waiting, so the end of the input is split
+      into smaller chunks that finish one after another.
     """
 
     def __init__(
@@ -88,14 +90,15 @@ class AutoChunkSizer:
 
     def next_size(self, remaining: int) -> int:
         with self._lock:
-            self._formed += 1
-            if self._formed <= self.processes or self.mean_seconds is None:
+            if self._formed == 0:
                 size = 1
+            elif self.mean_seconds is None:
+                size = self.processes
             else:
-                wanted = self.target_seconds / max(self.mean_seconds, 1e-6)
+                wanted = self.target_seconds * self.processes / max(self.mean_seconds, 1e-6)
                 size = int(min(wanted, 2 * self._previous, self.max_size))
-            size = min(size, remaining // (2 * self.processes))
-            size = max(1, min(size, remaining))
+            self._formed += 1
+            size = max(1, min(size, remaining // 2, remaining))
             self._previous = size
             return size
 

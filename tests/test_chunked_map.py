@@ -104,20 +104,21 @@ def named(runs: list[TaskRun], prefix: str) -> dict[str, TaskRun]:
 # ----------------------------------------------------------------- sizing policy
 
 
-def test_auto_sizer_starts_with_single_items_grows_to_the_target_and_shrinks_at_the_tail() -> None:
+def test_auto_sizer_starts_with_one_item_ramps_up_to_the_target_and_shrinks_at_the_tail() -> None:
     sizer = AutoChunkSizer(2, target_seconds=1.0, max_size=1000)
-    remaining, sizes = 10_000, []
+    assert sizer.next_size(10_000) == 1  # the first task run shows at once
+    assert sizer.next_size(9_999) == 2  # nothing measured yet: one item per worker
+    remaining, sizes = 9_997, []
     while remaining:
+        for _ in range(sizes[-1] if sizes else 3):
+            sizer.record(0.01)  # every item takes 10 ms: 2 workers × 1 s / 10 ms = 200 items
         size = sizer.next_size(remaining)
         sizes.append(size)
         remaining -= size
-        for _ in range(size):
-            sizer.record(0.01)  # every item takes 10 ms: 100 items make the target
-    assert sizes[:2] == [1, 1]  # one item per worker first
-    assert sizes[2:8] == [2, 4, 8, 16, 32, 64]  # ramps up, at most doubling
-    assert max(sizes) == 100
-    assert sizes[-1] == 1 and sizes[-4:] == sorted(sizes[-4:], reverse=True)  # the tail shrinks
-    assert sum(sizes) == 10_000
+    assert sizes[:7] == [4, 8, 16, 32, 64, 128, 200]  # ramps up, at most doubling, to the target
+    assert max(sizes) == 200
+    assert sizes[-2:] == [1, 1]  # the last chunks shrink to single items
+    assert sizes[-12:] == sorted(sizes[-12:], reverse=True)
 
 
 def test_auto_sizer_follows_a_change_in_item_duration_and_never_exceeds_the_cap() -> None:
@@ -130,7 +131,10 @@ def test_auto_sizer_follows_a_change_in_item_duration_and_never_exceeds_the_cap(
     for _ in range(30):
         sizer.record(0.5)  # items became slow: two per target
     assert sizer.next_size(10_000) == 2
-    assert AutoChunkSizer(4).next_size(3) == 1  # nothing measured yet, tiny input
+    for _ in range(30):
+        sizer.record(30.0)  # slower than the target: one item per task run
+    assert sizer.next_size(10_000) == 1
+    assert AutoChunkSizer(4).next_size(3) == 1
 
 
 def test_fixed_sizes_and_bad_settings() -> None:
