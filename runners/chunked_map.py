@@ -32,11 +32,19 @@ from typing import TYPE_CHECKING, Any, cast
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import RunInput, RunType, State
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import MappingLengthMismatch, MappingMissingIterable
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 from prefect.logging.loggers import get_run_logger
 from prefect.results import get_result_store
 from prefect.states import Completed, Failed, Pending
-from prefect.utilities.callables import parameters_to_args_kwargs
+from prefect.utilities.annotations import allow_failure, opaque, quote, unmapped
+from prefect.utilities.callables import (
+    collapse_variadic_parameters,
+    explode_variadic_parameter,
+    get_parameter_defaults,
+    parameters_to_args_kwargs,
+)
+from prefect.utilities.collections import isiterable
 from prefect.utilities.engine import (
     collect_task_run_inputs_sync,
     link_state_to_result,
@@ -55,6 +63,7 @@ SubmitJob = Callable[..., concurrent.futures.Future[Any]]
 """``WorkerPool.submit`` as the runner exposes it (raises if the runner is not running)."""
 
 _UNASSIGNED = uuid.UUID(int=0)
+_SETTLE_LOCK = threading.Lock()
 _CALL_FORM = re.compile(r"^([^(]+)\((.*)\)$", re.DOTALL)
 
 
@@ -75,6 +84,7 @@ class ItemFuture(PrefectConcurrentFuture[Any]):
         self._assigned = threading.Event()
         self._value: Any = None
         self._error: BaseException | None = None
+        self._claimed = False
 
     @property
     def task_run_id(self) -> uuid.UUID:
@@ -112,8 +122,10 @@ class ItemFuture(PrefectConcurrentFuture[Any]):
 
     def settle(self, state: State[Any], value: Any = None, error: BaseException | None = None) -> bool:
         """Give the item its final state and value or error (once); False if it had them."""
-        if self._wrapped_future.done():
-            return False
+        with _SETTLE_LOCK:  # an engine thread and the shutting-down dispatcher may race
+            if self._claimed:
+                return False
+            self._claimed = True
         self._value, self._error = value, error
         self._wrapped_future.set_result(state)
         return True
@@ -133,6 +145,51 @@ class Item:
     label: str  # the short form in a chunk's name, e.g. "AA/wiki_00"
     future: ItemFuture = field(default_factory=ItemFuture)
     error: BaseException | None = None
+
+
+def expand_map(
+    task: Task[Any, Any], parameters: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, set[RunInput]]]:
+    """``map``'s parameters as one parameter dict per item, and the map's upstream runs.
+
+    The rules of Prefect's ``TaskRunner.map``: top-level futures are resolved to find the
+    iterables (and recorded as dependencies), ``unmapped`` and non-iterable values go to
+    every item, ``allow_failure``/``quote``/``opaque`` wrap each item's value again, and
+    defaults and ``**kwargs`` are filled in. The function's signature is read once, not
+    once per item.
+    """
+    dependencies: dict[str, set[RunInput]] = {
+        key: set(collect_task_run_inputs_sync(v, max_depth=0)) for key, v in parameters.items()
+    }
+    parameters = explode_variadic_parameter(task.fn, resolve_inputs_sync(parameters, max_depth=0))
+    mapped: dict[str, list[Any]] = {}
+    static: dict[str, Any] = {}
+    annotations: dict[str, Any] = {}
+    for key, value in parameters.items():
+        if isinstance(value, (allow_failure, opaque, quote)):
+            annotations[key] = value
+            value = value.unwrap()
+        if isinstance(value, unmapped):
+            static[key] = value.value
+        elif isiterable(value):
+            mapped[key] = list(value)
+        else:
+            static[key] = value
+    if not mapped:
+        raise MappingMissingIterable(f"map needs at least one iterable parameter; got {parameters}")
+    lengths = {key: len(values) for key, values in mapped.items()}
+    if len(set(lengths.values())) > 1:
+        raise MappingLengthMismatch(f"mapped parameters differ in length: {lengths}")
+    common = {**get_parameter_defaults(task.fn), **static}
+    keys = set(common) | set(mapped)
+    collapse = bool(keys - set(inspect.signature(task.fn).parameters))
+    calls = []
+    for index in range(next(iter(lengths.values()))):
+        call = {**common, **{key: values[index] for key, values in mapped.items()}}
+        for key, annotation in annotations.items():
+            call[key] = annotation.rewrap(call[key])
+        calls.append(collapse_variadic_parameters(task.fn, call) if collapse else call)
+    return calls, dependencies
 
 
 def item_names(task: Task[Any, Any], index: int, parameters: dict[str, Any]) -> tuple[str, str]:

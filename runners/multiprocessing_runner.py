@@ -33,7 +33,7 @@ from prefect.task_runners import TaskRunner
 from typing_extensions import Self
 
 from runners.cancellation import CancellationWatcher
-from runners.chunked_map import Batch, Chunk, ChunkDispatcher, Item, item_names
+from runners.chunked_map import Batch, Chunk, ChunkDispatcher, Item, expand_map, item_names
 from runners.chunking import ChunkSize, make_sizer
 from runners.recording import wait_until_recorded
 from runners.untracked import run_untracked
@@ -90,7 +90,6 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         make_sizer(chunksize, self.processes)  # rejects a bad setting now, not at the first map
         self.chunksize = chunksize
         self._dispatcher: ChunkDispatcher | None = None
-        self._collecting = threading.local()
         self.peak_pending = 0
         self._pending = 0
         self._slots = threading.Semaphore(max_pending)
@@ -133,7 +132,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
     def __getstate__(self) -> dict[str, Any]:
         # Flows are pickled when deployments dispatch them; only the configuration travels.
         state = self.__dict__.copy()
-        for live in ("_pool", "_engines", "_lock", "_watcher", "_slots", "_dispatcher", "_collecting"):
+        for live in ("_pool", "_engines", "_lock", "_watcher", "_slots", "_dispatcher"):
             state.pop(live, None)
         state.update(_pool_tasks={}, _ran=bytearray())
         return state
@@ -144,7 +143,6 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._engines = None
         self._watcher = None
         self._dispatcher = None
-        self._collecting = threading.local()
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(self.max_pending)
 
@@ -216,16 +214,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         wait_for: Iterable[PrefectFuture[Any]] | None = None,
         dependencies: dict[str, set[RunInput]] | None = None,
     ) -> PrefectConcurrentFuture[Any]:
-        """Start ``task`` with ``parameters``: its engine on a thread, its body in a worker.
-
-        Inside ``map`` (chunked) the call is only collected as an item of the map.
-        """
-        collected: list[Item] | None = getattr(self._collecting, "items", None)
-        if collected is not None:
-            names = item_names(task, len(collected), parameters)
-            collected.append(Item(len(collected), parameters, *names))
-            self._collecting.dependencies = dependencies  # the same for every item of a map
-            return collected[-1].future
+        """Start ``task`` with ``parameters``: its engine on a thread, its body in a worker."""
         return self._start(self._pool_task(task), parameters, wait_for, dependencies, tracked=True)
 
     def _start(
@@ -278,17 +267,13 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         """
         if self.chunksize == 1:
             return super().map(task, parameters, wait_for)
-        self._check_runnable(task)
-        collected: list[Item] = []
-        self._collecting.items = collected
-        try:
-            super().map(task, parameters, wait_for)  # calls ``submit`` once per item
-        finally:
-            self._collecting.items = None
-        dependencies = self._collecting.dependencies if collected else None
+        if not self._started:
+            raise RuntimeError("The task runner must be started before submitting work.")
+        calls, dependencies = expand_map(task, parameters)
         batch = self._batch(task, tracked=True, wait_for=wait_for, dependencies=dependencies)
-        self._queue(batch, collected)
-        return PrefectFutureList([item.future for item in collected])  # type: ignore[abstract]
+        items = [Item(index, call, *item_names(task, index, call)) for index, call in enumerate(calls)]
+        self._queue(batch, items)
+        return PrefectFutureList([item.future for item in items])  # type: ignore[abstract]
 
     def imap(
         self, task: Task[Any, Any], parameter_sets: Iterable[dict[str, Any]], raise_on_failure: bool = True
