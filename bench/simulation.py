@@ -47,7 +47,7 @@ def run_child(mode: str, tasks: int, seconds: float, processes: int) -> int:
         runner = ThreadPoolTaskRunner(max_workers=processes)
     else:
         runner = MultiprocessingTaskRunner(processes, chunksize=1 if mode == "poolflow-1" else "auto")
-    nap_task = task(nap, name="nap")
+    nap_task = task(name="nap")(nap)
 
     @flow(name=f"simulation-{mode}", task_runner=runner)
     def simulation() -> int:

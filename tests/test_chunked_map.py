@@ -108,7 +108,7 @@ def test_auto_sizer_starts_with_one_item_ramps_up_to_the_target_and_shrinks_at_t
     sizer = AutoChunkSizer(2, target_seconds=1.0, max_size=1000)
     assert sizer.next_size(10_000) == 1  # the first task run shows at once
     assert sizer.next_size(9_999) == 2  # nothing measured yet: one item per worker
-    remaining, sizes = 9_997, []
+    remaining, sizes = 9_997, list[int]()
     while remaining:
         for _ in range(sizes[-1] if sizes else 3):
             sizer.record(0.01)  # every item takes 10 ms: 2 workers × 1 s / 10 ms = 200 items
@@ -204,7 +204,7 @@ def test_a_failed_item_is_final_only_after_its_last_retry(tmp_path: Path) -> Non
 
 def test_timeout_applies_to_each_item() -> None:
     @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=4))
-    def spinning() -> tuple[list[Any], str]:
+    def spinning() -> tuple[list[Any], str | None]:
         futures = spin.map(range(4))
         results = [f.result(raise_on_failure=False) for f in futures]
         return results, futures[0].state.name
@@ -284,6 +284,7 @@ def test_auto_puts_many_short_items_in_few_task_runs_and_imap_keeps_order() -> N
     @flow(task_runner=MultiprocessingTaskRunner(2))
     def many() -> tuple[list[int], list[int]]:
         runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
+        assert isinstance(runner, MultiprocessingTaskRunner)
         mapped = [f.result() for f in tiny.map(range(300))]
         streamed = list(runner.imap(tiny, ({"x": x} for x in range(300))))
         return mapped, streamed
