@@ -33,8 +33,10 @@ from prefect.task_runners import TaskRunner
 from typing_extensions import Self
 
 from runners.cancellation import CancellationWatcher
-from runners.chunked_map import Batch, Chunk, ChunkDispatcher, Item, expand_map, item_names
+from runners.chunk_dispatcher import Batch, ChunkDispatcher
+from runners.chunked_map import Chunk
 from runners.chunking import ChunkSize, make_sizer
+from runners.mapped_items import Item, expand_map, item_names
 from runners.recording import wait_until_recorded
 from runners.untracked import run_untracked
 from runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
