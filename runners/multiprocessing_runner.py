@@ -27,12 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 from prefect.client.schemas.objects import RunInput
 from prefect.context import FlowRunContext, TaskRunContext
-from prefect.futures import PrefectConcurrentFuture, PrefectFuture
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture, PrefectFutureList
 from prefect.logging.loggers import get_run_logger
 from prefect.task_runners import TaskRunner
 from typing_extensions import Self
 
 from runners.cancellation import CancellationWatcher
+from runners.chunk_dispatcher import Batch, ChunkDispatcher
+from runners.chunked_map import Chunk
+from runners.chunking import ChunkSize, make_sizer
+from runners.mapped_items import Item, expand_map, item_names
 from runners.recording import wait_until_recorded
 from runners.untracked import run_untracked
 from runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
@@ -57,8 +61,12 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         initializer, initargs: called once in every new worker.
         record_timeout: at exit, seconds to wait for the API to store more task runs
             before giving up (0: do not wait).
-        max_pending: task runs submitted but not finished at most; ``submit`` (and so
-            ``map``) blocks beyond it, which bounds the flow process's memory on huge maps.
+        max_pending: task runs submitted but not finished at most; ``submit`` blocks
+            beyond it, and ``imap`` reads at most this many items ahead of its results.
+        chunksize: consecutive items of ``map``/``imap`` per Prefect task run: ``"auto"``
+            (default) sizes chunks from measured item durations (``runners.chunking``);
+            an int fixes it; ``1`` runs one task run per item. Futures, results, errors,
+            retries and timeouts stay per item (``runners.chunked_map``).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         initargs: Sequence[Any] = (),
         record_timeout: float = 30.0,
         max_pending: int = 1000,
+        chunksize: ChunkSize = "auto",
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if processes is not None and processes < 1:
@@ -78,10 +87,13 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.max_pending = max_pending
+        self.processes = processes or os.cpu_count() or 1
+        make_sizer(chunksize, self.processes)  # rejects a bad setting now, not at the first map
+        self.chunksize = chunksize
+        self._dispatcher: ChunkDispatcher | None = None
         self.peak_pending = 0
         self._pending = 0
         self._slots = threading.Semaphore(max_pending)
-        self.processes = processes or os.cpu_count() or 1
         self.maxtasksperchild = maxtasksperchild
         self.start_method = start_method
         self.initializer = initializer
@@ -106,6 +118,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             "initargs": self.initargs,
             "record_timeout": self.record_timeout,
             "max_pending": self.max_pending,
+            "chunksize": self.chunksize,
         }
 
     def duplicate(self) -> Self:
@@ -120,7 +133,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
     def __getstate__(self) -> dict[str, Any]:
         # Flows are pickled when deployments dispatch them; only the configuration travels.
         state = self.__dict__.copy()
-        for live in ("_pool", "_engines", "_lock", "_watcher", "_slots"):
+        for live in ("_pool", "_engines", "_lock", "_watcher", "_slots", "_dispatcher"):
             state.pop(live, None)
         state.update(_pool_tasks={}, _ran=bytearray())
         return state
@@ -130,6 +143,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._pool = None
         self._engines = None
         self._watcher = None
+        self._dispatcher = None
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(self.max_pending)
 
@@ -149,6 +163,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             max_workers=self.processes + _EXTRA_ENGINE_THREADS,
             thread_name_prefix="poolflow-engine",
         )
+        self._dispatcher = ChunkDispatcher(self._start_chunk, self.processes + _EXTRA_ENGINE_THREADS)
         self._ran = bytearray()
         self.cancelled = False
         self.peak_pending = 0
@@ -165,11 +180,14 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             self._pool.shutdown(kill=True)
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        pool, engines = self._pool, self._engines
+        pool, engines, dispatcher = self._pool, self._engines, self._dispatcher
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
         try:
+            if dispatcher is not None:
+                # Queued items start before the engines stop, unless the flow is failing.
+                dispatcher.close(cancel=exc_type is not None)
             if pool is not None and exc_type is not None:
                 # Interrupted or crashed: stop the work now; engine threads then record
                 # their task runs as failed instead of waiting for results.
@@ -184,6 +202,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         finally:
             self._pool = None
             self._engines = None
+            self._dispatcher = None
             self._pool_tasks = {}
             super().__exit__(exc_type, exc_value, traceback)
 
@@ -197,18 +216,22 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         dependencies: dict[str, set[RunInput]] | None = None,
     ) -> PrefectConcurrentFuture[Any]:
         """Start ``task`` with ``parameters``: its engine on a thread, its body in a worker."""
-        return self._start(task, parameters, wait_for, dependencies, tracked=True)
+        return self._start(self._pool_task(task), parameters, wait_for, dependencies, tracked=True)
 
     def _start(
         self,
-        task: Task[Any, Any],
+        engine_task: Task[Any, Any],
         parameters: dict[str, Any],
         wait_for: Iterable[PrefectFuture[Any]] | None,
         dependencies: dict[str, set[RunInput]] | None,
         *,
         tracked: bool,
+        task_run_id: uuid.UUID | None = None,
     ) -> PrefectConcurrentFuture[Any]:
-        """Submit one task run; ``tracked=False`` keeps its result out of the flow's lineage maps."""
+        """Submit one task run of ``engine_task`` (a task whose function calls the pool).
+
+        ``tracked=False`` keeps its result out of the flow's lineage maps.
+        """
         if not self._started or self._engines is None:
             raise RuntimeError("The task runner must be started before submitting work.")
         from prefect.task_engine import run_task_sync
@@ -217,12 +240,12 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         with self._lock:
             self._pending += 1
             self.peak_pending = max(self.peak_pending, self._pending)
-        task_run_id = uuid.uuid4()
+        task_run_id = task_run_id or uuid.uuid4()
         engine = run_task_sync if tracked else functools.partial(run_untracked, run_task_sync)
         engine_future = self._engines.submit(
             copy_context().run,
             engine,
-            task=self._pool_task(task),
+            task=engine_task,
             task_run_id=task_run_id,
             parameters=parameters,
             wait_for=wait_for,
@@ -232,24 +255,107 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         engine_future.add_done_callback(functools.partial(self._engine_done, task_run_id))
         return PrefectConcurrentFuture(task_run_id=task_run_id, wrapped_future=engine_future)
 
+    def map(
+        self,
+        task: Task[Any, Any],
+        parameters: dict[str, Any],
+        wait_for: Iterable[PrefectFuture[Any]] | None = None,
+    ) -> PrefectFutureList[PrefectConcurrentFuture[Any]]:
+        """Prefect's ``map`` (same expansion, ``unmapped``, ``allow_failure``), in chunks.
+
+        Returns one future per item, in input order, at once; the items run as chunks of
+        consecutive items, one task run each (see ``runners.chunked_map``).
+        """
+        if self.chunksize == 1:
+            return super().map(task, parameters, wait_for)
+        if not self._started:
+            raise RuntimeError("The task runner must be started before submitting work.")
+        calls, dependencies = expand_map(task, parameters)
+        batch = self._batch(task, tracked=True, wait_for=wait_for, dependencies=dependencies)
+        items = [Item(index, call, *item_names(task, index, call)) for index, call in enumerate(calls)]
+        self._queue(batch, items)
+        return PrefectFutureList([item.future for item in items])  # type: ignore[abstract]
+
     def imap(
         self, task: Task[Any, Any], parameter_sets: Iterable[dict[str, Any]], raise_on_failure: bool = True
     ) -> Iterator[Any]:
-        """Like ``Pool.imap``: one task run per parameter dict, results in input order.
+        """Like ``Pool.imap``: the task over each parameter dict, results in input order.
 
-        At most ``max_pending`` task runs are in flight and each result is dropped once
-        yielded, so mapping 100,000 items holds ``max_pending`` futures, not 100,000.
-        These task runs are untracked (see ``runners.untracked``): Prefect does not keep
-        a state per result for the rest of the flow run, and a yielded result passed to
-        another task is not drawn as its dependency.
+        At most ``max_pending`` items are read ahead of the results and each result is
+        dropped once yielded, so mapping 100,000 items holds ``max_pending`` futures, not
+        100,000. The task runs (chunks, as in ``map``) are untracked (see
+        ``runners.untracked``): Prefect does not keep a state per result for the rest of
+        the flow run, and a yielded result passed to another task is not drawn as its
+        dependency.
         """
         window: collections.deque[PrefectConcurrentFuture[Any]] = collections.deque()
-        for parameters in parameter_sets:
+        batch = None if self.chunksize == 1 else self._batch(task, tracked=False)
+        for index, parameters in enumerate(parameter_sets):
             if len(window) >= self.max_pending:
                 yield window.popleft().result(raise_on_failure=raise_on_failure)
-            window.append(self._start(task, parameters, None, None, tracked=False))
+            if batch is None:
+                window.append(self._start(self._pool_task(task), parameters, None, None, tracked=False))
+            else:
+                item = Item(index, parameters, *item_names(task, index, parameters))
+                self._queue(batch, [item])
+                window.append(item.future)
         while window:
             yield window.popleft().result(raise_on_failure=raise_on_failure)
+
+    def _batch(
+        self,
+        task: Task[Any, Any],
+        *,
+        tracked: bool,
+        wait_for: Iterable[PrefectFuture[Any]] | None = None,
+        dependencies: dict[str, set[RunInput]] | None = None,
+    ) -> Batch:
+        """The bookkeeping of one ``map`` or ``imap`` call, sized by this runner's chunksize."""
+        self._check_runnable(task)
+        sizer = make_sizer(self.chunksize, self.processes)
+        return Batch(task, sizer, tracked, list(wait_for) if wait_for else None, dependencies)
+
+    def _queue(self, batch: Batch, items: list[Item]) -> None:
+        if self._dispatcher is None:
+            raise RuntimeError("The task runner must be started before submitting work.")
+        self._dispatcher.add(batch, items)
+
+    def _start_chunk(self, batch: Batch, items: list[Item]) -> Chunk:
+        """Start one chunk's task run (called by the dispatcher thread, in the map's context)."""
+        chunk = Chunk(
+            batch.task,
+            items,
+            sizer=batch.sizer,
+            submit_job=self._submit_job,
+            tracked=batch.tracked,
+        )
+        dependencies = chunk.dependencies(batch.dependencies)
+        future = self._start(
+            chunk.engine_task(),
+            chunk.parameters(),
+            batch.wait_for,
+            dependencies,
+            tracked=batch.tracked,
+            task_run_id=chunk.task_run_id,
+        )
+        future.wrapped_future.add_done_callback(functools.partial(self._chunk_done, chunk))
+        return chunk
+
+    def _chunk_done(self, chunk: Chunk, engine_future: Future[Any]) -> None:
+        chunk.finish(engine_future)
+        if self._dispatcher is not None:
+            self._dispatcher.chunk_done()
+
+    def _submit_job(self, fn: Callable[..., Any], args: tuple[Any, ...], **options: Any) -> Future[Any]:
+        """Queue one item's call in the pool (``WorkerPool.submit``'s keyword options)."""
+        if self._pool is None:
+            raise RuntimeError("The task runner is not running")
+        return self._pool.submit(fn, args, None, **options)
+
+    @staticmethod
+    def _check_runnable(task: Task[Any, Any]) -> None:
+        if task.isgenerator:
+            raise TypeError(f"generator task {task.name!r} cannot run in MultiprocessingTaskRunner")
 
     def _engine_done(self, task_run_id: uuid.UUID, engine_future: Future[Any]) -> None:
         with self._lock:
@@ -263,8 +369,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         cached = self._pool_tasks.get(id(task))
         if cached is not None and cached[0] is task:
             return cached[1]
-        if task.isgenerator:
-            raise TypeError(f"generator task {task.name!r} cannot run in MultiprocessingTaskRunner")
+        self._check_runnable(task)
         remote = portable_function(task.fn)
         timeout = task.timeout_seconds
 

@@ -154,7 +154,7 @@ def test_retries_run_again_in_the_pool(tmp_path: Path) -> None:
 
 
 def test_every_task_run_is_recorded_in_a_final_state() -> None:
-    @flow(task_runner=MultiprocessingTaskRunner(2))
+    @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=1))
     def many() -> int:
         return sum(f.result() for f in square.map(range(300)))
 
@@ -166,7 +166,7 @@ def test_every_task_run_is_recorded_in_a_final_state() -> None:
 
 
 def test_worker_logs_and_prints_reach_the_task_run_logs() -> None:
-    @flow(task_runner=MultiprocessingTaskRunner(2))
+    @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=1))
     def logging_flow() -> list[int]:
         return [f.result() for f in chatty.map([1, 2])]
 
@@ -229,7 +229,7 @@ def kill_self(x: int) -> int:
 
 
 def test_dead_worker_fails_only_its_task_and_is_replaced(start_method: str) -> None:
-    @flow(task_runner=MultiprocessingTaskRunner(2, start_method=start_method))
+    @flow(task_runner=MultiprocessingTaskRunner(2, start_method=start_method, chunksize=1))
     def with_a_kill() -> list[Any]:
         futures = kill_self.map(range(8))
         return [f.result(raise_on_failure=False) for f in futures]
@@ -252,7 +252,7 @@ def spin(x: int) -> int:
 
 
 def test_timeout_kills_a_cpu_bound_task() -> None:
-    @flow(task_runner=MultiprocessingTaskRunner(2))
+    @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=1))
     def spinning() -> list[Any]:
         return [f.result(raise_on_failure=False) for f in spin.map(range(4))]
 
@@ -352,7 +352,7 @@ def _live_states() -> int:
 
 
 def test_imap_keeps_no_state_per_result_but_records_input_lineage() -> None:
-    @flow(task_runner=MultiprocessingTaskRunner(2, max_pending=8))
+    @flow(task_runner=MultiprocessingTaskRunner(2, max_pending=8, chunksize=1))
     def lineage() -> dict[str, int]:
         context = FlowRunContext.get()
         assert context is not None

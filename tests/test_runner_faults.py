@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,10 +52,11 @@ def test_a_task_whose_worker_died_is_retried(tmp_path: Path) -> None:
     assert run.run_count == 2
 
 
-def test_soak_2000_tasks_with_killed_workers_and_timeouts() -> None:
+@pytest.mark.parametrize("chunksize", [1, "auto"])
+def test_soak_2000_tasks_with_killed_workers_and_timeouts(chunksize: int | str) -> None:
     count, kill_every, spin_every = 2000, 100, 100
 
-    @flow(task_runner=MultiprocessingTaskRunner(2))
+    @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=chunksize))  # type: ignore[arg-type]
     def soak() -> list[Any]:
         futures = soak_job.map(range(count), kill_every=kill_every, spin_every=spin_every)
         return [f.result(raise_on_failure=False) for f in futures]
@@ -72,6 +74,13 @@ def test_soak_2000_tasks_with_killed_workers_and_timeouts() -> None:
         else:
             assert outcome == index
     runs = task_runs(state)
+    assert worker_processes() == []
+    if chunksize != 1:  # chunks: fewer runs, holding every item once
+        assert len(runs) < count
+        assert all(run.state is not None and run.state.is_final() for run in runs)
+        sizes = [int(m[1]) if (m := re.search(r", (\d+) items\)$", run.name)) else 1 for run in runs]
+        assert sum(sizes) == count
+        return
     assert len(runs) == count
     names = Counter(run.state.name for run in runs if run.state is not None)
     assert names == {

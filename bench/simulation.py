@@ -1,0 +1,98 @@
+"""Many short tasks on many processes: ``python -m bench.simulation [--tasks N] [--sleep S] [--processes P]``.
+
+The issue's simulation: 2,000 tasks that each sleep 50 ms, on 32 processes. Every mode runs
+in a fresh process and its wall time counts from process start to exit (Prefect start-up
+and the wait for the API to record every task run included): raw ``multiprocessing.Pool``
+(``map``, its default chunksize), poolflow with ``chunksize=1`` (one task run per item),
+poolflow with ``chunksize="auto"``, and Prefect's ``ThreadPoolTaskRunner``. Prefect modes
+use the embedded API in one PREFECT_HOME whose database is created before timing.
+Prints one line per mode and the ratio to raw Pool; ``--modes`` picks a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MODES = ("pool", "poolflow-1", "poolflow-auto", "prefect-thread")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nap(seconds: float) -> float:
+    """The simulated task: sleep, return how long."""
+    time.sleep(seconds)
+    return seconds
+
+
+def run_child(mode: str, tasks: int, seconds: float, processes: int) -> int:
+    """Run ``tasks`` naps under ``mode`` in this process; the number of results."""
+    if mode == "pool":
+        with multiprocessing.get_context("forkserver").Pool(processes) as pool:
+            return len(pool.map(nap, [seconds] * tasks))
+    from prefect import flow, task
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from runners import MultiprocessingTaskRunner
+
+    runner: Any
+    if mode == "prefect-thread":
+        runner = ThreadPoolTaskRunner(max_workers=processes)
+    else:
+        runner = MultiprocessingTaskRunner(processes, chunksize=1 if mode == "poolflow-1" else "auto")
+    nap_task = task(name="nap")(nap)
+
+    @flow(name=f"simulation-{mode}", task_runner=runner)
+    def simulation() -> int:
+        return len([f.result() for f in nap_task.map([seconds] * tasks)])
+
+    return int(simulation())
+
+
+def time_mode(mode: str, args: argparse.Namespace, env: dict[str, str]) -> float:
+    """Wall seconds of one fresh process running ``mode``, exit included."""
+    command = [sys.executable, "-m", "bench.simulation", "--child", mode]
+    command += ["--tasks", str(args.tasks), "--sleep", str(args.sleep), "--processes", str(args.processes)]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{done.stderr[-3000:]}")
+    assert json.loads(done.stdout.strip().splitlines()[-1])["results"] == args.tasks
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--sleep", type=float, default=0.05)
+    parser.add_argument("--processes", type=int, default=32)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--child", choices=MODES)
+    args = parser.parse_args()
+    if args.child:
+        results = run_child(args.child, args.tasks, args.sleep, args.processes)
+        print(json.dumps({"mode": args.child, "results": results}))
+        return
+    home = tempfile.mkdtemp(prefix="poolflow-sim-home-")
+    env = {**os.environ, "PREFECT_HOME": home, "PYTHONPATH": str(ROOT)}
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    warm = argparse.Namespace(tasks=2, sleep=0.0, processes=2)
+    time_mode("poolflow-auto", warm, env)  # creates Prefect's database before anything is timed
+    walls = {mode: time_mode(mode, args, env) for mode in args.modes.split(",")}
+    pool = walls.get("pool")
+    for mode, wall in walls.items():
+        versus = f"  {wall / pool:5.2f}× raw Pool  {wall - pool:+6.2f} s" if pool else ""
+        shape = f"{args.tasks} tasks × {args.sleep * 1000:g} ms on {args.processes}"
+        print(f"{mode:15} {shape}: {wall:7.2f} s{versus}")
+
+
+if __name__ == "__main__":
+    main()

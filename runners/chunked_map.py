@@ -1,0 +1,294 @@
+"""A chunk: consecutive items of one map, run as one Prefect task run, settled per item.
+
+The runner's ``map``/``imap`` turn every item into an ``ItemFuture`` at once
+(``runners.mapped_items``) and queue it; ``runners.chunk_dispatcher`` forms chunks when an
+engine thread is free and starts each as one task run. The chunk's function
+(``Chunk.run_attempt``, on the engine thread inside that task run) sends every item to the
+worker pool as its own job, so timeouts, dead-worker attribution and log forwarding stay
+per item; each item's outcome settles its own future. The chunk raises at the end if any
+item failed: the task run ends ``Failed`` and Prefect's retries rerun the function, which
+runs only the items not yet succeeded.
+
+Per item, as with one task run per item: upstream futures in its arguments are resolved
+(a failed upstream fails just that item), and with ``persist_result`` and a cache policy
+its result is cached under its own key in the task's result store, so a retried flow run
+reuses every item that succeeded before (``runners.item_cache``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import uuid
+from collections.abc import Callable
+from contextvars import copy_context
+from typing import TYPE_CHECKING, Any
+
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import RunInput, RunType, State
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.loggers import get_run_logger
+from prefect.states import Completed, Failed
+from prefect.utilities.callables import (
+    parameters_to_args_kwargs,
+)
+from prefect.utilities.engine import (
+    collect_task_run_inputs_sync,
+    link_state_to_result,
+    resolve_inputs_sync,
+)
+
+from runners.chunking import ChunkSizer
+from runners.item_cache import ItemCache
+from runners.mapped_items import Item, split_name
+from runners.worker_context import TaskRunInfo, call_timed_in_task_run, portable_function
+
+if TYPE_CHECKING:
+    from prefect.tasks import Task
+
+LogSink = Callable[[int, str], None]
+SubmitJob = Callable[..., concurrent.futures.Future[Any]]
+"""``WorkerPool.submit`` as the runner exposes it (raises if the runner is not running)."""
+
+
+class ChunkFailedError(RuntimeError):
+    """Some items of a chunk failed; each item's own error is on its future."""
+
+
+def chunk_name(task: Task[Any, Any], items: list[Item]) -> str:
+    """``parse(AA/wiki_00)`` for one item; ``parse(AA/wiki_00 … AA/wiki_07, 8 items)`` for more."""
+    if len(items) == 1:
+        return items[0].name
+    stem = split_name(items[0].name, task.name)[0]
+    return f"{stem}({items[0].label} … {items[-1].label}, {len(items)} items)"
+
+
+class Chunk:
+    """Consecutive items of one map, run as one task run (possibly over several attempts)."""
+
+    def __init__(
+        self,
+        task: Task[Any, Any],
+        items: list[Item],
+        *,
+        sizer: ChunkSizer,
+        submit_job: SubmitJob,
+        tracked: bool,
+    ) -> None:
+        self.task = task
+        self.items = items
+        self.sizer = sizer
+        self.submit_job = submit_job
+        self.tracked = tracked
+        self.task_run_id = uuid.uuid4()
+        self.name = chunk_name(task, items)
+        self.remote = portable_function(task.fn)
+        for item in items:
+            item.future.assign(self.task_run_id)
+
+    def engine_task(self) -> Task[Any, Any]:
+        """A copy of the task whose function runs this chunk's items; parameters: their labels."""
+        chunk = self
+
+        def run_chunk(items: list[str]) -> None:
+            chunk.run_attempt()
+
+        run_chunk.__name__ = run_chunk.__qualname__ = getattr(self.task.fn, "__name__", "chunk")
+        chunk_task = copy.copy(self.task)
+        chunk_task.fn = run_chunk
+        chunk_task.isasync = False
+        # Prefect formats a string ``task_run_name`` with the parameters: escape braces.
+        chunk_task.task_run_name = self.name.replace("{", "{{").replace("}", "}}")
+        # Items are cached one by one (ItemCache); the chunk's own result is nothing.
+        chunk_task.cache_policy = NO_CACHE
+        chunk_task.persist_result = False
+        chunk_task.result_storage_key = None
+        # The pool enforces each item's timeout by killing its worker.
+        chunk_task.timeout_seconds = None
+        return chunk_task
+
+    def parameters(self) -> dict[str, Any]:
+        return {"items": [item.label for item in self.items]}
+
+    def dependencies(self, shared: dict[str, set[RunInput]] | None) -> dict[str, set[RunInput]]:
+        """The map's dependencies plus the upstream runs in each item's own arguments.
+
+        Prefect accepts inputs only under the task run's parameter names, and the chunk's
+        only parameter is ``items``: every upstream run is listed there.
+        """
+        inputs: set[RunInput] = set().union(*(shared or {}).values())
+        seen: set[int] = set()
+        for item in self.items:
+            for value in item.parameters.values():
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    inputs |= collect_task_run_inputs_sync(value)
+        return {"items": inputs}
+
+    # ------------------------------------------------------------- in the task run
+
+    def run_attempt(self) -> None:
+        """Run the items not yet succeeded; raise if any of them failed."""
+        context = TaskRunContext.get()
+        if context is None:
+            raise RuntimeError("a chunk must run inside its task run")
+        logger = get_run_logger(context)
+        cache = ItemCache.for_task(self.task)
+        jobs: dict[concurrent.futures.Future[Any], tuple[Item, str | None]] = {}
+        todo = [item for item in self.items if not item.future.settled]
+        cached = 0
+        resolve = _Resolver()
+        for item in todo:
+            item.error = None
+            try:
+                inputs = resolve(item.parameters)
+                key = cache.key(context, inputs) if cache is not None else None
+                if key is not None and cache is not None:
+                    hit, value = cache.read(key)
+                    if hit:
+                        cached += 1
+                        self._succeeded(item, value, cached=True)
+                        continue
+                jobs[self._submit(context, item, inputs)] = (item, key)
+            except Exception as exc:
+                item.error = exc
+        try:
+            for job in concurrent.futures.as_completed(jobs):
+                item, key = jobs[job]
+                self._settle_job(item, key, job, cache, logger)
+        except BaseException:
+            # The engine thread was interrupted (cancellation, shutdown): stop the jobs too.
+            for job in jobs:
+                job.cancel()  # the pool drops a queued job and kills a running one's worker
+            raise
+        failed = [item for item in todo if item.error is not None]
+        logger.info("items: %d ran, %d failed, %d reused from cache", len(jobs), len(failed), cached)
+        if failed:
+            raise self._failure(failed)
+
+    def _submit(self, context: TaskRunContext, item: Item, inputs: dict[str, Any]) -> Any:
+        args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
+        task_run = context.task_run
+        info = TaskRunInfo(
+            task_run_id=str(task_run.id),
+            task_run_name=item.name,
+            flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
+            task_name=self.task.name,
+            log_prints=context.log_prints,
+        )
+        return self.submit_job(
+            call_timed_in_task_run,
+            (self.remote, info, args, kwargs),
+            label=item.name,
+            timeout=self.task.timeout_seconds,
+            log_sink=_item_log_sink(get_run_logger(context), item.label),
+            log_prints=context.log_prints,
+        )
+
+    def _settle_job(
+        self,
+        item: Item,
+        key: str | None,
+        job: concurrent.futures.Future[Any],
+        cache: ItemCache | None,
+        logger: Any,
+    ) -> None:
+        try:
+            seconds, value = job.result()
+        except Exception as exc:
+            item.error = exc
+            return
+        self.sizer.record(seconds)
+        if key is not None and cache is not None:
+            try:
+                cache.write(key, value)
+            except Exception as exc:  # the item still succeeded; only reuse is lost
+                logger.warning("[%s] result not cached: %s", item.label, exc)
+        self._succeeded(item, value, cached=False)
+
+    def _succeeded(self, item: Item, value: Any, *, cached: bool) -> None:
+        state: State[Any] = Completed(data=value, name="Cached" if cached else "Completed")
+        state.state_details.task_run_id = self.task_run_id
+        if self.tracked and FlowRunContext.get() is not None:
+            link_state_to_result(state, value, RunType.TASK_RUN)
+        item.future.settle(state, value=value)
+
+    def _failure(self, failed: list[Item]) -> BaseException:
+        if len(self.items) == 1 and failed[0].error is not None:
+            return failed[0].error  # a one-item chunk fails like a task run of its own
+        shown = "; ".join(f"{item.name}: {type(item.error).__name__}: {item.error}" for item in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        return ChunkFailedError(f"{len(failed)} of {len(self.items)} items failed: {shown}{more}")
+
+    # ------------------------------------------------------------- after the task run
+
+    def finish(self, engine_future: concurrent.futures.Future[Any]) -> None:
+        """The task run is final: items still unsettled take their last error (or the run's)."""
+        fallback: BaseException | None = None
+        for item in self.items:
+            if item.future.settled:
+                continue
+            error = item.error
+            if error is None:
+                fallback = fallback or _run_error(self.name, engine_future)
+                error = fallback
+            name = "TimedOut" if isinstance(error, TimeoutError) else "Failed"
+            state: State[Any] = Failed(data=error, name=name, message=f"{type(error).__name__}: {error}")
+            state.state_details.task_run_id = self.task_run_id
+            item.future.settle(state, error=error)
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None))
+
+
+class _Resolver:
+    """Prefect's resolution of futures, states and annotations in parameters, per value.
+
+    Plain scalars need none; a value shared by many items (``unmapped``) is resolved once
+    per chunk attempt (its error, e.g. a failed upstream, is raised for each item).
+    """
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, int], tuple[Any, BaseException | None]] = {}
+
+    def __call__(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        resolved = {}
+        for key, value in parameters.items():
+            if isinstance(value, _PLAIN):
+                resolved[key] = value
+                continue
+            known = self._done.get((key, id(value)))
+            if known is None:
+                try:
+                    known = (resolve_inputs_sync({key: value})[key], None)
+                except Exception as exc:
+                    known = (None, exc)
+                self._done[(key, id(value))] = known
+            if known[1] is not None:
+                raise known[1]
+            resolved[key] = known[0]
+        return resolved
+
+
+def _run_error(name: str, engine_future: concurrent.futures.Future[Any]) -> BaseException:
+    """Why a chunk's task run ended without running an item (cancelled, upstream failed)."""
+    if engine_future.cancelled():
+        return concurrent.futures.CancelledError(f"{name} was cancelled before it ran")
+    error = engine_future.exception()
+    if error is not None:
+        return error
+    state: State[Any] = engine_future.result()
+    outcome = state.result(raise_on_failure=False) if state.is_failed() or state.is_crashed() else None
+    if isinstance(outcome, BaseException):
+        return outcome
+    return RuntimeError(f"{name} ended {state.name} without running this item: {state.message}")
+
+
+def _item_log_sink(logger: Any, label: str) -> LogSink:
+    """Emits a worker's log lines through ``logger`` in this context, prefixed with the item."""
+    context = copy_context()
+
+    def log_sink(level: int, message: str) -> None:
+        context.run(logger.log, level, f"[{label}] {message}")
+
+    return log_sink
