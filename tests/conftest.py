@@ -71,7 +71,7 @@ def corpus() -> Path:
 @pytest.fixture
 def served(tmp_path: Path, prefect_server: str) -> Iterator[object]:
     """`poolflow serve` with a 4-file sample corpus in ``tmp_path`` (see test_deployments)."""
-    from test_deployments import start_serving
+    from prefect_helpers import start_serving
 
     serving = start_serving(tmp_path, prefect_server)
     yield serving

@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import FlowRunContext
 from prefect.exceptions import UpstreamTaskError
-from test_runner import task_runs
+from prefect_helpers import task_runs
 
 from runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
 from runners.chunking import AutoChunkSizer, FixedChunkSizer, make_sizer

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_report_reference import DOC, HOSTILE
+from hostile_documents import DOC, HOSTILE
 
 from flows.parameters import DEFAULT_PATTERN
 from tasks.inputs import list_items

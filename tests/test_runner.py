@@ -9,16 +9,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 from prefect import flow, get_run_logger, task
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterTaskRunId
-from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
 from prefect.context import FlowRunContext
 from prefect.states import State
 from prefect.utilities.annotations import unmapped
+from prefect_helpers import task_runs
 
 from runners import MultiprocessingTaskRunner
 
@@ -79,22 +78,6 @@ def _initializer(marker: str) -> None:
 @task
 def read_marker() -> str:
     return os.environ.get("POOLFLOW_TEST_MARKER", "")
-
-
-def flow_run_id(state: State[Any]) -> UUID:
-    flow_run = state.state_details.flow_run_id
-    assert flow_run is not None
-    return flow_run
-
-
-def task_runs(state: State[Any]) -> list[TaskRun]:
-    """Every task run the API recorded for the flow run that ended in ``state``."""
-    flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)]))
-    runs: list[TaskRun] = []
-    with get_client(sync_client=True) as client:
-        while page := client.read_task_runs(flow_run_filter=flt, limit=200, offset=len(runs)):
-            runs += page
-    return runs
 
 
 @pytest.fixture(params=START_METHODS)

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from pool_jobs import die_first_time, fault_job
 from prefect import flow, task
-from test_runner import task_runs
+from prefect_helpers import task_runs
 
 from runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
 from tasks.items import read_meta

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from test_deployments import Served, executions, fix_input, start_failing_run, wait_final
+from prefect_helpers import Served, executions, fix_input, start_failing_run, wait_final
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 CHROMIUM = "/usr/bin/chromium"
