@@ -106,7 +106,6 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._ran = bytearray()
         self._lock = threading.Lock()
         self._watcher: CancellationWatcher | None = None
-        self.cancelled = False
 
     def _options(self) -> dict[str, Any]:
         """The constructor arguments this runner was configured with."""
@@ -165,17 +164,20 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         )
         self._dispatcher = ChunkDispatcher(self._start_chunk, self.processes + _EXTRA_ENGINE_THREADS)
         self._ran = bytearray()
-        self.cancelled = False
         self.peak_pending = 0
         flow_run = getattr(FlowRunContext.get(), "flow_run", None)
         if flow_run is not None:
-            self._watcher = CancellationWatcher(flow_run.id, self._stop_for_cancellation)
+            self._watcher = CancellationWatcher(flow_run.id, self.cancel_all)
             self._watcher.start()
         return self
 
-    def _stop_for_cancellation(self) -> None:
-        """The flow run was cancelled: kill the workers; pending and new tasks fail at once."""
-        self.cancelled = True
+    def cancel_all(self) -> None:
+        """Stop every task run now: kill the workers; pending and new ones fail at once.
+
+        Prefect's flow engine calls this (where a runner has it) when the flow run of the
+        flow's own task runner is cancelled; the cancellation watcher calls it for a runner
+        started inside a flow, which the engine does not know.
+        """
         if self._pool is not None:
             self._pool.shutdown(kill=True)
 
