@@ -54,8 +54,13 @@ libreoffice:
 test: lint chromium libreoffice
 	$(BIN)/pytest
 
+# 200 items on every runner; 1,000 and 2,000 items; many short tasks on 32 processes; 2,000
+# tiny files end to end. Each writes its table into bench/results.md.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --modes pool,poolflow --repeat 100 --rounds 1 --section "1,000 and 2,000 items"
+	$(BIN)/python -m bench.simulation
+	$(BIN)/python -m bench.tiny_files
 
 # 700 files end to end against the old script's per-file step; updates bench/results.md.
 bench-scale: $(BENCH_STAMP)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.results_file import write_section
 from bench.workload import MODES
 from flows.parameters import DEFAULT_PATTERN
 from tasks.inputs import list_items
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating repetitions of every run")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.png")
+    parser.add_argument("--section", help="write the table as this section of results.md (no chart)")
     args = parser.parse_args()
     modes = args.modes.split(",")
     files = len(list_items(args.corpus, DEFAULT_PATTERN))
@@ -128,7 +130,8 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
         f"{platform.system()}. Corpus: {files} files × {large} = {n_large} items (marginal cost from "
         f"{n_small} and {n_large} items), {args.processes} processes, median of {args.rounds} alternating "
-        "rounds, each run a fresh process; Prefect runs use the embedded API. CPU seconds at "
+        "rounds, each run a fresh process; Prefect runs use the API server a `poolflow` command "
+        "starts (poolflow/local_api.py). CPU seconds at "
         f"{n_large} items: the process running the flow (or the loop), its workers, Prefect's API server.\n",
         "| mode | wall s | ms/item (marginal) | fixed start-up s | peak RSS MiB | wall vs raw Pool "
         "| overhead vs raw Pool ms/item | CPU s flow | CPU s workers | CPU s API server |",
@@ -143,10 +146,13 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
         )
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.md"
-    previous = results.read_text() if results.exists() else ""
-    scale = previous[previous.find("\n## Scale") :] if "\n## Scale" in previous else ""  # bench.scale's
-    results.write_text("\n".join(lines) + "\n" + scale)
     print("\n".join(lines))
+    if args.section:  # a further point (e.g. 2,000 items) in a section of its own
+        write_section(results, f"## {args.section}\n\n" + "\n".join(lines[1:]) + "\n")
+        return
+    previous = results.read_text() if results.exists() else ""
+    sections = previous[previous.find("\n## ") :] if "\n## " in previous else ""  # the other benches'
+    results.write_text("\n".join(lines) + "\n" + sections)
     plot(rows, args.out)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.results_file import write_section
 from bench.run import DEFAULT_CORPUS, HERE, sample_tree
 from flows.parameters import DEFAULT_PATTERN
 from tasks.inputs import list_items
@@ -117,17 +118,6 @@ def report_seconds(log: str) -> float:
 def poolflow_run(corpus: Path, output: Path, processes: int, env: dict[str, str]) -> Measured:
     command = [str(POOLFLOW), "run", str(corpus), "-o", str(output), "--processes", str(processes)]
     return measure([*command, "--verbose"], env)  # --verbose: the log lines the report time is read from
-
-
-def write_section(path: Path, section: str) -> None:
-    """Put ``section`` into ``path`` in place of the one with the same ``## `` title, or at the end."""
-    title = section.split(" (", 1)[0].split("\n", 1)[0]
-    text = path.read_text() if path.exists() else ""
-    start = text.find(f"\n{title}")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end:] if end >= 0 else text[:start]
-    path.write_text(text.rstrip("\n") + "\n\n" + section)
 
 
 def main() -> None:

@@ -5,8 +5,9 @@ in a fresh process and its wall time counts from process start to exit (Prefect 
 and the wait for the API to record every task run included): raw ``multiprocessing.Pool``
 (``map``, its default chunksize), poolflow with ``chunksize=1`` (one task run per item),
 poolflow with ``chunksize="auto"``, and Prefect's ``ThreadPoolTaskRunner``. Prefect modes
-use the embedded API in one PREFECT_HOME whose database is created before timing.
-Prints one line per mode and the ratio to raw Pool; ``--modes`` picks a subset.
+use the API server a ``poolflow`` command starts, in one PREFECT_HOME whose database is
+created before timing. Prints one line per mode and the ratio to raw Pool, and writes a
+"Many cores" section into ``bench/results.md`` (``--out``); ``--modes`` picks a subset.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.results_file import write_section
 
 MODES = ("pool", "poolflow-1", "poolflow-auto", "prefect-thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +43,7 @@ def run_child(mode: str, tasks: int, seconds: float, processes: int) -> int:
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from poolflow.local_api import local_api
     from runners import MultiprocessingTaskRunner
 
     runner: Any
@@ -53,7 +57,8 @@ def run_child(mode: str, tasks: int, seconds: float, processes: int) -> int:
     def simulation() -> int:
         return len([f.result() for f in nap_task.map([seconds] * tasks)])
 
-    return int(simulation())
+    with local_api(say=lambda message: None):  # the API server a poolflow command starts
+        return int(simulation())
 
 
 def time_mode(mode: str, args: argparse.Namespace, env: dict[str, str]) -> float:
@@ -76,6 +81,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=32)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--child", choices=MODES)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench", help="folder of the results.md to update")
     args = parser.parse_args()
     if args.child:
         results = run_child(args.child, args.tasks, args.sleep, args.processes)
@@ -88,10 +94,20 @@ def main() -> None:
     time_mode("poolflow-auto", warm, env)  # creates Prefect's database before anything is timed
     walls = {mode: time_mode(mode, args, env) for mode in args.modes.split(",")}
     pool = walls.get("pool")
+    shape = f"{args.tasks} tasks × {args.sleep * 1000:g} ms on {args.processes} processes"
+    rows = []
     for mode, wall in walls.items():
-        versus = f"  {wall / pool:5.2f}× raw Pool  {wall - pool:+6.2f} s" if pool else ""
-        shape = f"{args.tasks} tasks × {args.sleep * 1000:g} ms on {args.processes}"
-        print(f"{mode:15} {shape}: {wall:7.2f} s{versus}")
+        versus = f"{wall / pool:.2f}× | {wall - pool:+.2f}" if pool else "— | —"
+        print(f"{mode:15} {shape}: {wall:7.2f} s {versus}")
+        rows.append(f"| {mode} | {wall:.2f} | {versus} |")
+    section = (
+        f"## Many cores (`python -m bench.simulation`: {shape}, simulated on this machine)\n\n"
+        "Each mode in a fresh process, wall time from process start to exit (Prefect start-up and "
+        "the wait until the API has recorded every task run included).\n\n"
+        "| mode | wall s | vs raw Pool | over raw Pool s |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    if len(walls) == len(MODES):
+        write_section(args.out / "results.md", section)
 
 
 if __name__ == "__main__":

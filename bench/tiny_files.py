@@ -16,8 +16,9 @@ from pathlib import Path
 
 import psutil
 
+from bench.results_file import write_section
 from bench.run import HERE
-from bench.scale import measure, poolflow_run, write_section
+from bench.scale import measure, poolflow_run
 from tasks.inputs import list_items
 from tasks.items import parse_item
 
