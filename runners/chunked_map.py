@@ -168,14 +168,7 @@ class Chunk:
 
     def _submit(self, context: TaskRunContext, item: Item, inputs: dict[str, Any]) -> Any:
         args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
-        task_run = context.task_run
-        info = TaskRunInfo(
-            task_run_id=str(task_run.id),
-            task_run_name=item.name,
-            flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
-            task_name=self.task.name,
-            log_prints=context.log_prints,
-        )
+        info = TaskRunInfo.of(context, name=item.name)
         return self.submit_job(
             call_timed_in_task_run,
             (self.remote, info, args, kwargs),

@@ -398,13 +398,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         if context is None:
             raise RuntimeError("pool calls must happen inside a task run")
         task_run = context.task_run
-        info = TaskRunInfo(
-            task_run_id=str(task_run.id),
-            task_run_name=task_run.name,
-            flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
-            task_name=context.task.name,
-            log_prints=context.log_prints,
-        )
+        info = TaskRunInfo.of(context)
         # Worker logs are emitted by the pool's manager thread; they must use this task
         # run's context (settings, API URL), not that thread's empty one.
         log_sink = _context_log_sink(get_run_logger(context))

@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.context import TaskRunContext
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,18 @@ class TaskRunInfo:
     flow_run_id: str | None
     task_name: str
     log_prints: bool
+
+    @classmethod
+    def of(cls, context: TaskRunContext, name: str | None = None) -> TaskRunInfo:
+        """The identity of ``context``'s task run; ``name`` replaces its name (an item of a chunk)."""
+        task_run = context.task_run
+        return cls(
+            task_run_id=str(task_run.id),
+            task_run_name=name or task_run.name,
+            flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
+            task_name=context.task.name,
+            log_prints=context.log_prints,
+        )
 
 
 @dataclass(frozen=True)
