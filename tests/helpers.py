@@ -93,3 +93,11 @@ class PrefectServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def run_without_file_permission_override(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run Python ``script`` so that file modes apply: as root, without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH (through which root reads anything)."""
+    caps = "-dac_override,-dac_read_search"
+    drop = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, "--"] if os.geteuid() == 0 else []
+    return subprocess.run([*drop, sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import run_without_file_permission_override
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,15 +51,7 @@ def test_permission_denied_names_the_file(tmp_path: Path) -> None:
             f"try:\n    parse_item({str(shared)!r}, 'locked', {str(shared / 'out')!r})\n"
             "except ItemError as e:\n    print(e)\n"
         )
-        # Root reads anything through CAP_DAC_OVERRIDE; drop it so the mode really applies.
-        caps = "-dac_override,-dac_read_search"
-        drop = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, "--"] if os.geteuid() == 0 else []
-        result = subprocess.run(
-            [*drop, sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parents[1],
-        )
+        result = run_without_file_permission_override(script, Path(__file__).resolve().parents[1])
         assert result.stdout.strip() == "locked: permission denied", result.stderr
     finally:
         shutil.rmtree(shared)

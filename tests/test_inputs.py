@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import run_without_file_permission_override
 
 from tasks.inputs import Unreadable, list_inputs, pattern_regex
 
@@ -67,7 +65,6 @@ def test_an_input_whose_only_directory_is_a_link_is_not_empty(tmp_path: Path) ->
 
 
 def test_an_unreadable_directory_is_reported_not_skipped() -> None:
-    # Root lists anything through CAP_DAC_OVERRIDE/READ_SEARCH; drop both so the mode applies.
     shared = Path(tempfile.mkdtemp(prefix="poolflow-unreadable-"))
     try:
         _corpus(shared, "AA", 1)
@@ -79,11 +76,7 @@ def test_an_unreadable_directory_is_reported_not_skipped() -> None:
             f"listing = list_inputs(Path({str(shared)!r}), '**/wiki_*')\n"
             "print(listing.items, [(u.path, u.reason) for u in listing.unreadable])\n"
         )
-        caps = "-dac_override,-dac_read_search"
-        drop = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, "--"] if os.geteuid() == 0 else []
-        result = subprocess.run(
-            [*drop, sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO
-        )
+        result = run_without_file_permission_override(script, REPO)
         assert result.stdout.strip() == (
             "['AA/wiki_00'] [('AB', 'cannot list directory: Permission denied')]"
         ), result.stderr
