@@ -36,7 +36,7 @@ def process_role(root: psutil.Process, member: psutil.Process) -> str:
     """Which of ``ROLES`` a process of the benchmarked tree plays."""
     if member.pid == root.pid:
         return "flow"
-    return "api" if "prefect.server" in " ".join(member.cmdline()) else "workers"
+    return "api" if "poolflow.api_server" in " ".join(member.cmdline()) else "workers"
 
 
 def sample_tree(root: psutil.Process, cpu: dict[int, tuple[str, float]]) -> int:

@@ -20,9 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.local_run import run_on_local_api
 from bench.results_file import write_section
 
 MODES = ("pool", "poolflow-1", "poolflow-auto", "prefect-thread")
@@ -40,10 +42,14 @@ def run_child(mode: str, tasks: int, seconds: float, processes: int) -> int:
     if mode == "pool":
         with multiprocessing.get_context("forkserver").Pool(processes) as pool:
             return len(pool.map(nap, [seconds] * tasks))
+    return run_on_local_api(lambda: prefect_flow(mode, tasks, seconds, processes))
+
+
+def prefect_flow(mode: str, tasks: int, seconds: float, processes: int) -> Callable[[], int]:
+    """The naps as a Prefect flow on ``mode``'s task runner (imports Prefect)."""
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from poolflow.local_api import local_api
     from runners import MultiprocessingTaskRunner
 
     runner: Any
@@ -57,8 +63,7 @@ def run_child(mode: str, tasks: int, seconds: float, processes: int) -> int:
     def simulation() -> int:
         return len([f.result() for f in nap_task.map([seconds] * tasks)])
 
-    with local_api(say=lambda message: None):  # the API server a poolflow command starts
-        return int(simulation())
+    return simulation
 
 
 def time_mode(mode: str, args: argparse.Namespace, env: dict[str, str]) -> float:

@@ -12,9 +12,11 @@ import json
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.local_run import run_on_local_api
 from flows.parameters import DEFAULT_PATTERN
 from tasks.inputs import list_items
 from tasks.items import parse_item
@@ -50,12 +52,10 @@ RUNNER_OF_MODE = {
 }
 
 
-def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> None:
-    """``work`` as a Prefect flow on ``mode``'s task runner, against the API server that a
-    ``poolflow`` command starts (the same for every runner, so runners are compared alone)."""
+def prefect_flow(mode: str, work: list[tuple[str, str, str]], processes: int) -> Callable[[], int]:
+    """``work`` as a Prefect flow on ``mode``'s task runner (imports Prefect)."""
     from prefect import flow, task
 
-    from poolflow.local_api import local_api
     from runners.choice import make_task_runner
 
     parse = task(name="parse")(parse_item)
@@ -66,8 +66,13 @@ def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> 
         futures = parse.map(inputs, items, outputs)
         return len([f.result() for f in futures])
 
-    with local_api(say=lambda message: None):
-        assert bench_flow() == len(work)
+    return bench_flow
+
+
+def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> None:
+    """Run ``prefect_flow`` as a ``poolflow`` command would (``bench.local_run``): the same API
+    server for every runner, so runners are compared alone."""
+    assert run_on_local_api(lambda: prefect_flow(mode, work, processes)) == len(work)
 
 
 def main(argv: list[str]) -> None:

@@ -21,6 +21,7 @@ from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, c
 from poolflow.api_watch import ApiWatcher
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
 from poolflow.local_api import ApiStartError, local_api
+from poolflow.startup_gc import building_long_lived_objects
 from runners.choice import RUNNERS
 from tasks.parse import PARSERS
 
@@ -134,7 +135,7 @@ def _api_session(flows_module: str) -> Iterator[str | None]:
     runs are tagged so that the next command can do the same for them. With a server of
     its own the terminal hears once when it goes away and once when it is back.
     ``flows_module`` (with Prefect) is imported while the API server starts."""
-    with local_api(say, while_starting=lambda: importlib.import_module(flows_module)) as local_url:
+    with local_api(say, while_starting=lambda: _import(flows_module)) as local_url:
         for name in mark_crashed_runs():
             say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
         from prefect.settings import PREFECT_API_URL
@@ -142,6 +143,11 @@ def _api_session(flows_module: str) -> Iterator[str | None]:
         watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
         with tagged_with_this_process(), watch:
             yield local_url
+
+
+def _import(module: str) -> None:
+    with building_long_lived_objects():
+        importlib.import_module(module)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -14,9 +14,12 @@ under uvicorn, on a free loopback port, against the database in ``PREFECT_HOME``
   command however the command ends.
 - **Write batching.** The server's recorders default to one database write per event;
   ``RECORDER_SETTINGS`` batch them (chosen with ``bench.many_tasks --record``).
+- **Start-up time.** The server process builds its app with the garbage collector off
+  (``poolflow.api_server``), skips migrations and block registration on a database already
+  current (``poolflow.database_stamp``) and runs no automation services.
 
 ```
-poolflow command ──Popen──► python -m uvicorn prefect.server.api.server:create_app
+poolflow command ──Popen──► python -m poolflow.api_server PORT  (Prefect's app under uvicorn)
    │  PREFECT_API_URL=http://127.0.0.1:PORT/api     (PDEATHSIG: SIGTERM when we die)
    └─ flow run, task runs, events ──HTTP/websocket──►  SQLite in PREFECT_HOME
 ```
@@ -41,6 +44,8 @@ from typing import IO
 import httpx
 import tomllib
 
+from poolflow import database_stamp
+
 Say = Callable[[str], None]
 
 # Batched writes of the server's event consumers (Prefect's defaults write one event at a
@@ -48,14 +53,22 @@ Say = Callable[[str], None]
 RECORDER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
-    # Whole seconds: the recorder truncates it to an int, and 0 makes it spin (a full core).
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    # Honoured as a fraction by poolflow.api_server (Prefect truncates it to whole seconds):
+    # the command's end waits for the last task runs to be stored, at most this long.
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.1",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
 }
-# What Prefect's own ephemeral server sets: no UI, only the services a short-lived API needs.
-EPHEMERAL_SETTINGS = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
+# What Prefect's own ephemeral server sets: no UI, only the services a short-lived API needs;
+# of those, not the automations' triggers and actions either: they react to events while a
+# server lives, which is the job of a long-running server (`prefect server start`), not of
+# one command's (and they took 0.25 s of its start-up).
+EPHEMERAL_SETTINGS = {
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "0",
+}
 START_TIMEOUT = float(os.environ.get("POOLFLOW_API_START_TIMEOUT", "600"))
 _PR_SET_PDEATHSIG = 1
 _PORT_IN_USE_EXIT = 3  # uvicorn's exit code when it cannot bind its port
@@ -135,34 +148,27 @@ class LocalApiServer:
         self.timeout = timeout
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self._database_current = False
         self._stderr: IO[bytes] | None = None
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def start(self) -> None:
-        """Start the server process; ``wait_ready`` then waits until it answers."""
+    def start(self, database_current: bool = False) -> None:
+        """Start the server process; ``wait_ready`` then waits until it answers.
+
+        ``database_current``: the database needs no migrations and block registrations
+        (``poolflow.database_stamp``), so the server skips them.
+        """
         self.port = _free_port()
+        self._database_current = database_current
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's life, closed in stop()
-        env = {**os.environ, **RECORDER_SETTINGS, **EPHEMERAL_SETTINGS}
+        skipped = database_stamp.SKIP_SETTINGS if database_current else {}
+        env = {**os.environ, **RECORDER_SETTINGS, **EPHEMERAL_SETTINGS, **skipped}
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "prefect.server.api.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
+            [sys.executable, "-m", "poolflow.api_server", str(self.port)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -179,7 +185,7 @@ class LocalApiServer:
                 now = time.monotonic()
                 if self.process is not None and self.process.poll() is not None:
                     if self.process.returncode == _PORT_IN_USE_EXIT:
-                        self.start()  # another process took the port first: take a new one
+                        self.start(self._database_current)  # the port was taken: take a new one
                         continue
                     raise ApiStartError(self._exit_message())
                 if now - started > self.timeout:
@@ -235,16 +241,25 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
         return
     server = LocalApiServer(say)
     try:
-        with _start_lock(prefect_home(), say):
+        home = prefect_home()
+        with _start_lock(home, say):
             database = database_path()
             if database is not None and not database.exists():
                 say(f"creating Prefect's database at {database} (first run; about half a minute)")
-            server.start()
+            current = database is not None and database_stamp.is_current(home, database)
+            server.start(database_current=current)
             while_starting()
             server.wait_ready()
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+            if database is not None and not current:
+                database_stamp.write_stamp(home, database)
+        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        # No flow-run heartbeats: they let a long-lived server notice flow runs whose process
+        # died, where this server dies with its command (and ``crashed_runs`` marks such runs
+        # from their process tags); their thread also held up the end of each flow by up to
+        # a second, as it sleeps in whole seconds between checks.
+        updates = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        with temporary_settings(updates=updates):
             try:
                 yield server.api_url
             finally:

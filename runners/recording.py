@@ -19,6 +19,9 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.loggers import get_logger
 
 _BATCH = 200
+# Longest pause between checks: a recorder flushes every second or faster, and a check (one
+# small query) is cheap next to making the end of a flow wait a second too long.
+_MAX_POLL_DELAY = 0.25
 logger = get_logger("poolflow.recording")
 
 
@@ -85,5 +88,5 @@ def _poll_while_progressing(remaining: set[UUID], stall_timeout: float) -> set[U
         if not remaining or now - last_progress >= stall_timeout:
             break
         time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+        delay = min(delay * 2, _MAX_POLL_DELAY)
     return remaining

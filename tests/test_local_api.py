@@ -79,12 +79,12 @@ def test_two_first_runs_on_one_new_prefect_home_both_start(tmp_path: Path) -> No
 
 
 def _api_server_of(command: psutil.Process, timeout: float) -> psutil.Process:
-    """The uvicorn child serving ``command``'s API, once it is there."""
+    """The ``poolflow.api_server`` child serving ``command``'s API, once it is there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for child in command.children(recursive=True):
             try:
-                if "uvicorn" in child.cmdline():
+                if "poolflow.api_server" in child.cmdline():
                     return child
             except psutil.NoSuchProcess:
                 continue

@@ -1,0 +1,73 @@
+"""The process that serves Prefect's API for one ``poolflow`` command (see ``local_api``).
+
+Usage: ``python -m poolflow.api_server PORT``. Prefect's own app (``create_app``) under
+uvicorn on ``127.0.0.1:PORT``, with two differences from ``prefect server start``:
+
+- The app is imported and built with the collector paused (``poolflow.startup_gc``), which
+  cut the server's start-up by 0.6 s.
+- Before it serves, one request for a path no route has walks the whole router: FastAPI
+  builds each route's request handling when a request first passes it (0.25 s here with
+  the collector paused, more than twice that on the command's first real requests).
+- The task-run recorder writes its batch every ``flush_interval`` seconds as set, where
+  Prefect truncates the setting to whole seconds (``int(flush_interval)``, so 0.5 became
+  0: a loop spinning a core). With 1 s, the command waited half a second on average at
+  its end for the last task runs to be stored; with ``local_api``'s 0.1 s, a twentieth.
+  ``test_api_server.py`` fails when Prefect's recorder no longer looks as this expects.
+
+Exits with uvicorn's code 3 when the port is taken, which ``local_api`` answers with a
+new port.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from poolflow.startup_gc import building_long_lived_objects
+
+
+def honour_recorder_flush_interval() -> None:
+    """Make Prefect's task-run recorder flush at its ``flush_interval`` setting, fractions included."""
+    from prefect.server.services import task_run_recorder
+    from prefect.settings import get_current_settings
+
+    truncating: Callable[..., Any] = task_run_recorder.consumer
+
+    def consumer(write_batch_size: int, flush_every: float, **options: Any) -> Any:
+        seconds = get_current_settings().server.services.task_run_recorder.flush_interval
+        return truncating(write_batch_size=write_batch_size, flush_every=seconds, **options)
+
+    task_run_recorder.consumer = consumer  # type: ignore[assignment]
+
+
+def walk_every_route(app: Any) -> None:
+    """Pass one request through all of ``app``'s routes (a path none matches)."""
+    import asyncio
+
+    import httpx
+
+    async def unmatched() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://poolflow") as client:
+            response = await client.get("/api/poolflow-warm-up-matches-no-route")
+        if response.status_code != 404:
+            raise RuntimeError(f"the warm-up request got {response.status_code}, not 404")
+
+    asyncio.run(unmatched())
+
+
+def main(argv: list[str]) -> None:
+    (port,) = argv
+    with building_long_lived_objects():
+        import uvicorn
+        from prefect.server.api.server import create_app
+
+        app = create_app()
+        walk_every_route(app)
+        honour_recorder_flush_interval()
+    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="error", lifespan="on")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,103 @@
+"""The process serving a command's API: its quick start and its recorder's flush interval."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.server.services import task_run_recorder
+from prefect.settings import PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL, temporary_settings
+
+from poolflow import database_stamp
+from poolflow.api_server import honour_recorder_flush_interval
+from poolflow.local_api import RECORDER_SETTINGS, local_api
+
+
+def test_prefect_still_truncates_the_recorder_interval_as_the_launcher_expects() -> None:
+    """Pins what ``honour_recorder_flush_interval`` works around; when this fails, Prefect
+    changed its task-run recorder: drop the workaround if it now honours fractions."""
+    start = inspect.getsource(task_run_recorder.TaskRunRecorder.start)
+    assert "flush_every=int(self.service_settings().flush_interval)" in start
+    parameters = list(inspect.signature(task_run_recorder.consumer).parameters)
+    assert parameters[:2] == ["write_batch_size", "flush_every"]
+
+
+def test_the_launcher_hands_the_recorder_its_fractional_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(task_run_recorder, "consumer", lambda **kwargs: calls.append(kwargs))
+    honour_recorder_flush_interval()
+    with temporary_settings(updates={PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL: 0.1}):
+        task_run_recorder.consumer(write_batch_size=500, flush_every=0, max_persist_retries=3)
+    assert calls == [{"write_batch_size": 500, "flush_every": 0.1, "max_persist_retries": 3}]
+    assert float(RECORDER_SETTINGS["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"]) < 1
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path / "home"
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    yield home
+
+
+def _server_environment() -> dict[str, str]:
+    """The environment of this process's API server child."""
+    (server,) = [p for p in psutil.Process().children() if "poolflow.api_server" in p.cmdline()]
+    return server.environ()
+
+
+@pytest.mark.slow
+def test_a_current_database_skips_migrations_and_keeps_every_task_run(fresh_home: Path) -> None:
+    from flows.demo import demo
+
+    database = fresh_home / "prefect.db"
+    with local_api(say=lambda message: None):
+        assert "PREFECT_API_DATABASE_MIGRATE_ON_START" not in _server_environment()
+        first = demo(items=6, processes=2, max_seconds=0.05, return_state=True)
+    assert database_stamp.is_current(fresh_home, database)
+
+    with local_api(say=lambda message: None):
+        skipped = {name: _server_environment().get(name) for name in database_stamp.SKIP_SETTINGS}
+        assert skipped == database_stamp.SKIP_SETTINGS
+        second = demo(items=6, processes=2, max_seconds=0.05, return_state=True)
+        with get_client(sync_client=True) as client:
+            ids = [first.state_details.flow_run_id, second.state_details.flow_run_id]
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+            assert sorted(run.state_name or "" for run in runs) == ["Completed", "Completed"]
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=100
+            )
+    # the task runs of both flows (6 items each, some sharing a chunk), stored in a final
+    # state before each server stopped
+    assert {run.flow_run_id for run in task_runs} == set(ids) and len(task_runs) >= 6
+    assert all(run.state is not None and run.state.is_completed() for run in task_runs)
+
+
+def test_a_stamp_stops_matching_when_the_database_or_prefect_changes(
+    fresh_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    database = fresh_home / "prefect.db"
+    fresh_home.mkdir()
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        db.execute("INSERT INTO alembic_version VALUES ('aaa111')")
+    assert not database_stamp.is_current(fresh_home, database)  # no stamp yet
+    database_stamp.write_stamp(fresh_home, database)
+    assert database_stamp.is_current(fresh_home, database)
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'bbb222'")  # migrated by another Prefect
+    assert not database_stamp.is_current(fresh_home, database)
+    database_stamp.write_stamp(fresh_home, database)
+    with monkeypatch.context() as upgraded:
+        upgraded.setattr(database_stamp, "prefect_distributions", lambda: ["prefect-9.9.9.dist-info"])
+        assert not database_stamp.is_current(fresh_home, database)
+    assert database_stamp.is_current(fresh_home, database)
+    database.unlink()
+    assert not database_stamp.is_current(fresh_home, database)
