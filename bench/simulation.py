@@ -42,7 +42,8 @@ def run_child(mode: str, tasks: int, seconds: float, processes: int) -> int:
     if mode == "pool":
         with multiprocessing.get_context("forkserver").Pool(processes) as pool:
             return len(pool.map(nap, [seconds] * tasks))
-    return run_on_local_api(lambda: prefect_flow(mode, tasks, seconds, processes))
+    warm = processes if mode.startswith("poolflow") else None
+    return run_on_local_api(lambda: prefect_flow(mode, tasks, seconds, processes), warm)
 
 
 def prefect_flow(mode: str, tasks: int, seconds: float, processes: int) -> Callable[[], int]:

@@ -72,7 +72,8 @@ def prefect_flow(mode: str, work: list[tuple[str, str, str]], processes: int) ->
 def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> None:
     """Run ``prefect_flow`` as a ``poolflow`` command would (``bench.local_run``): the same API
     server for every runner, so runners are compared alone."""
-    assert run_on_local_api(lambda: prefect_flow(mode, work, processes)) == len(work)
+    pool = processes if mode == "poolflow" else None
+    assert run_on_local_api(lambda: prefect_flow(mode, work, processes), pool) == len(work)
 
 
 def main(argv: list[str]) -> None:

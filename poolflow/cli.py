@@ -23,6 +23,7 @@ from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
 from poolflow.local_api import ApiStartError, local_api
 from poolflow.startup_gc import building_long_lived_objects
 from runners.choice import RUNNERS
+from runners.warm_pool import prestarted
 from tasks.parse import PARSERS
 
 if TYPE_CHECKING:
@@ -129,20 +130,28 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _api_session(flows_module: str) -> Iterator[str | None]:
+def _api_session(flows_module: str, pool_processes: int | None) -> Iterator[str | None]:
     """Prefect's API for this command (started here unless PREFECT_API_URL is set); runs
     left RUNNING by killed poolflow processes are marked Crashed, and this process's flow
     runs are tagged so that the next command can do the same for them. With a server of
     its own the terminal hears once when it goes away and once when it is back.
-    ``flows_module`` (with Prefect) is imported while the API server starts."""
-    with local_api(say, while_starting=lambda: _import(flows_module)) as local_url:
-        for name in mark_crashed_runs():
-            say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
-        from prefect.settings import PREFECT_API_URL
+    While the API server starts, the worker pool of ``pool_processes`` (None: the flow's
+    runner is not poolflow's) starts and ``flows_module`` (with Prefect) is imported."""
+    with contextlib.ExitStack() as warm:
 
-        watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
-        with tagged_with_this_process(), watch:
-            yield local_url
+        def while_starting() -> None:
+            if pool_processes is not None:
+                warm.enter_context(prestarted(pool_processes))
+            _import(flows_module)
+
+        with local_api(say, while_starting=while_starting) as local_url:
+            for name in mark_crashed_runs():
+                say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
+            from prefect.settings import PREFECT_API_URL
+
+            watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
+            with tagged_with_this_process(), watch:
+                yield local_url
 
 
 def _import(module: str) -> None:
@@ -156,7 +165,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     processes = args.processes or os.cpu_count() or 1
     say(f"{args.input_dir}/{args.pattern} -> {target} on {processes} processes ({args.runner})")
-    with _api_session("flows.wiki_report") as local_url:
+    pool_processes = processes if args.runner == "multiprocessing" else None
+    with _api_session("flows.wiki_report", pool_processes) as local_url:
         from flows.wiki_report import wiki_report
 
         state = wiki_report(
@@ -207,7 +217,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    with _api_session("flows.demo"):
+    with _api_session("flows.demo", args.processes):
         from flows.demo import demo
 
         demo(items=args.items, processes=args.processes, max_seconds=args.max_seconds)
@@ -215,7 +225,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _tuple_report(args: argparse.Namespace) -> int:
-    with _api_session("flows.tuple_report"):
+    with _api_session("flows.tuple_report", args.processes or os.cpu_count() or 1):
         from flows.tuple_report import tuple_report
 
         tuple_report(

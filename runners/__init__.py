@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # "X as X" marks each name as re-exported
     from runners.choice import make_task_runner as make_task_runner
     from runners.multiprocessing_runner import MultiprocessingTaskRunner as MultiprocessingTaskRunner
+    from runners.warm_pool import prestarted as prestarted
     from runners.worker_pool import JobCancelledError as JobCancelledError
     from runners.worker_pool import JobTimeoutError as JobTimeoutError
     from runners.worker_pool import WorkerDiedError as WorkerDiedError
@@ -24,6 +25,7 @@ _EXPORTS = {
     "JobTimeoutError": "runners.worker_pool",
     "JobCancelledError": "runners.worker_pool",
     "make_task_runner": "runners.choice",
+    "prestarted": "runners.warm_pool",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -32,6 +32,7 @@ from prefect.logging.loggers import get_run_logger
 from prefect.task_runners import TaskRunner
 from typing_extensions import Self
 
+from runners import warm_pool
 from runners.cancellation import CancellationWatcher
 from runners.chunk_dispatcher import Batch, ChunkDispatcher
 from runners.chunked_map import Chunk
@@ -150,14 +151,17 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
     def __enter__(self) -> Self:
         super().__enter__()
-        self._pool = WorkerPool(
+        pool = WorkerPool(
             self.processes,
             maxtasksperchild=self.maxtasksperchild,
             initializer=self.initializer,
             initargs=self.initargs,
             start_method=self.start_method,
         )
-        self._pool.start()
+        prestarted = warm_pool.adopt(pool)  # started while the command's API started
+        if prestarted is None:
+            pool.start()
+        self._pool = prestarted or pool
         self._engines = ThreadPoolExecutor(
             max_workers=self.processes + _EXTRA_ENGINE_THREADS,
             thread_name_prefix="poolflow-engine",

@@ -242,6 +242,11 @@ class WorkerPool:
 
     # ----------------------------------------------------------------- public API
 
+    def settings(self) -> tuple[object, ...]:
+        """What the workers are started with: pools with equal settings are interchangeable."""
+        start_method = self.context.get_start_method()
+        return (self.processes, self.maxtasksperchild, self.initializer, self.initargs, start_method)
+
     def start(self) -> None:
         """Start the workers, then the manager thread that owns them from now on."""
         self._workers = [self._spawn_worker() for _ in range(self.processes)]

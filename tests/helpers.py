@@ -13,6 +13,13 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+import psutil
+
+
+def alive(pids: list[int]) -> list[int]:
+    """The processes among ``pids`` that still run (zombies count as gone)."""
+    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""

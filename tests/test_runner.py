@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+from helpers import alive
 from prefect import flow, get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
@@ -19,7 +21,7 @@ from prefect.states import State
 from prefect.utilities.annotations import unmapped
 from prefect_helpers import task_runs
 
-from runners import MultiprocessingTaskRunner
+from runners import MultiprocessingTaskRunner, prestarted
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -183,6 +185,24 @@ def test_initializer_and_maxtasksperchild(start_method: str) -> None:
     pids, markers = recycled()
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
     assert markers == ["set", "set"]
+
+
+def test_a_runner_adopts_the_pool_prestarted_for_it_and_an_unadopted_pool_stops() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2))
+    def pids() -> set[int]:
+        return {future.result() for future in [where.submit() for _ in range(8)]}
+
+    with prestarted(2) as pool:
+        warm = set(pool.worker_pids())
+        assert len(warm) == 2 and all(psutil.pid_exists(pid) for pid in warm)
+        used = pids()
+    assert used <= warm  # the flow's tasks ran on the workers started before it
+    assert not alive(list(warm))  # the runner that adopted the pool shut it down at its end
+
+    with prestarted(3) as other:  # 3 processes: not what a 2-process runner asks for
+        spare = other.worker_pids()
+        assert not pids() & set(spare)
+    assert not alive(spare)  # nobody adopted it: stopped when the block ended
 
 
 def test_duplicate_and_equality_keep_configuration() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import cloudpickle
 import psutil
 import pytest
+from helpers import alive
 from pool_jobs import chatty, die, fail, pid_of_worker, spin, square
 
 from runners.worker import worker_main
@@ -32,11 +33,6 @@ from runners.worker_protocol import (
 )
 
 START_METHODS = ["spawn", "forkserver"]
-
-
-def alive(pids: list[int]) -> list[int]:
-    """The processes among ``pids`` that still run (zombies count as gone)."""
-    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
 
 
 @pytest.fixture(params=START_METHODS)
