@@ -46,7 +46,8 @@ def sample_tree(root: psutil.Process, cpu: dict[int, tuple[str, float]]) -> int:
         try:
             with member.oneshot():
                 total += member.memory_info().rss
-                role = cpu[member.pid][0] if member.pid in cpu else process_role(root, member)
+                # Asked every time: just after fork, before exec, a child still shows its parent's command.
+                role = process_role(root, member)
                 times = member.cpu_times()
                 cpu[member.pid] = (role, times.user + times.system)
         except psutil.Error:  # exited since it was listed: its last sample stands
