@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,14 +146,26 @@ def _api_session(flows_module: str, pool_processes: int | None) -> Iterator[str 
                 warm.enter_context(prestarted(pool_processes))
             _import(flows_module)
 
-        with local_api(say, while_starting=while_starting) as local_url:
-            for name in mark_crashed_runs():
-                say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
+        with local_api(say, while_starting=while_starting) as local_url, ThreadPoolExecutor(1) as side:
+            # Housekeeping beside the run, not before it (an API round trip of 0.2 s or more).
+            crashed = side.submit(copy_context().run, mark_crashed_runs)
             from prefect.settings import PREFECT_API_URL
 
             watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
             with tagged_with_this_process(), watch:
                 yield local_url
+            _say_crashed(crashed)
+
+
+def _say_crashed(marking: Future[list[str]]) -> None:
+    """One line per flow run that ``mark_crashed_runs`` marked, or why it could not look."""
+    try:
+        names = marking.result()
+    except Exception as exc:  # housekeeping: the run itself is not affected
+        say(f"could not check for runs left running by killed poolflow processes: {exc}")
+        return
+    for name in names:
+        say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
 
 
 def _import(module: str) -> None:
