@@ -33,15 +33,15 @@ from flows.progress import ItemProgress
 from flows.task_map import map_task
 from runners.choice import make_task_runner
 from tasks import storage
-from tasks.atomic import OutputError
+from tasks.atomic import OutputError, remove_stale_temp_files
 from tasks.inputs import InputListing, list_inputs
 from tasks.items import ItemError, ItemOutput, ItemResult, ItemStatus, parse_item
 from tasks.output_lock import OutputInUse, exclusive_output
 from tasks.parquet import ParquetResult, write_parquet
 from tasks.report import ReportResult, build_report
+from tasks.report_parts import PART_SUFFIX
 from tasks.stats import DocumentStats
 from tasks.storage import is_remote
-from tasks.xlsx import remove_stale_temp_files
 
 # Results persist and the cache key is the inputs within one flow run (not the task's
 # source), so a retry of a failed run from the UI reuses every finished item — also after
@@ -134,7 +134,8 @@ def wiki_report(
         return Failed(message=str(exc))
     with held:
         listing = list_inputs(source, pattern)
-        stale = 0 if is_remote(target) else remove_stale_temp_files(Path(target))
+        # Left by killed writers of artifacts and reports (.xlsx) and of report parts.
+        stale = 0 if is_remote(target) else remove_stale_temp_files(Path(target), (".xlsx", PART_SUFFIX))
         _log_listing(listing, source, stale)
         items = listing.items
         common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))

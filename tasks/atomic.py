@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -113,3 +114,18 @@ class AtomicTarget:
             self.discard()
         if isinstance(exc, OSError):
             raise self.failed(exc) from exc
+
+
+def remove_stale_temp_files(directory: Path, suffixes: Iterable[str]) -> int:
+    """Delete the temp files that killed writers of targets named ``*<suffix>`` left below
+    ``directory``; return how many.
+
+    Only call this while holding the directory (``tasks.output_lock``): a live writer's
+    temp files look the same.
+    """
+    removed = 0
+    for suffix in suffixes:
+        for temp in directory.rglob(f".*{suffix}.*.tmp"):
+            temp.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -6,6 +6,11 @@ strings always inline strings, never formulas; empty strings leave the cell out)
 two writers give equal values. Copied rows keep every cell's XML exactly as the artifact
 has it, text already escaped; only the row number changes and the first cell (the line in
 the item) becomes the source item's name.
+
+A placeable row (``render_placeable_row``) has no ``r`` attributes: SpreadsheetML puts a row
+without ``r`` after the row before it and a cell without ``r`` after the cell before it, so a
+block of such rows means the same at any row of any sheet. Its empty cells are written
+(``<c/>``) so that later cells keep their columns; trailing ones are left out.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ ROWS_PER_PIECE = 4096  # rendered rows per piece handed to the compressor
 # A row opens with the artifact's line-number cell (group 1); every other cell keeps its letters.
 _ROW_OR_CELL = re.compile(rb'<row\b[^>]*>(<c r="A\d+"><v>[^<]*</v></c>)?|<c r="([A-Z]{1,3})\d+"')
 _ROW_START = b"<row "
+_EMPTY_CELL = "<c/>"
 # The shortest row an artifact holds: a block this many times shorter has fewer rows.
 SHORTEST_ROW = len(b'<row r="2"><c r="A2"><v>1</v></c></row>')
 
@@ -63,22 +69,43 @@ def _escaped_cached(value: str) -> str:
     return escape_text(value)
 
 
-def _string_cell(reference: str, value: str) -> str:
-    text = value if value.isalnum() else _escaped_cached(value)  # letters and digits need no escape
-    return f'<c r="{reference}" t="inlineStr"><is><t xml:space="preserve">{text}</t></is></c>'
+def _string_cell(reference: str, text: str) -> str:
+    """An inline-string cell at ``reference`` (`` r="B2"`` or nothing) holding escaped ``text``."""
+    return f'<c{reference} t="inlineStr"><is><t xml:space="preserve">{text}</t></is></c>'
+
+
+def _number_cell(reference: str, value: int | float) -> str:
+    """A number cell, as xlsxwriter writes numbers but integers exactly."""
+    number = value if isinstance(value, int) else f"{value:.16G}"
+    return f"<c{reference}><v>{number}</v></c>"
 
 
 def render_row(row_number: int, values: Row) -> str:
-    """One ``<row>`` of ``values`` (strings inline, numbers as numbers, empty strings left out)."""
+    """One ``<row>`` numbered ``row_number`` (strings inline, numbers as numbers, empty strings left out)."""
     cells = [f'<row r="{row_number}">']
     for col, value in enumerate(values):
         letters = _LETTERS[col] if col < len(_LETTERS) else column_letters(col)
         if isinstance(value, str):
-            if value:
-                cells.append(_string_cell(f"{letters}{row_number}", value))
-        else:  # as xlsxwriter writes numbers, but integers exactly
-            number = value if isinstance(value, int) else f"{value:.16G}"
-            cells.append(f'<c r="{letters}{row_number}"><v>{number}</v></c>')
+            if value:  # letters and digits need no escape
+                text = value if value.isalnum() else _escaped_cached(value)
+                cells.append(_string_cell(f' r="{letters}{row_number}"', text))
+        else:
+            cells.append(_number_cell(f' r="{letters}{row_number}"', value))
+    cells.append("</row>")
+    return "".join(cells)
+
+
+def render_placeable_row(values: Row) -> str:
+    """One ``<row>`` without ``r`` attributes: it means the same wherever it is placed (module doc)."""
+    end = len(values)
+    while end and values[end - 1] == "":
+        end -= 1
+    cells = ["<row>"]
+    for value in values[:end]:
+        if isinstance(value, str):
+            cells.append(_string_cell("", escape_text(value)) if value else _EMPTY_CELL)
+        else:
+            cells.append(_number_cell("", value))
     cells.append("</row>")
     return "".join(cells)
 

@@ -44,11 +44,18 @@ class DeflatedPiece:
     size: int
 
 
-def deflate_piece(data: bytes) -> DeflatedPiece:
-    """``data`` as a piece that any other piece may precede or follow in a member."""
+def deflate_piece(blocks: Iterable[bytes]) -> DeflatedPiece:
+    """The concatenation of ``blocks`` as a piece any other piece may precede or follow in a member;
+    only the deflated bytes are held, not the blocks."""
     compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
-    deflated = compressor.compress(data) + compressor.flush(isal_zlib.Z_SYNC_FLUSH)
-    return DeflatedPiece(deflated, isal_zlib.crc32(data), len(data))
+    deflated: list[bytes] = []
+    crc = size = 0
+    for block in blocks:
+        deflated.append(compressor.compress(block))
+        crc = isal_zlib.crc32(block, crc)
+        size += len(block)
+    deflated.append(compressor.flush(isal_zlib.Z_SYNC_FLUSH))
+    return DeflatedPiece(b"".join(deflated), crc, size)
 
 
 def inflate_piece(piece: DeflatedPiece) -> bytes:
@@ -132,7 +139,7 @@ class ZipStreamWriter:
 
         The pool runs pieces in submission order, so the piece waited for is always running or done.
         """
-        deflated = piece if isinstance(piece, DeflatedPiece) else deflate_piece(piece)
+        deflated = piece if isinstance(piece, DeflatedPiece) else deflate_piece([piece])
         if previous is not None:
             previous.result()
         self._file.write(deflated.data)

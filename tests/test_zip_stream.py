@@ -30,10 +30,11 @@ def test_members_of_many_deflated_pieces_read_back_exactly() -> None:
 
 def test_pieces_deflated_ahead_are_copied_with_their_crc_and_length() -> None:
     texts = [f"행 {n} ".encode() * n for n in range(1, 400, 37)]
-    ahead = [deflate_piece(text) for text in texts]
+    ahead = [deflate_piece([text]) for text in texts]
     assert [inflate_piece(piece) for piece in ahead] == texts
+    assert inflate_piece(deflate_piece(texts[:3])) == b"".join(texts[:3])  # blocks deflate as one piece
     # Deflated ahead, deflated by the writer and empty pieces mix in one member, in order.
-    mixed: list[bytes | DeflatedPiece] = [b"<start>", *ahead[:5], b"middle", deflate_piece(b""), *ahead[5:]]
+    mixed: list[bytes | DeflatedPiece] = [b"<start>", *ahead[:5], b"middle", deflate_piece([]), *ahead[5:]]
     buffer = io.BytesIO()
     with ZipStreamWriter(buffer, threads=2) as writer:
         writer.write_member("sheet.xml", mixed)
