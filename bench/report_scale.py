@@ -1,8 +1,9 @@
 """Does the report step stream? ``python -m bench.report_scale [CORPUS] [--times 1 10 35]``
 
-Builds the artifacts of the corpus once, then the report from them at each of ``--times``
-(every artifact listed that many times; 35× is the 700-file dump of ``bench.scale``), each in
-a fresh process; prints wall time, CPU time and peak RSS of the report step.
+Builds the artifacts of the corpus once, then the report (docs, stats and summary) from them
+at each of ``--times`` (every item listed that many times; 35× is the 700-file dump of
+``bench.scale``), each in a fresh process; prints wall time, CPU time and peak RSS of the
+report step.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ def build(output: str, corpus: str, times: int) -> None:
     """In a fresh process: the report over every artifact listed ``times`` times."""
     from tasks.report import build_report
 
-    # The artifacts exist already, so parse_item only reads their results back ("skipped").
-    items = list_items(Path(corpus), DEFAULT_PATTERN)
-    results = [parse_item(corpus, item, output).result for item in items] * times
+    # The artifacts exist already, so parse_item only parses for the stats ("skipped").
+    outputs = [parse_item(corpus, item, output) for item in list_items(Path(corpus), DEFAULT_PATTERN)] * times
     started, cpu_started = time.perf_counter(), time.process_time()
-    report = build_report(output, results, [None] * len(results))
+    report = build_report(output, [out.result for out in outputs], [out.stats for out in outputs])
     seconds = round(time.perf_counter() - started, 2)
     cpu = round(time.process_time() - cpu_started, 2)
     peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
