@@ -31,16 +31,16 @@ from flows.artifacts import publish_results
 from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from flows.progress import ItemProgress
+from flows.report_steps import parquet_step, report_step, step_parameters
 from flows.task_map import map_task
-from flows.whole import Whole
 from runners.choice import make_task_runner
 from tasks import storage
 from tasks.atomic import OutputError, remove_stale_temp_files
 from tasks.inputs import InputListing, list_inputs
 from tasks.items import ItemError, ItemOutput, ItemResult, ItemStatus, parse_item
 from tasks.output_lock import OutputInUse, exclusive_output
-from tasks.parquet import ParquetResult, write_parquet
-from tasks.report import ReportResult, build_report
+from tasks.parquet import ParquetResult
+from tasks.report import ReportResult
 from tasks.report_parts import PART_SUFFIX
 from tasks.stats import DocumentStats
 from tasks.storage import is_remote
@@ -50,22 +50,6 @@ from tasks.storage import is_remote
 # the task code was fixed — and runs only the items that failed.
 RETRY_REUSE: dict[str, Any] = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
 parse_task = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
-
-
-def report_step(
-    output_dir: str, items: Whole[list[ItemResult]], stats: Whole[list[DocumentStats | None]]
-) -> ReportResult:
-    """``build_report`` over every item's result and stats, handed over whole (``flows.whole``)."""
-    return build_report(output_dir, items.value, stats.value)
-
-
-def parquet_step(
-    output_dir: str, items: Whole[list[ItemResult]], stats: Whole[list[DocumentStats | None]]
-) -> ParquetResult:
-    """``write_parquet`` over every item's result and stats, handed over whole (``flows.whole``)."""
-    return write_parquet(output_dir, items.value, stats.value)
-
-
 report_task = task(name="report", cache_policy=NO_CACHE)(report_step)
 parquet_task = task(name="parquet", cache_policy=NO_CACHE)(parquet_step)
 RESULTS_DIR = (".poolflow", "results")
@@ -172,7 +156,7 @@ def wiki_report(
             ]
             results += unlisted
             columns += [None] * len(unlisted)
-            report_future = task_runner.submit(report_task, _report_parameters(target, results, columns))
+            report_future = task_runner.submit(report_task, step_parameters(target, results, columns))
             # A report that cannot be written (disk full) is said so; the items stay written.
             report = report_future.result(raise_on_failure=False)
             exported = _write_parquet(task_runner, target, results, columns) if parquet else None
@@ -204,18 +188,11 @@ def _cancelled() -> bool:
     return state is not None and (state.is_cancelling() or state.is_cancelled())
 
 
-def _report_parameters(
-    target: str, results: list[ItemResult], columns: list[DocumentStats | None]
-) -> dict[str, Any]:
-    """The parameters of ``report_step`` and ``parquet_step``."""
-    return {"output_dir": target, "items": Whole(results), "stats": Whole(columns)}
-
-
 def _write_parquet(
     task_runner: Any, target: str, results: list[ItemResult], columns: list[DocumentStats | None]
 ) -> ParquetResult | str:
     """``report.parquet`` next to the report, or why it could not be written."""
-    future = task_runner.submit(parquet_task, _report_parameters(target, results, columns))
+    future = task_runner.submit(parquet_task, step_parameters(target, results, columns))
     written = future.result(raise_on_failure=False)
     return written if isinstance(written, ParquetResult) else failure_reason(written)
 
