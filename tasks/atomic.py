@@ -8,6 +8,7 @@ comes from ``tempfile.mkstemp``, which creates it ``0600``; before the rename it
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tempfile
 from collections.abc import Iterable
@@ -123,9 +124,10 @@ def remove_stale_temp_files(directory: Path, suffixes: Iterable[str]) -> int:
     Only call this while holding the directory (``tasks.output_lock``): a live writer's
     temp files look the same.
     """
+    patterns = [f".*{suffix}.*.tmp" for suffix in suffixes]
     removed = 0
-    for suffix in suffixes:
-        for temp in directory.rglob(f".*{suffix}.*.tmp"):
+    for temp in directory.rglob(".*.tmp"):  # one walk of the output, whatever the suffixes
+        if any(fnmatch.fnmatchcase(temp.name, pattern) for pattern in patterns):
             temp.unlink(missing_ok=True)
             removed += 1
     return removed
