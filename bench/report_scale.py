@@ -1,11 +1,14 @@
-"""Does the report step stream? ``python -m bench.report_scale [CORPUS]``
+"""Does the report step stream? ``python -m bench.report_scale [CORPUS] [--times 1 10 35]``
 
-Builds the artifacts of the corpus once, then the report from them at 1× and 10× (each
-artifact listed ten times), each in a fresh process; prints wall time and peak RSS growth.
+Builds the artifacts of the corpus once, then the report (docs, stats and summary) from them
+at each of ``--times`` (every item listed that many times; 35× is the 700-file dump of
+``bench.scale``), each in a fresh process; prints wall time, CPU time and peak RSS of the
+report step.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -24,25 +27,46 @@ def build(output: str, corpus: str, times: int) -> None:
     """In a fresh process: the report over every artifact listed ``times`` times."""
     from tasks.report import build_report
 
-    # The artifacts exist already, so parse_item only reads their results back ("skipped").
-    items = list_items(Path(corpus), DEFAULT_PATTERN)
-    results = [parse_item(corpus, item, output).result for item in items] * times
-    started = time.perf_counter()
-    report = build_report(output, results, [None] * len(results))
+    # The artifacts exist already, so parse_item only parses for the stats ("skipped").
+    outputs = [parse_item(corpus, item, output) for item in list_items(Path(corpus), DEFAULT_PATTERN)] * times
+    started, cpu_started = time.perf_counter(), time.process_time()
+    report = build_report(output, [out.result for out in outputs], [out.stats for out in outputs])
     seconds = round(time.perf_counter() - started, 2)
+    cpu = round(time.process_time() - cpu_started, 2)
     peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    size = round(Path(report.path).stat().st_size / 2**20)
     print(
-        json.dumps({"times": times, "documents": report.documents, "seconds": seconds, "peak_rss_mib": peak})
+        json.dumps(
+            {
+                "times": times,
+                "documents": report.documents,
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "report_mib": size,
+                "peak_rss_mib": peak,
+            }
+        )
     )
 
 
 def main() -> None:
-    corpus = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_CORPUS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--times", type=int, nargs="+", default=[1, 10], help="listings of the corpus")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as output:
-        for item in list_items(corpus, DEFAULT_PATTERN):
-            parse_item(str(corpus), item, output)
-        for times in (1, 10):
-            command = [sys.executable, "-m", "bench.report_scale", "--child", output, str(corpus), str(times)]
+        for item in list_items(args.corpus, DEFAULT_PATTERN):
+            parse_item(str(args.corpus), item, output)
+        for times in args.times:
+            command = [
+                sys.executable,
+                "-m",
+                "bench.report_scale",
+                "--child",
+                output,
+                str(args.corpus),
+                str(times),
+            ]
             print(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())
 
 

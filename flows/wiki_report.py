@@ -1,8 +1,9 @@
 """``wiki-report``: every WikiExtractor file to an xlsx artifact, then one lossless report.
 
 Work-list: the files under ``input_dir`` matching ``pattern``. Per file, a ``parse`` task
-writes ``<output>/items/<file>.xlsx`` and a ``stats`` task returns a tuple of per-document
-lists; a ``report`` task then streams the artifacts into ``<output>/report.xlsx``. A file
+writes ``<output>/items/<file>.xlsx`` and the file's report part (its rows of the report,
+deflated) and returns a tuple of per-document stats lists; a ``report`` task then copies the
+parts into ``<output>/report.xlsx``. A file
 that fails is listed in the report's ``summary`` with its reason and the flow run ends
 ``Failed`` with "N of M items failed"; every other file still reaches the report.
 """
@@ -30,27 +31,28 @@ from flows.artifacts import publish_results
 from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from flows.progress import ItemProgress
+from flows.report_steps import parquet_step, report_step, step_parameters
 from flows.task_map import map_task
 from runners.choice import make_task_runner
 from tasks import storage
-from tasks.atomic import OutputError
+from tasks.atomic import OutputError, remove_stale_temp_files
 from tasks.inputs import InputListing, list_inputs
 from tasks.items import ItemError, ItemOutput, ItemResult, ItemStatus, parse_item
 from tasks.output_lock import OutputInUse, exclusive_output
-from tasks.parquet import ParquetResult, write_parquet
-from tasks.report import ReportResult, build_report
+from tasks.parquet import ParquetResult
+from tasks.report import ReportResult
+from tasks.report_parts import PART_SUFFIX
 from tasks.stats import DocumentStats
 from tasks.storage import is_remote
-from tasks.xlsx import remove_stale_temp_files
 
 # Results persist and the cache key is the inputs within one flow run (not the task's
 # source), so a retry of a failed run from the UI reuses every finished item — also after
 # the task code was fixed — and runs only the items that failed.
 RETRY_REUSE: dict[str, Any] = {"persist_result": True, "cache_policy": INPUTS + RUN_ID}
 parse_task = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(parse_item)
-report_task = task(name="report", cache_policy=NO_CACHE)(build_report)
+report_task = task(name="report", cache_policy=NO_CACHE)(report_step)
+parquet_task = task(name="parquet", cache_policy=NO_CACHE)(parquet_step)
 RESULTS_DIR = (".poolflow", "results")
-parquet_task = task(name="parquet", cache_policy=NO_CACHE)(write_parquet)
 
 
 def results_storage(target: str) -> Path | str:
@@ -134,7 +136,8 @@ def wiki_report(
         return Failed(message=str(exc))
     with held:
         listing = list_inputs(source, pattern)
-        stale = 0 if is_remote(target) else remove_stale_temp_files(Path(target))
+        # Left by killed writers of artifacts and reports (.xlsx) and of report parts.
+        stale = 0 if is_remote(target) else remove_stale_temp_files(Path(target), (".xlsx", PART_SUFFIX))
         _log_listing(listing, source, stale)
         items = listing.items
         common = dict(input_dir=unmapped(str(source)), parser=unmapped(parser), encoding=unmapped(encoding))
@@ -153,9 +156,7 @@ def wiki_report(
             ]
             results += unlisted
             columns += [None] * len(unlisted)
-            report_future = task_runner.submit(
-                report_task, {"output_dir": target, "items": results, "stats": columns}
-            )
+            report_future = task_runner.submit(report_task, step_parameters(target, results, columns))
             # A report that cannot be written (disk full) is said so; the items stay written.
             report = report_future.result(raise_on_failure=False)
             exported = _write_parquet(task_runner, target, results, columns) if parquet else None
@@ -191,7 +192,7 @@ def _write_parquet(
     task_runner: Any, target: str, results: list[ItemResult], columns: list[DocumentStats | None]
 ) -> ParquetResult | str:
     """``report.parquet`` next to the report, or why it could not be written."""
-    future = task_runner.submit(parquet_task, {"output_dir": target, "items": results, "stats": columns})
+    future = task_runner.submit(parquet_task, step_parameters(target, results, columns))
     written = future.result(raise_on_failure=False)
     return written if isinstance(written, ParquetResult) else failure_reason(written)
 

@@ -8,8 +8,10 @@ comes from ``tempfile.mkstemp``, which creates it ``0600``; before the rename it
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -113,3 +115,19 @@ class AtomicTarget:
             self.discard()
         if isinstance(exc, OSError):
             raise self.failed(exc) from exc
+
+
+def remove_stale_temp_files(directory: Path, suffixes: Iterable[str]) -> int:
+    """Delete the temp files that killed writers of targets named ``*<suffix>`` left below
+    ``directory``; return how many.
+
+    Only call this while holding the directory (``tasks.output_lock``): a live writer's
+    temp files look the same.
+    """
+    patterns = [f".*{suffix}.*.tmp" for suffix in suffixes]
+    removed = 0
+    for temp in directory.rglob(".*.tmp"):  # one walk of the output, whatever the suffixes
+        if any(fnmatch.fnmatchcase(temp.name, pattern) for pattern in patterns):
+            temp.unlink(missing_ok=True)
+            removed += 1
+    return removed

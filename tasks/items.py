@@ -1,9 +1,14 @@
-"""One work item: an input file parsed once into its xlsx artifact and its per-document stats.
+"""One work item: an input file parsed once into its xlsx artifact, its report part and its
+per-document stats.
 
 An item is named by its path relative to the input directory (``AA/wiki_00``); its artifact
-is ``<output>/items/AA/wiki_00.xlsx``. The artifact's ``meta`` sheet records the input's
-fingerprint, so a rerun skips writing items whose artifact is complete and whose input is
-unchanged; their stats still come from the one read and parse of the input.
+is ``<output>/items/AA/wiki_00.xlsx`` and its rows of the report's ``docs`` sheet, rendered
+and deflated here in the pool rather than in the report step, are
+``<output>/.poolflow/report-parts/AA/wiki_00.docs.part`` (``tasks.report_parts``). The
+artifact's ``meta`` sheet records the input's fingerprint, so a rerun skips writing items
+whose artifact is complete and whose input is unchanged; their stats still come from the one
+read and parse of the input, and so does their report part if it is missing or was made from
+something else (an output written before parts existed, say).
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from pathlib import Path
 
 from tasks import storage
 from tasks.parse import Document, parse_text
+from tasks.report_parts import PART_SUFFIX, is_current, write_part
 from tasks.stats import DocumentStats, document_stats
 from tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, split_cell, write_sheet
 
 ARTIFACT_FORMAT = "poolflow-item/1"
 ITEMS_DIR = "items"
+REPORT_PARTS_DIR = ".poolflow/report-parts"
 DOC_COLUMNS = ["line", "id", "url", "title"]
 MAX_TEXT_CELLS = EXCEL_MAX_COLUMNS - len(DOC_COLUMNS)
 
@@ -73,13 +80,23 @@ class ItemOutput:
     stats: DocumentStats
 
 
-def artifact_path(output_dir: Path, item: str) -> Path:
-    """Where the xlsx artifact of ``item`` lives; refuses names that escape the output."""
-    items_root = (output_dir / ITEMS_DIR).resolve()
-    path = (items_root / f"{item}.xlsx").resolve()
-    if not path.is_relative_to(items_root):
+def _item_file(output_dir: Path, folder: str, item: str, suffix: str) -> Path:
+    """``<output_dir>/<folder>/<item><suffix>``; refuses item names that escape the folder."""
+    root = (output_dir / folder).resolve()
+    path = (root / f"{item}{suffix}").resolve()
+    if not path.is_relative_to(root):
         raise ItemError(item, "item name leads outside the output directory")
     return path
+
+
+def artifact_path(output_dir: Path, item: str) -> Path:
+    """Where the xlsx artifact of ``item`` lives."""
+    return _item_file(output_dir, ITEMS_DIR, item, ".xlsx")
+
+
+def report_part_path(output_dir: Path, item: str) -> Path:
+    """Where the report part of ``item`` lives (its rows of the report's ``docs`` sheet)."""
+    return _item_file(output_dir, REPORT_PARTS_DIR, item, PART_SUFFIX)
 
 
 def text_columns_header(count: int) -> list[str]:
@@ -143,13 +160,15 @@ def read_input(input_dir: Path, item: str, encoding: str = "utf-8") -> InputRead
     return InputRead(path, text, data, version, read_at)
 
 
-def _meta(item: str, sha256: str, parser: str, encoding: str, result: ItemResult) -> dict[str, str]:
+def _made_from(sha256: str, parser: str, encoding: str) -> dict[str, str]:
+    """What an artifact and a report part are made from: the meta keys that must match to reuse them."""
+    return {"format": ARTIFACT_FORMAT, "sha256": sha256, "parser": parser, "encoding": encoding}
+
+
+def _meta(item: str, made_from: dict[str, str], result: ItemResult) -> dict[str, str]:
     return {
-        "format": ARTIFACT_FORMAT,
+        **made_from,
         "item": item,
-        "sha256": sha256,
-        "parser": parser,
-        "encoding": encoding,
         "documents": str(result.documents),
         "characters": str(result.characters),
         "text_columns": str(result.text_columns),
@@ -165,13 +184,12 @@ def read_meta(artifact: Path) -> dict[str, str]:
         return {}
 
 
-def _current_result(artifact: Path, item: str, sha256: str, parser: str, encoding: str) -> ItemResult | None:
+def _current_result(artifact: Path, item: str, made_from: dict[str, str]) -> ItemResult | None:
     """The recorded result if ``artifact`` is complete and was made from this exact input."""
     if not artifact.exists():
         return None
     meta = read_meta(artifact)
-    wanted = {"format": ARTIFACT_FORMAT, "sha256": sha256, "parser": parser, "encoding": encoding}
-    if any(meta.get(key) != value for key, value in wanted.items()):
+    if any(meta.get(key) != value for key, value in made_from.items()):
         return None
     return ItemResult(
         item=item,
@@ -209,6 +227,14 @@ def _document_rows(item: str, documents: list[Document]) -> tuple[list[list[str 
     return rows, widest
 
 
+def _write_report_part(
+    output_dir: Path, item: str, made_from: dict[str, str], rows: list[list[str | int]]
+) -> None:
+    """The item's report part from its artifact rows: the report names the source item where
+    the artifact has the line number."""
+    write_part(report_part_path(output_dir, item), item, made_from, [[item, *row[1:]] for row in rows])
+
+
 def parse_item(
     input_dir: str,
     item: str,
@@ -216,28 +242,32 @@ def parse_item(
     parser: str = "exact",
     encoding: str = "utf-8",
 ) -> ItemOutput:
-    """Read and parse ``input_dir/item`` once: write its xlsx artifact (atomically) unless it is
-    already current, and return the item's result with its per-document stats.
+    """Read and parse ``input_dir/item`` once: write its xlsx artifact and its report part
+    (atomically) unless they are already current, and return the item's result with its
+    per-document stats.
 
     If the file changes while it is processed (a writer still appending), the artifact and the
     stats hold the version read and the artifact's warnings name the file and when it was read.
     """
     if storage.is_remote(output_dir):
-        # A current remote artifact is reused from the stage; a new one is uploaded.
+        # A current remote artifact and report part are reused from the stage; new ones are uploaded.
         return storage.run_staged(
             output_dir,
-            [artifact_key(item)],
+            [artifact_key(item), report_part_key(item)],
             lambda stage: parse_item(input_dir, item, stage, parser, encoding),
         )
-    output_dir = storage.local_path(output_dir)
+    output = Path(storage.local_path(output_dir))
     started = time.perf_counter()
-    artifact = artifact_path(Path(output_dir), item)
+    artifact = artifact_path(output, item)
     source = read_input(Path(input_dir), item, encoding)
-    sha256 = hashlib.sha256(source.data).hexdigest()
+    made_from = _made_from(hashlib.sha256(source.data).hexdigest(), parser, encoding)
     parsed = parse_text(source.text, parser)
     stats = document_stats(parsed.documents)
-    current = _current_result(artifact, item, sha256, parser, encoding)
+    current = _current_result(artifact, item, made_from)
     if current is not None and not source.changed():
+        # The artifact was made from these very bytes by this parser: so are these rows.
+        if not is_current(report_part_path(output, item), item, made_from):
+            _write_report_part(output, item, made_from, _document_rows(item, parsed.documents)[0])
         return ItemOutput(current, stats)
     parsed.warnings.extend(_noncharacter_warnings(parsed.documents))
     rows, widest = _document_rows(item, parsed.documents)
@@ -255,8 +285,9 @@ def parse_item(
             warnings=len(parsed.warnings),
         )
         write_sheet(workbook, "warnings", ["warning"], ([w] for w in parsed.warnings))
-        meta = _meta(item, sha256, parser, encoding, result)
+        meta = _meta(item, made_from, result)
         write_sheet(workbook, "meta", ["key", "value"], meta.items())
+    _write_report_part(output, item, made_from, rows)
     timed = replace(result, seconds=round(time.perf_counter() - started, 4))
     return ItemOutput(timed, stats)
 
@@ -274,3 +305,13 @@ def artifact_url(output_dir: str, item: str) -> str:
 def artifact_keys(items: Sequence[ItemResult]) -> list[str]:
     """``artifact_key`` of each item that did not fail: what a step reading the artifacts needs."""
     return [artifact_key(result.item) for result in items if result.status is not ItemStatus.FAILED]
+
+
+def report_part_key(item: str) -> str:
+    """The report part's path relative to the output, same refusal."""
+    return report_part_path(Path("/"), item).relative_to("/").as_posix()
+
+
+def report_part_keys(items: Sequence[ItemResult]) -> list[str]:
+    """``report_part_key`` of each item that did not fail: what the report step reads."""
+    return [report_part_key(result.item) for result in items if result.status is not ItemStatus.FAILED]

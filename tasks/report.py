@@ -1,14 +1,16 @@
-"""Assemble ``report.xlsx`` from the per-item artifacts at the speed of copying them.
+"""Assemble ``report.xlsx`` from the items' report parts at the speed of copying them.
 
 Sheets: ``docs`` (every document, text split over ``text``, ``text_2``, …), ``stats``
 (the gathered tuple-task columns), ``summary`` (one row per item, failures with reasons).
 
-The artifacts already hold every document as escaped sheet XML, so ``docs`` is their rows
-copied as bytes with new row numbers and the source item in column A (``tasks.sheet_xml``);
-no cell is decoded. ``stats`` and ``summary`` are rendered from values. The package is
-streamed to disk with the sheets deflated in parallel threads (``tasks.zip_stream``); memory
-holds a few blocks of rows, whatever the number of documents. ``tasks.report_reference``
-writes the same cells the slow way, for the tests to compare against.
+Each item task already wrote its ``docs`` rows as deflated sheet XML that fits at any row
+(``tasks.report_parts``), so ``docs`` is a header row and the parts' bytes copied as they
+are into the zip member (``tasks.zip_stream``); nothing is rendered, inflated or deflated per
+document here. Only a part cut by a sheet's end (``max_rows``) is inflated, split between two
+rows and deflated again. ``stats`` and ``summary`` are rendered from values and deflated in
+parallel threads. Memory holds a few pieces, whatever the number of documents.
+``tasks.report_reference`` writes the same cells the slow way, from the artifacts, for the
+tests to compare against.
 """
 
 from __future__ import annotations
@@ -20,22 +22,20 @@ from pathlib import Path
 
 from tasks import storage
 from tasks.atomic import AtomicTarget
-from tasks.items import DOC_COLUMNS, ItemResult, ItemStatus, artifact_keys, artifact_path, text_columns_header
-from tasks.sheet_xml import (
-    SHEET_END,
-    SHORTEST_ROW,
-    artifact_rows,
-    count_rows,
-    render_row,
-    render_rows,
-    renumber_rows,
-    sheet_start,
-    split_rows,
+from tasks.items import (
+    DOC_COLUMNS,
+    ItemResult,
+    ItemStatus,
+    report_part_keys,
+    report_part_path,
+    text_columns_header,
 )
+from tasks.report_parts import ReportPart, read_part
+from tasks.sheet_xml import SHEET_END, render_row, render_rows, sheet_start, split_placeable_rows
 from tasks.stats import STATS_COLUMNS, DocumentStats
 from tasks.xlsx import EXCEL_MAX_ROWS, Row, spill_sheet_name
 from tasks.xlsx_package import package_parts, sheet_member
-from tasks.zip_stream import ZipStreamWriter
+from tasks.zip_stream import DeflatedPiece, ZipStreamWriter, inflate_piece
 
 REPORT_NAME = "report.xlsx"
 SUMMARY_COLUMNS = ["file", "status", "documents", "characters", "warnings", "seconds", "error"]
@@ -72,8 +72,9 @@ def summary_row(r: ItemResult) -> list[str | int | float]:
     return [r.item, r.status.value, r.documents, r.characters, r.warnings, r.seconds, r.error]
 
 
-# A table hands out the XML of its next ``n`` data rows, numbered from FIRST_DATA_ROW.
-TakeRows = Callable[[int], Iterator[bytes]]
+# A table hands out its next ``n`` data rows, as XML (numbered from FIRST_DATA_ROW if numbered)
+# or as pieces deflated ahead.
+TakeRows = Callable[[int], Iterator[bytes | DeflatedPiece]]
 
 
 @dataclass(frozen=True)
@@ -86,40 +87,54 @@ class _Table:
     take: TakeRows
 
 
-class _CopiedRows:
-    """The artifacts' ``docs`` rows, handed out sheet by sheet; a block cut by a sheet's end waits."""
+def _report_parts(root: Path, items: Sequence[ItemResult], columns: int) -> list[ReportPart]:
+    """The report part of each item that did not fail, checked against the item's result."""
+    parts = []
+    for result in items:
+        if result.status is ItemStatus.FAILED:
+            continue
+        path = report_part_path(root, result.item)
+        part = read_part(path)
+        if part is None or part.item != result.item:
+            raise ValueError(
+                f"{result.item}: its report part {path} is missing or not whole; rerun to rewrite it"
+            )
+        if part.rows != result.documents:
+            says = f"{part.rows} documents, not the {result.documents} its result says"
+            raise ValueError(f"{result.item}: its report part holds {says}")
+        if part.columns > columns:
+            raise ValueError(f"{result.item}: its report part has rows wider than the docs header")
+        parts.append(part)
+    return parts
 
-    def __init__(self, output_dir: Path, items: Sequence[ItemResult]) -> None:
-        self._blocks = (
-            (result.item, block)
-            for result in items
-            if result.status is not ItemStatus.FAILED
-            for block in artifact_rows(artifact_path(output_dir, result.item), "docs")
-        )
-        self._held: tuple[str, bytes] | None = None
 
-    def take(self, rows: int) -> Iterator[bytes]:
-        """The next ``rows`` rows, renumbered from ``FIRST_DATA_ROW`` for a new sheet."""
-        row = FIRST_DATA_ROW
+class _PartRows:
+    """The parts' rows handed out sheet by sheet: a part that fits is copied deflated as it is; a
+    part cut by a sheet's end is inflated, and its rows after the cut wait for the next sheet."""
+
+    def __init__(self, parts: Sequence[ReportPart]) -> None:
+        self._parts = iter([part for part in parts if part.rows])
+        self._held = b""  # placeable rows of a cut part, not handed out yet
+        self._held_rows = 0
+
+    def take(self, rows: int) -> Iterator[bytes | DeflatedPiece]:
+        """The next ``rows`` rows (the results were checked to hold as many as the parts)."""
         while rows > 0:
-            held = self._held or next(self._blocks, None)
-            if held is None:
-                raise ValueError("the artifacts hold fewer documents than their results say")
-            source, block = held
-            self._held = None
-            # Counting rows costs a pass over the block: only near a sheet's end is it needed.
-            if len(block) >= rows * SHORTEST_ROW and count_rows(block) > rows:
-                block, rest = split_rows(block, rows)
-                self._held = (source, rest)
-            renumbered, count = renumber_rows(block, row, source)
-            yield renumbered
-            row += count
+            if not self._held_rows:
+                part = next(self._parts)
+                if part.rows <= rows:
+                    yield part.deflated()
+                    rows -= part.rows
+                    continue
+                self._held, self._held_rows = inflate_piece(part.deflated()), part.rows
+            count = min(rows, self._held_rows)
+            if count < self._held_rows:
+                block, self._held = split_placeable_rows(self._held, count)
+            else:
+                block, self._held = self._held, b""
+            yield block
+            self._held_rows -= count
             rows -= count
-
-    def check_exhausted(self) -> None:
-        """Fail unless every artifact row was handed out (the results' counts were right)."""
-        if self._held is not None or next(self._blocks, None) is not None:
-            raise ValueError("the artifacts hold more documents than their results say")
 
 
 def _rendered(rows: Iterator[Row]) -> TakeRows:
@@ -133,23 +148,21 @@ def _sheet_sizes(table: _Table, max_rows: int) -> list[int]:
     return [capacity] * full + ([rest] if rest or not full else [])
 
 
-def _write_package(path: Path, tables: Sequence[_Table], max_rows: int, verify: Callable[[], None]) -> None:
-    """Stream the workbook of ``tables`` to a temp file beside ``path``; if ``verify`` passes, rename it
-    (with a new file's mode; an OS error names ``path``, see ``tasks.atomic``)."""
+def _write_package(path: Path, tables: Sequence[_Table], max_rows: int) -> None:
+    """Stream the workbook of ``tables`` to a temp file beside ``path`` and rename it (with a new
+    file's mode; an OS error names ``path``, see ``tasks.atomic``)."""
     sheets = [
         (table, spill_sheet_name(table.name, i), n)
         for table in tables
         for i, n in enumerate(_sheet_sizes(table, max_rows))
     ]
-    with AtomicTarget(path) as temp, temp.open("wb") as file:
-        with ZipStreamWriter(file) as writer:
-            for name, content in package_parts([name for _, name, _ in sheets]):
-                writer.write_member(name, [content])
-            for index, (table, _, rows) in enumerate(sheets):
-                start = sheet_start(len(table.header), rows + 1) + render_row(1, table.header).encode()
-                writer.write_member(sheet_member(index), chain([start], table.take(rows), [SHEET_END]))
-            writer.finish()
-        verify()
+    with AtomicTarget(path) as temp, temp.open("wb") as file, ZipStreamWriter(file) as writer:
+        for name, content in package_parts([name for _, name, _ in sheets]):
+            writer.write_member(name, [content])
+        for index, (table, _, rows) in enumerate(sheets):
+            start = sheet_start(len(table.header), rows + 1) + render_row(1, table.header).encode()
+            writer.write_member(sheet_member(index), chain([start], table.take(rows), [SHEET_END]))
+        writer.finish()
 
 
 def build_report(
@@ -158,14 +171,15 @@ def build_report(
     stats: Sequence[DocumentStats | None],
     max_rows: int = EXCEL_MAX_ROWS,
 ) -> ReportResult:
-    """Write ``<output_dir>/report.xlsx`` from the artifacts of ``items`` and their ``stats``."""
+    """Write ``<output_dir>/report.xlsx`` from the report parts of ``items`` and their ``stats``."""
     if storage.is_remote(output_dir):
         return _build_report_remote(output_dir, items, stats, max_rows)
     root = Path(storage.local_path(output_dir))
     documents = sum(r.documents for r in items if r.status is not ItemStatus.FAILED)
-    copied = _CopiedRows(root, items)
+    header = docs_header(items)
+    parts = _PartRows(_report_parts(root, items, len(header)))
     tables = [
-        _Table("docs", docs_header(items), documents, copied.take),
+        _Table("docs", header, documents, parts.take),
         _Table(
             "stats",
             ["source", *STATS_COLUMNS],
@@ -175,7 +189,7 @@ def build_report(
         _Table("summary", SUMMARY_COLUMNS, len(items), _rendered(summary_row(r) for r in items)),
     ]
     path = root / REPORT_NAME
-    _write_package(path, tables, max_rows, copied.check_exhausted)
+    _write_package(path, tables, max_rows)
     failed = sum(1 for r in items if r.status is ItemStatus.FAILED)
     return ReportResult(path=str(path), documents=documents, items=len(items), failed=failed)
 
@@ -183,8 +197,8 @@ def build_report(
 def _build_report_remote(
     output_dir: str, items: Sequence[ItemResult], stats: Sequence[DocumentStats | None], max_rows: int
 ) -> ReportResult:
-    """``build_report`` for a URL: built in a stage holding the items' artifacts, then uploaded."""
+    """``build_report`` for a URL: built in a stage holding the items' report parts, then uploaded."""
     local = storage.run_staged(
-        output_dir, artifact_keys(items), lambda stage: build_report(stage, items, stats, max_rows)
+        output_dir, report_part_keys(items), lambda stage: build_report(stage, items, stats, max_rows)
     )
     return replace(local, path=storage.join(output_dir, REPORT_NAME))

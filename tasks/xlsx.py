@@ -216,19 +216,6 @@ class AtomicWorkbook:
             raise self._target.failed(exc) from exc
 
 
-def remove_stale_temp_files(directory: Path) -> int:
-    """Delete temp files that a killed writer left below ``directory``; return how many.
-
-    Only call this while holding the directory (``tasks.output_lock``): a live writer's
-    temp files look the same.
-    """
-    removed = 0
-    for temp in directory.rglob(".*.xlsx.*.tmp"):
-        temp.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
 def sheet_names(path: Path) -> list[str]:
     """The sheet names of an xlsx file, in order."""
     return list(CalamineWorkbook.from_path(str(path)).sheet_names)

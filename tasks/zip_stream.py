@@ -7,7 +7,8 @@ the GIL released, so a thread per core gives real parallelism; each thread also 
 piece once the piece before it is written, so the caller's thread never waits on the disk,
 and each piece's CRC-32 is combined into the member's in order. Sizes follow each member in
 a data descriptor, so nothing is known or held in advance; ZIP64 records are added only where
-a size or offset reaches 4 GiB.
+a size or offset reaches 4 GiB. A piece deflated elsewhere in the same form (``deflate_piece``,
+a ``DeflatedPiece`` with its CRC-32 and length) is copied into a member as it is.
 """
 
 from __future__ import annotations
@@ -31,6 +32,38 @@ _ZIP32_LIMIT = 0xFFFFFFFF
 _DOS_DATE = (1 << 5) | 1  # 1980-01-01, a fixed stamp keeps the output reproducible
 _DATA_DESCRIPTOR_FLAG = 0x08
 _UTF8_NAME_FLAG = 0x800
+
+
+@dataclass(frozen=True)
+class DeflatedPiece:
+    """A piece of a member deflated ahead of time: raw deflate ending with a sync flush and no
+    final block, with the CRC-32 and length of what it inflates to."""
+
+    data: bytes
+    crc: int
+    size: int
+
+
+def deflate_piece(blocks: Iterable[bytes]) -> DeflatedPiece:
+    """The concatenation of ``blocks`` as a piece any other piece may precede or follow in a member;
+    only the deflated bytes are held, not the blocks."""
+    compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
+    deflated: list[bytes] = []
+    crc = size = 0
+    for block in blocks:
+        deflated.append(compressor.compress(block))
+        crc = isal_zlib.crc32(block, crc)
+        size += len(block)
+    deflated.append(compressor.flush(isal_zlib.Z_SYNC_FLUSH))
+    return DeflatedPiece(b"".join(deflated), crc, size)
+
+
+def inflate_piece(piece: DeflatedPiece) -> bytes:
+    """What ``piece`` inflates to, checked against its CRC-32 and length."""
+    data = isal_zlib.decompressobj(-15).decompress(piece.data)
+    if len(data) != piece.size or isal_zlib.crc32(data) != piece.crc:
+        raise ValueError("a deflated piece does not match its CRC-32 and length")
+    return data
 
 
 @dataclass(frozen=True)
@@ -72,8 +105,9 @@ class ZipStreamWriter:
         self._file.write(data)
         self._offset += len(data)
 
-    def write_member(self, name: str, pieces: Iterable[bytes]) -> None:
-        """Deflate the concatenation of ``pieces`` into member ``name``, keeping few pieces in flight."""
+    def write_member(self, name: str, pieces: Iterable[bytes | DeflatedPiece]) -> None:
+        """Member ``name``: the concatenation of ``pieces``, each deflated in a thread unless it is a
+        ``DeflatedPiece`` already, keeping few pieces in flight."""
         encoded = name.encode("utf-8")
         offset = self._offset
         flags = _DATA_DESCRIPTOR_FLAG | _UTF8_NAME_FLAG
@@ -86,7 +120,7 @@ class ZipStreamWriter:
         in_flight: deque[_Written] = deque()
         for piece in pieces:
             previous = in_flight[-1] if in_flight else None
-            in_flight.append(self._pool.submit(self._deflate_piece, piece, previous))
+            in_flight.append(self._pool.submit(self._write_piece, piece, previous))
             while len(in_flight) > 2 * self._threads:
                 crc, size = self._append(in_flight.popleft(), crc, size)
         while in_flight:
@@ -99,19 +133,17 @@ class ZipStreamWriter:
             self._write(struct.pack("<IIII", 0x08074B50, crc, compressed, size))
         self._members.append(_Member(encoded, offset, crc, compressed, size))
 
-    def _deflate_piece(self, data: bytes, previous: _Written | None) -> tuple[int, int, int]:
-        """In a thread: deflate ``data`` as a piece the next may continue, write it once ``previous``
-        is written; return the written length, the piece's CRC-32 and its length.
+    def _write_piece(self, piece: bytes | DeflatedPiece, previous: _Written | None) -> tuple[int, int, int]:
+        """In a thread: deflate ``piece`` unless it is deflated, write it once ``previous`` is written;
+        return the written length, the piece's CRC-32 and its inflated length.
 
         The pool runs pieces in submission order, so the piece waited for is always running or done.
         """
-        compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
-        deflated = compressor.compress(data) + compressor.flush(isal_zlib.Z_SYNC_FLUSH)
-        crc = isal_zlib.crc32(data)
+        deflated = piece if isinstance(piece, DeflatedPiece) else deflate_piece([piece])
         if previous is not None:
             previous.result()
-        self._file.write(deflated)
-        return len(deflated), crc, len(data)
+        self._file.write(deflated.data)
+        return len(deflated.data), deflated.crc, deflated.size
 
     def _append(self, future: _Written, crc: int, size: int) -> tuple[int, int]:
         """Account for a piece once written; return the member's CRC-32 and size so far."""

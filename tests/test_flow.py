@@ -59,6 +59,9 @@ def test_rerun_redoes_only_changed_or_missing_items(tmp_path: Path) -> None:
         changed.read_text(encoding="utf-8") + '<doc id="1" url="u" title="new">\nnew\n</doc>\n'
     )
     (out / "items" / "AA" / ".wiki_03.xlsx.half.tmp").write_text("left by a killed run")
+    parts = out / ".poolflow" / "report-parts" / "AA"
+    (parts / ".wiki_00.docs.part.half.tmp").write_text("left by a killed run")
+    (parts / "wiki_03.docs.part").unlink()  # as in an output from before report parts
 
     assert wiki_report(str(corpus), str(out), processes=2, return_state=True).is_completed()
 
@@ -70,6 +73,7 @@ def test_rerun_redoes_only_changed_or_missing_items(tmp_path: Path) -> None:
         "AA/wiki_03": "skipped",
     }
     assert not (out / "items" / "AA" / ".wiki_03.xlsx.half.tmp").exists()
+    assert sorted(p.name for p in parts.iterdir()) == [f"wiki_0{n}.docs.part" for n in range(4)]
     rows = [(r[0], r[1], r[3], join_cells(r[4:])) for r in read_sheet(report, "docs")]
     assert rows == expected_documents(corpus)
     # Skipped files too give their stats rows, from the same single parse as their docs.

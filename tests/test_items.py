@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 import tasks.items
-from tasks.items import ItemError, ItemStatus, artifact_path, parse_item, read_meta
+from tasks.items import ItemError, ItemStatus, artifact_path, parse_item, read_meta, report_part_path
 from tasks.parse import ParseResult, parse_exact
+from tasks.report_parts import read_part, write_part
 from tasks.stats import document_stats
 from tasks.xlsx import join_cells, read_sheet
 
@@ -47,6 +48,8 @@ def test_rerun_skips_current_artifact_and_redoes_changed_input(tmp_path: Path) -
     assert parse_item(*args).result.status is ItemStatus.DONE
     assert read_meta(artifact)["documents"] == "1"
     assert join_cells(next(read_sheet(artifact, "docs"))[4:]) == "changed\n"
+    part = read_part(report_part_path(tmp_path / "out", "wiki_00"))  # rewritten with its artifact
+    assert part is not None and (part.rows, part.made_from["sha256"]) == (1, read_meta(artifact)["sha256"])
 
 
 def test_other_parser_invalidates_artifact(tmp_path: Path) -> None:
@@ -70,6 +73,7 @@ def test_unreadable_input_names_file_and_reason(tmp_path: Path, content: bytes, 
         parse_item(str(tmp_path / "in"), "bad", str(tmp_path / "out"))
     assert str(error.value).startswith("bad: ")
     assert not (tmp_path / "out" / "items" / "bad.xlsx").exists()
+    assert not report_part_path(tmp_path / "out", "bad").exists()  # a failed item has no report part
 
 
 def test_declared_encoding_reads_cp949(tmp_path: Path) -> None:
@@ -131,3 +135,39 @@ def test_one_parse_gives_the_artifact_and_the_stats_also_when_skipped(
     assert (done.result.status, skipped.result.status) == ("done", "skipped")
     assert done.stats == skipped.stats == expected
     assert parses == ["exact", "exact"]  # one parse per call, skipped or not
+
+
+def test_a_missing_or_stale_report_part_is_rewritten_when_the_artifact_is_current(tmp_path: Path) -> None:
+    make_input(tmp_path / "in", "AA/wiki_00", ["one\n", "_x0041_\x01\n", "x" * 40_000 + "\n"])
+    args = (str(tmp_path / "in"), "AA/wiki_00", str(tmp_path / "out"))
+    assert parse_item(*args).result.status is ItemStatus.DONE
+    artifact = artifact_path(tmp_path / "out", "AA/wiki_00")
+    part = report_part_path(tmp_path / "out", "AA/wiki_00")
+    assert part == tmp_path / "out" / ".poolflow" / "report-parts" / "AA" / "wiki_00.docs.part"
+    written = part.read_bytes()
+    header = read_part(part)
+    assert header is not None and (header.item, header.rows, header.columns) == ("AA/wiki_00", 3, 6)
+    assert header.made_from == {
+        key: read_meta(artifact)[key] for key in ("format", "sha256", "parser", "encoding")
+    }
+    artifact_version = artifact.stat().st_mtime_ns
+
+    # A current part is left as it is.
+    part_version = part.stat().st_ino, part.stat().st_mtime_ns
+    assert parse_item(*args).result.status is ItemStatus.SKIPPED
+    assert (part.stat().st_ino, part.stat().st_mtime_ns) == part_version
+
+    stale_parts = {
+        "missing (an output from before report parts)": None,
+        "made from another input": lambda: write_part(
+            part, "AA/wiki_00", {**header.made_from, "sha256": "0" * 64}, []
+        ),
+        "cut short": lambda: part.write_bytes(written[:-10]),
+    }
+    for why, make_stale in stale_parts.items():
+        part.unlink()
+        if make_stale is not None:
+            make_stale()
+        assert parse_item(*args).result.status is ItemStatus.SKIPPED, why
+        assert part.read_bytes() == written, why  # the same rows, from the same parse
+        assert artifact.stat().st_mtime_ns == artifact_version, why

@@ -34,7 +34,9 @@ def test_wiki_report_writes_items_and_report_to_s3_and_resumes_there(tmp_path: P
     results = [key for key in found if key.startswith("poolflow-test/nightly/.poolflow/results/")]
     assert len(results) == 3
     keys = [key for key in found if key not in results]
+    parts = [f"poolflow-test/nightly/.poolflow/report-parts/AA/wiki_0{n}.docs.part" for n in range(3)]
     assert keys == [
+        *parts,
         "poolflow-test/nightly/items/AA/wiki_00.xlsx",
         "poolflow-test/nightly/items/AA/wiki_01.xlsx",
         "poolflow-test/nightly/items/AA/wiki_02.xlsx",
@@ -51,10 +53,14 @@ def test_wiki_report_writes_items_and_report_to_s3_and_resumes_there(tmp_path: P
         ]
         assert rows == expected
 
+        fs.rm_file(parts[1])  # as in an output from before report parts: the skipped item rewrites it
         again = wiki_report(str(corpus), output, processes=2, return_state=True)
         assert again.is_completed()
+        fs.invalidate_cache()
+        assert fs.exists(parts[1])
         fs.get_file(f"{output}/report.xlsx", str(report))
         assert {row[1] for row in read_sheet(report, "summary")} == {"skipped"}
+        assert [(r[0], r[1], join_cells(r[4:])) for r in read_sheet(report, "docs")] == expected
 
 
 def test_unknown_url_protocol_is_a_parameter_error(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.items import ItemResult, ItemStatus, parse_item
+from tasks.items import ItemResult, ItemStatus, parse_item, report_part_path
 from tasks.report import build_report
+from tasks.report_parts import read_part
 from tasks.stats import DocumentStats
 from tasks.xlsx import join_cells, read_header, read_sheet, sheet_names
 
@@ -46,18 +47,47 @@ def test_report_holds_every_document_stats_and_failures(tmp_path: Path) -> None:
     assert summary["AA/wiki_01"][2] == 2
 
 
-def test_results_that_disagree_with_their_artifacts_fail_and_leave_the_old_report(tmp_path: Path) -> None:
+def test_results_that_disagree_with_their_report_parts_fail_and_leave_the_old_report(tmp_path: Path) -> None:
     path = tmp_path / "in" / "AA" / "wiki_00"
     path.parent.mkdir(parents=True)
-    path.write_text(DOC.format(1, "a\n") + DOC.format(2, "b\n"), encoding="utf-8")
+    path.write_text(DOC.format(1, "a\n") + DOC.format(2, "b" * 40_000), encoding="utf-8")
     inp, out = str(tmp_path / "in"), str(tmp_path / "out")
     result = parse_item(inp, "AA/wiki_00", out).result
+    assert result.text_columns == 2
     good = build_report(out, [result], [None])
     before = Path(good.path).read_bytes()
 
-    for claimed in (1, 3):  # the artifact holds 2 documents
+    for claimed in (1, 3):  # the part holds 2 documents
         wrong = dataclasses.replace(result, documents=claimed)
-        with pytest.raises(ValueError, match="documents than their results say"):
+        with pytest.raises(
+            ValueError, match=f"report part holds 2 documents, not the {claimed} its result says"
+        ):
             build_report(out, [wrong], [None])
         assert Path(good.path).read_bytes() == before
+    narrow = dataclasses.replace(result, text_columns=1)  # a header narrower than the part's rows
+    with pytest.raises(ValueError, match="rows wider than the docs header"):
+        build_report(out, [narrow], [None])
+    report_part_path(Path(out), "AA/wiki_00").unlink()
+    with pytest.raises(ValueError, match=r"AA/wiki_00: its report part .* is missing or not whole; rerun"):
+        build_report(out, [result], [None])
+    assert Path(good.path).read_bytes() == before
     assert [p.name for p in Path(out).iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_the_report_copies_the_parts_deflated_bytes_as_they_are(tmp_path: Path) -> None:
+    bodies = {f"AA/wiki_{n:02}": [f"doc {n}.{i} " * 50 * i + "\n" for i in range(n + 1)] for n in range(4)}
+    for item, texts in bodies.items():
+        path = tmp_path / "in" / item
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(DOC.format(i, t) for i, t in enumerate(texts)), encoding="utf-8")
+    inp, out = str(tmp_path / "in"), tmp_path / "out"
+    results = [parse_item(inp, item, str(out)).result for item in bodies]
+
+    report = Path(build_report(str(out), results, [None] * len(results)).path)
+
+    packed = report.read_bytes()
+    for item in bodies:
+        part = read_part(report_part_path(out, item))
+        assert part is not None and part.deflated().data in packed, item
+    rows = [(row[0], join_cells(row[4:])) for row in read_sheet(report, "docs")]
+    assert rows == [(item, text) for item, texts in bodies.items() for text in texts]

@@ -11,11 +11,11 @@ from python_calamine import CalamineWorkbook
 
 from flows.parameters import DEFAULT_PATTERN
 from tasks.inputs import list_items
-from tasks.items import DOC_COLUMNS, ItemResult, ItemStatus, artifact_path, parse_item
+from tasks.items import ItemResult, ItemStatus, parse_item
 from tasks.report import REPORT_NAME, build_report
 from tasks.report_reference import build_report_reference
 from tasks.stats import DocumentStats
-from tasks.xlsx import AtomicWorkbook, join_cells, read_sheet, write_sheet
+from tasks.xlsx import join_cells, read_sheet
 
 
 def _cells(path: Path) -> dict[str, list[list[Any]]]:
@@ -75,16 +75,28 @@ def test_shared_corpus_gives_equal_cells_in_both_writers(corpus: Path, tmp_path:
     assert _cells(fast) == _cells(reference)
 
 
-def test_an_artifact_spilled_over_docs_2_is_copied_whole(tmp_path: Path) -> None:
-    # An item of more than 1,048,575 documents spills its own artifact; a small max_rows does the same.
-    output = tmp_path / "out"
-    rows: list[list[str | int]] = [[n, str(n), f"u{n}", f"t{n}", f"text {n}\n"] for n in range(1, 8)]
-    with AtomicWorkbook(artifact_path(output, "AA/wiki_00")) as workbook:
-        write_sheet(workbook, "docs", [*DOC_COLUMNS, "text"], rows, max_rows=3)
-        write_sheet(workbook, "meta", ["key", "value"], [])
-    items = [ItemResult(item="AA/wiki_00", status=ItemStatus.SKIPPED, documents=len(rows))]
+def test_a_part_cut_by_sheet_ends_is_split_between_rows(tmp_path: Path) -> None:
+    # 3 data rows a sheet: wiki_00's 2 rows and wiki_01's first; wiki_01's next 3; its last 2 and wiki_02.
+    bodies = {
+        "AA/wiki_00": [("1", "u1", "t1", "one\n"), ("2", "", "", "")],
+        "AA/wiki_01": [
+            (f"1{n}", f"u{n}", "", f"_x0041_ {n}\x01" + "가" * 20_000 * (n % 3) + "\n") for n in range(6)
+        ],
+        "AA/wiki_02": [("3", "u3", "<r>t</r>", "last\n")],
+    }
+    inputs = tmp_path / "in"
+    for item, docs in bodies.items():
+        path = inputs / item
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(DOC.format(*doc) for doc in docs), encoding="utf-8")
+    results, stats = _parse_all(inputs, tmp_path / "out", list(bodies))
 
-    fast, reference = _build_both(output, items, [None], 1_048_576)
+    fast, reference = _build_both(tmp_path / "out", results, stats, 4)
 
-    assert _cells(fast) == _cells(reference)
-    assert [row[4] for row in read_sheet(fast, "docs")] == [row[4] for row in rows]
+    cells = _cells(fast)
+    assert cells == _cells(reference)
+    assert [len(cells[name]) for name in ("docs", "docs_2", "docs_3")] == [4, 4, 4]
+    assert "docs_4" not in cells
+    rows = list(read_sheet(fast, "docs"))
+    expected = [(item, *doc) for item, docs in bodies.items() for doc in docs]
+    assert [(row[0], row[1], row[2], row[3], join_cells(row[4:])) for row in rows] == expected

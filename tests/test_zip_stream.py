@@ -6,7 +6,9 @@ import io
 import os
 import zipfile
 
-from tasks.zip_stream import ZipStreamWriter
+import pytest
+
+from tasks.zip_stream import DeflatedPiece, ZipStreamWriter, deflate_piece, inflate_piece
 
 
 def test_members_of_many_deflated_pieces_read_back_exactly() -> None:
@@ -24,3 +26,26 @@ def test_members_of_many_deflated_pieces_read_back_exactly() -> None:
         assert archive.read("xl/worksheets/sheet1.xml") == b"".join(pieces)
         assert archive.read("empty.xml") == b""
         assert archive.read("한.xml") == b"x"
+
+
+def test_pieces_deflated_ahead_are_copied_with_their_crc_and_length() -> None:
+    texts = [f"행 {n} ".encode() * n for n in range(1, 400, 37)]
+    ahead = [deflate_piece([text]) for text in texts]
+    assert [inflate_piece(piece) for piece in ahead] == texts
+    assert inflate_piece(deflate_piece(texts[:3])) == b"".join(texts[:3])  # blocks deflate as one piece
+    # Deflated ahead, deflated by the writer and empty pieces mix in one member, in order.
+    mixed: list[bytes | DeflatedPiece] = [b"<start>", *ahead[:5], b"middle", deflate_piece([]), *ahead[5:]]
+    buffer = io.BytesIO()
+    with ZipStreamWriter(buffer, threads=2) as writer:
+        writer.write_member("sheet.xml", mixed)
+        writer.write_member("ahead-only.xml", [ahead[0]])
+        # A piece whose recorded CRC-32 is wrong: the member's CRC-32 is built from the records.
+        writer.write_member("lying.xml", [DeflatedPiece(ahead[1].data, ahead[1].crc ^ 1, ahead[1].size)])
+        writer.finish()
+
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
+        assert archive.read("sheet.xml") == b"<start>" + b"".join(texts[:5]) + b"middle" + b"".join(texts[5:])
+        assert archive.read("ahead-only.xml") == texts[0]
+        assert archive.testzip() == "lying.xml"
+    with pytest.raises(ValueError, match="does not match its CRC-32"):
+        inflate_piece(DeflatedPiece(ahead[1].data, ahead[1].crc, ahead[1].size + 1))
