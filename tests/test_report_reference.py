@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,18 @@ def _parse_all(
     return [out.result for out in outputs], stats
 
 
-@pytest.mark.parametrize("max_rows", [3, 4, 1_048_576])
-def test_hostile_documents_give_equal_cells_in_both_writers(tmp_path: Path, max_rows: int) -> None:
-    inputs = tmp_path / "in"
-    for item, docs in HOSTILE.items():
+def _write_inputs(inputs: Path, bodies: Mapping[str, Sequence[Sequence[str]]]) -> Path:
+    """One WikiExtractor file per item under ``inputs``, its documents from ``bodies``."""
+    for item, docs in bodies.items():
         path = inputs / item
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(DOC.format(*doc) for doc in docs), encoding="utf-8")
+    return inputs
+
+
+@pytest.mark.parametrize("max_rows", [3, 4, 1_048_576])
+def test_hostile_documents_give_equal_cells_in_both_writers(tmp_path: Path, max_rows: int) -> None:
+    inputs = _write_inputs(tmp_path / "in", HOSTILE)
     results, stats = _parse_all(inputs, tmp_path / "out", list(HOSTILE))
     results.append(ItemResult(item="AC/failed", status=ItemStatus.FAILED, error="binary file"))
     stats.append(None)
@@ -84,11 +90,7 @@ def test_a_part_cut_by_sheet_ends_is_split_between_rows(tmp_path: Path) -> None:
         ],
         "AA/wiki_02": [("3", "u3", "<r>t</r>", "last\n")],
     }
-    inputs = tmp_path / "in"
-    for item, docs in bodies.items():
-        path = inputs / item
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(DOC.format(*doc) for doc in docs), encoding="utf-8")
+    inputs = _write_inputs(tmp_path / "in", bodies)
     results, stats = _parse_all(inputs, tmp_path / "out", list(bodies))
 
     fast, reference = _build_both(tmp_path / "out", results, stats, 4)
