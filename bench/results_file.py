@@ -6,7 +6,9 @@ from pathlib import Path
 
 
 def write_section(path: Path, section: str) -> None:
-    """Put ``section`` into ``path`` in place of the one with the same ``## `` title, or at the end."""
+    """Put ``section`` into ``path`` (made if missing) in place of the one with the same ``## ``
+    title, or at the end."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     title = section.split(" (", 1)[0].split("\n", 1)[0]
     text = path.read_text() if path.exists() else ""
     start = text.find(f"\n{title}")

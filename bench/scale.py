@@ -164,7 +164,6 @@ def main() -> None:
         f"{rerun.peak / 2**20:.0f} |\n\n"
         f"report.xlsx: {size / 2**20:.0f} MiB.\n"
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     write_section(args.out / "results.md", section)
     print(section)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -22,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
 from poolflow.api_watch import ApiWatcher
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
-from poolflow.local_api import ApiStartError, local_api
-from poolflow.startup_gc import building_long_lived_objects
+from poolflow.local_api import ApiStartError
+from poolflow.warm_start import api_with_warm_start
 from runners.choice import RUNNERS
-from runners.warm_pool import prestarted
 from tasks.parse import PARSERS
 
 if TYPE_CHECKING:
@@ -139,22 +139,16 @@ def _api_session(flows_module: str, pool_processes: int | None) -> Iterator[str 
     its own the terminal hears once when it goes away and once when it is back.
     While the API server starts, the worker pool of ``pool_processes`` (None: the flow's
     runner is not poolflow's) starts and ``flows_module`` (with Prefect) is imported."""
-    with contextlib.ExitStack() as warm:
+    prepare = functools.partial(importlib.import_module, flows_module)
+    with api_with_warm_start(say, prepare, pool_processes) as local_url, ThreadPoolExecutor(1) as side:
+        # Housekeeping beside the run, not before it (an API round trip of 0.2 s or more).
+        crashed = side.submit(copy_context().run, mark_crashed_runs)
+        from prefect.settings import PREFECT_API_URL
 
-        def while_starting() -> None:
-            if pool_processes is not None:
-                warm.enter_context(prestarted(pool_processes))
-            _import(flows_module)
-
-        with local_api(say, while_starting=while_starting) as local_url, ThreadPoolExecutor(1) as side:
-            # Housekeeping beside the run, not before it (an API round trip of 0.2 s or more).
-            crashed = side.submit(copy_context().run, mark_crashed_runs)
-            from prefect.settings import PREFECT_API_URL
-
-            watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
-            with tagged_with_this_process(), watch:
-                yield local_url
-            _say_crashed(crashed)
+        watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
+        with tagged_with_this_process(), watch:
+            yield local_url
+        _say_crashed(crashed)
 
 
 def _say_crashed(marking: Future[list[str]]) -> None:
@@ -166,11 +160,6 @@ def _say_crashed(marking: Future[list[str]]) -> None:
         return
     for name in names:
         say(f"flow run {name!r} was left running by a killed poolflow process: marked Crashed")
-
-
-def _import(module: str) -> None:
-    with building_long_lived_objects():
-        importlib.import_module(module)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -151,17 +151,17 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
     def __enter__(self) -> Self:
         super().__enter__()
-        pool = WorkerPool(
-            self.processes,
-            maxtasksperchild=self.maxtasksperchild,
-            initializer=self.initializer,
-            initargs=self.initargs,
-            start_method=self.start_method,
-        )
-        prestarted = warm_pool.adopt(pool)  # started while the command's API started
-        if prestarted is None:
+        options: dict[str, Any] = {
+            "maxtasksperchild": self.maxtasksperchild,
+            "initializer": self.initializer,
+            "initargs": self.initargs,
+            "start_method": self.start_method,
+        }
+        pool = warm_pool.adopt(self.processes, **options)  # started while the command's API started
+        if pool is None:
+            pool = WorkerPool(self.processes, **options)
             pool.start()
-        self._pool = prestarted or pool
+        self._pool = pool
         self._engines = ThreadPoolExecutor(
             max_workers=self.processes + _EXTRA_ENGINE_THREADS,
             thread_name_prefix="poolflow-engine",

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from runners.worker_pool import WorkerPool
+from runners.worker_pool import WorkerPool, pool_settings
 
 _lock = threading.Lock()
 _parked: list[WorkerPool] = []
@@ -52,11 +52,25 @@ def prestarted(
             pool.shutdown()
 
 
-def adopt(template: WorkerPool) -> WorkerPool | None:
-    """A started pool configured like ``template`` (which is not started), taken off the shelf."""
+def adopt(
+    processes: int | None,
+    *,
+    maxtasksperchild: int | None = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: Sequence[Any] = (),
+    start_method: str | None = None,
+) -> WorkerPool | None:
+    """A started pool made with these ``WorkerPool`` arguments, taken off the shelf, or None."""
+    wanted = pool_settings(
+        processes,
+        maxtasksperchild=maxtasksperchild,
+        initializer=initializer,
+        initargs=initargs,
+        start_method=start_method,
+    )
     with _lock:
         for pool in _parked:
-            if pool.settings() == template.settings():
+            if pool.settings() == wanted:
                 _parked.remove(pool)
                 return pool
     return None

@@ -194,6 +194,19 @@ class _Wakeup:
                 os.close(self._writer)
 
 
+def pool_settings(
+    processes: int | None,
+    *,
+    maxtasksperchild: int | None = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: Sequence[Any] = (),
+    start_method: str | None = None,
+) -> tuple[object, ...]:
+    """``WorkerPool.settings()`` of a pool made with these arguments, without making one."""
+    method = multiprocessing.get_context(start_method or DEFAULT_START_METHOD).get_start_method()
+    return (processes or os.cpu_count() or 1, maxtasksperchild, initializer, tuple(initargs), method)
+
+
 class WorkerPool:
     """Long-lived worker processes running pickled calls, one job per worker at a time.
 
@@ -244,8 +257,13 @@ class WorkerPool:
 
     def settings(self) -> tuple[object, ...]:
         """What the workers are started with: pools with equal settings are interchangeable."""
-        start_method = self.context.get_start_method()
-        return (self.processes, self.maxtasksperchild, self.initializer, self.initargs, start_method)
+        return pool_settings(
+            self.processes,
+            maxtasksperchild=self.maxtasksperchild,
+            initializer=self.initializer,
+            initargs=self.initargs,
+            start_method=self.context.get_start_method(),
+        )
 
     def start(self) -> None:
         """Start the workers, then the manager thread that owns them from now on."""

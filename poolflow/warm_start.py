@@ -1,0 +1,36 @@
+"""What a command does while Prefect's API server starts: start its workers, load its flows.
+
+The server takes seconds to answer (``poolflow.local_api``), and the command's own start-up
+work need not wait for it: the worker pool that the flow's ``MultiprocessingTaskRunner``
+will adopt starts (``runners.warm_pool``), then ``prepare`` (importing Prefect and the
+flows, or building a benchmark's flow) runs with the collector paused
+(``poolflow.startup_gc``). The commands and the benchmarks start this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from poolflow.local_api import Say, local_api
+from poolflow.startup_gc import building_long_lived_objects
+from runners.warm_pool import prestarted
+
+
+@contextlib.contextmanager
+def api_with_warm_start(
+    say: Say, prepare: Callable[[], object], pool_processes: int | None
+) -> Iterator[str | None]:
+    """``local_api`` (yields its URL, None for a configured one), with a pool of
+    ``pool_processes`` workers (None: the flow's runner is not poolflow's) started and
+    ``prepare`` run while the server starts; a pool no runner adopted stops at the end."""
+    with contextlib.ExitStack() as warm:
+
+        def while_starting() -> None:
+            if pool_processes is not None:
+                warm.enter_context(prestarted(pool_processes))
+            with building_long_lived_objects():
+                prepare()
+
+        with local_api(say, while_starting=while_starting) as url:
+            yield url
