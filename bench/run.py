@@ -36,7 +36,9 @@ def process_role(root: psutil.Process, member: psutil.Process) -> str:
     """Which of ``ROLES`` a process of the benchmarked tree plays."""
     if member.pid == root.pid:
         return "flow"
-    return "api" if "poolflow.api_server" in " ".join(member.cmdline()) else "workers"
+    command = " ".join(member.cmdline())
+    # poolflow's server, or the ephemeral one Prefect starts itself (stock modes)
+    return "api" if "poolflow.api_server" in command or "prefect.server.api.server" in command else "workers"
 
 
 def sample_tree(root: psutil.Process, cpu: dict[int, tuple[str, float]]) -> int:
@@ -132,7 +134,9 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
         f"{platform.system()}. Corpus: {files} files × {large} = {n_large} items (marginal cost from "
         f"{n_small} and {n_large} items), {args.processes} processes, median of {args.rounds} alternating "
         "rounds, each run a fresh process; Prefect runs use the API server a `poolflow` command "
-        "starts (poolflow/local_api.py). CPU seconds at "
+        "starts (poolflow/local_api.py), except `prefect-process-stock`: Prefect's "
+        "`ProcessPoolTaskRunner` run as plain Prefect runs it, on the ephemeral API server Prefect "
+        "starts itself with its default settings. CPU seconds at "
         f"{n_large} items: the process running the flow (or the loop), its workers, Prefect's API server.\n",
         "| mode | wall s | ms/item (marginal) | fixed start-up s | peak RSS MiB | wall vs raw Pool "
         "| overhead vs raw Pool ms/item | CPU s flow | CPU s workers | CPU s API server |",

@@ -21,7 +21,15 @@ from flows.parameters import DEFAULT_PATTERN
 from tasks.inputs import list_items
 from tasks.items import parse_item
 
-MODES = ("serial", "pool", "poolflow", "prefect-thread", "prefect-process", "prefect-dask")
+MODES = (
+    "serial",
+    "pool",
+    "poolflow",
+    "prefect-thread",
+    "prefect-process",
+    "prefect-dask",
+    "prefect-process-stock",
+)
 
 
 def work_list(corpus: Path, repeat: int, output: Path) -> list[tuple[str, str, str]]:
@@ -49,7 +57,11 @@ RUNNER_OF_MODE = {
     "prefect-thread": "thread",
     "prefect-process": "process",
     "prefect-dask": "dask",
+    "prefect-process-stock": "process",
 }
+# Modes run as a Prefect user runs a flow, without poolflow's server: Prefect starts its own
+# ephemeral API server, with its default settings.
+STOCK_MODES = ("prefect-process-stock",)
 
 
 def prefect_flow(mode: str, work: list[tuple[str, str, str]], processes: int) -> Callable[[], int]:
@@ -71,7 +83,11 @@ def prefect_flow(mode: str, work: list[tuple[str, str, str]], processes: int) ->
 
 def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> None:
     """Run ``prefect_flow`` as a ``poolflow`` command would (``bench.local_run``): the same API
-    server for every runner, so runners are compared alone."""
+    server for every runner, so runners are compared alone; a stock mode runs it as plain
+    Prefect does, against the ephemeral server Prefect starts."""
+    if mode in STOCK_MODES:
+        assert prefect_flow(mode, work, processes)() == len(work)
+        return
     pool = processes if mode == "poolflow" else None
     assert run_on_local_api(lambda: prefect_flow(mode, work, processes), pool) == len(work)
 
