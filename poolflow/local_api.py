@@ -73,6 +73,7 @@ START_TIMEOUT = float(os.environ.get("POOLFLOW_API_START_TIMEOUT", "600"))
 _PR_SET_PDEATHSIG = 1
 _PORT_IN_USE_EXIT = 3  # uvicorn's exit code when it cannot bind its port
 _STILL_WAITING_EVERY = 30.0
+_POLL_EVERY = 0.02  # seconds between health checks: the flow starts at most this late
 
 
 class ApiStartError(RuntimeError):
@@ -197,7 +198,7 @@ class LocalApiServer:
                 if now >= next_note:
                     self.say(f"still waiting for Prefect's API server ({now - started:.0f} s)")
                     next_note = now + _STILL_WAITING_EVERY
-                time.sleep(0.1)
+                time.sleep(_POLL_EVERY)
 
     def _answers(self, client: httpx.Client) -> bool:
         try:
