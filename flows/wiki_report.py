@@ -23,14 +23,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.filesystems import RemoteFileSystem
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import unmapped
 
 from flows.artifacts import publish_results
 from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
-from flows.progress import ItemProgress
+from flows.progress import wait_with_progress
 from flows.report_steps import parquet_step, report_step, step_parameters
 from flows.task_map import map_task
 from runners.choice import make_task_runner
@@ -90,13 +90,6 @@ def failure_reason(outcome: object) -> str:
     return f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else str(outcome)
 
 
-def _wait_with_progress(futures: Sequence[PrefectFuture[Any]], terminal: bool) -> None:
-    """Wait for ``futures``, updating the UI's progress artifact (and a terminal bar)."""
-    with ItemProgress(len(futures), terminal=terminal) as progress:
-        for done, _ in enumerate(as_completed(list(futures)), start=1):
-            progress.update(done)
-
-
 def _output_errors(items: Sequence[str], futures: Sequence[PrefectFuture[Any]]) -> dict[str, str]:
     """The items that failed on an OS error writing the output (disk full…), with the error."""
     errors = {}
@@ -144,7 +137,7 @@ def wiki_report(
         with make_task_runner(runner, processes, dask_address) as task_runner:
             parse = parse_task.with_options(result_storage=results_storage(target))
             parsed = map_task(task_runner, parse, {**common, "item": items, "output_dir": unmapped(target)})
-            _wait_with_progress(parsed, progress_bar)
+            wait_with_progress(parsed, progress_bar)
             if _cancelled():
                 done = sum(1 for f in parsed if isinstance(f.result(raise_on_failure=False), ItemOutput))
                 return Cancelled(message=f"cancelled after {done} of {len(items)} items; rerun to resume")
