@@ -116,8 +116,8 @@ def _run_job(job: RunJob, reporter: _Reporter, handler: logging.Handler) -> JobR
         fn, args, kwargs = pickle.loads(job.payload)
         # Unpickling may have imported modules (Prefect) that install their own handlers.
         _route_logging_to(handler)
-        # Imports are done: a job's timeout counts from here.
-        reporter.report(JobStarted(job.job_id))
+        if job.timed:  # imports are done: the job's timeout counts from here
+            reporter.report(JobStarted(job.job_id))
         result = fn(*args, **kwargs)
     except BaseException as exc:  # the job's own failure, reported to its future
         return JobProblem(job.job_id, _pickle_exception(exc))

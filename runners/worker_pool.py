@@ -404,7 +404,7 @@ class WorkerPool:
             if job is None:
                 return
             try:
-                send(worker.conn, RunJob(job.job_id, job.payload, job.log_prints))
+                send(worker.conn, RunJob(job.job_id, job.payload, job.log_prints, job.timeout is not None))
             except OSError:
                 # The worker is already gone: the job goes back to the front of the queue
                 # and the exit sentinel gets the worker replaced.

@@ -1,7 +1,8 @@
 """The messages a pool and one of its workers exchange over their private pipe.
 
 Parent to worker: ``RunJob`` (one call to run) or ``Stop``. Worker to parent, for the job
-it runs: ``JobStarted`` once the call is unpickled (its timeout counts from there), any
+it runs: ``JobStarted`` once the call is unpickled if the job has a timeout (which counts
+from there; other jobs skip the message, one less wake-up of the parent per job), any
 number of ``JobLog`` lines, then exactly one ``JobResult`` or ``JobProblem``.
 
 Each message is a small frozen dataclass, pickled whole with ``send``; the receiver
@@ -20,11 +21,13 @@ from typing import TypeAlias
 
 @dataclass(frozen=True)
 class RunJob:
-    """Run the cloudpickled ``(fn, args, kwargs)`` in ``payload`` as job ``job_id``."""
+    """Run the cloudpickled ``(fn, args, kwargs)`` in ``payload`` as job ``job_id``;
+    ``timed``: announce the start with ``JobStarted``."""
 
     job_id: int
     payload: bytes
     log_prints: bool
+    timed: bool = True
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class Stop:
 
 @dataclass(frozen=True)
 class JobStarted:
-    """The worker unpickled job ``job_id`` and is calling it."""
+    """The worker unpickled job ``job_id`` (a timed one) and is calling it."""
 
     job_id: int
 

@@ -172,6 +172,14 @@ def test_worker_speaks_the_protocol_over_a_real_pipe() -> None:
         assert isinstance(error, ValueError) and str(error) == "bad row"
         assert "in fail" in text and "ValueError: bad row" in text
 
+        # A job without a timeout is not announced: its result is the first message.
+        send(
+            parent,
+            RunJob(job_id=9, payload=cloudpickle.dumps((fail, ("x",), {})), log_prints=False, timed=False),
+        )
+        untimed = receive_report(parent)
+        assert isinstance(untimed, JobProblem) and untimed.job_id == 9
+
         send(parent, Stop())
         worker.join(30)
         assert worker.exitcode == 0
