@@ -11,14 +11,12 @@ name; for thousands of short items that was the flow process's largest cost per 
 the store is a plain local folder (``LocalFileSystem``, no separate metadata storage, no
 locks), the folder is resolved once: a key whose file is absent is a miss without asking the
 store, and a record is written there directly, as Prefect's own ``ResultRecord`` serializes
-it, through a temporary file and a rename (so a worker killed mid-write leaves no torn
-record). Reads of present records and every other store go through Prefect.
+it, atomically (``tasks.atomic``: a killed flow leaves no torn record, and the file gets the
+mode the umask gives). Reads of present records and every other store go through Prefect.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,6 +25,8 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.results import get_result_store
+
+from tasks.atomic import AtomicTarget
 
 if TYPE_CHECKING:
     from prefect.results import ResultStore
@@ -59,13 +59,15 @@ class ItemCache:
         )
 
     def read(self, key: str) -> tuple[bool, Any]:
-        """(True, result) for a stored, unexpired result under ``key``; (False, None) otherwise."""
+        """(True, result) for a stored, unexpired result under ``key``; (False, None) otherwise
+        (no record, or one that cannot be read)."""
         path = self._local_path(key)
         if path is not None and not path.is_file():
             return False, None
-        if not self.store.exists(key):
+        try:
+            record = self.store.read(key)
+        except Exception:
             return False, None
-        record = self.store.read(key)
         expiration = record.metadata.expiration
         if expiration is not None:
             from prefect.types._datetime import now
@@ -82,7 +84,8 @@ class ItemCache:
         metadata = ResultRecordMetadata(
             serializer=self.store.serializer, expiration=None, storage_key=str(path), storage_block_id=None
         )
-        write_replacing(path, ResultRecord(result=value, metadata=metadata).serialize())
+        with AtomicTarget(path) as temporary:
+            temporary.write_bytes(ResultRecord(result=value, metadata=metadata).serialize())
 
     def _local_path(self, key: str) -> Path | None:
         """Where ``key``'s record lives in the plain local folder; None: ask the store."""
@@ -103,21 +106,3 @@ def plain_local_folder(store: ResultStore) -> Path | None:
     ):
         return None
     return Path(storage.basepath).expanduser().resolve() if storage.basepath else Path(".").resolve()
-
-
-def write_replacing(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary file in its folder and a rename.
-
-    The file gets the mode a plain ``open`` would (``0o666`` less the umask), not the
-    ``0o600`` of ``tempfile``; a failure leaves no temporary file behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

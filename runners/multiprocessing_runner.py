@@ -41,7 +41,7 @@ from runners.mapped_items import Item, expand_map, item_names
 from runners.recording import wait_until_recorded
 from runners.untracked import run_untracked
 from runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
-from runners.worker_pool import DEFAULT_START_METHOD, WorkerPool
+from runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_settings
 
 if TYPE_CHECKING:
     from prefect.tasks import Task
@@ -157,7 +157,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             "initargs": self.initargs,
             "start_method": self.start_method,
         }
-        pool = warm_pool.adopt(self.processes, **options)  # started while the command's API started
+        # A pool started while the command's API started, if its settings are these.
+        pool = warm_pool.adopt(pool_settings(self.processes, **options))
         if pool is None:
             pool = WorkerPool(self.processes, **options)
             pool.start()

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from runners.worker_pool import WorkerPool, pool_settings
+from runners.worker_pool import WorkerPool
 
 _lock = threading.Lock()
 _parked: list[WorkerPool] = []
@@ -52,22 +52,9 @@ def prestarted(
             pool.shutdown()
 
 
-def adopt(
-    processes: int | None,
-    *,
-    maxtasksperchild: int | None = None,
-    initializer: Callable[..., object] | None = None,
-    initargs: Sequence[Any] = (),
-    start_method: str | None = None,
-) -> WorkerPool | None:
-    """A started pool made with these ``WorkerPool`` arguments, taken off the shelf, or None."""
-    wanted = pool_settings(
-        processes,
-        maxtasksperchild=maxtasksperchild,
-        initializer=initializer,
-        initargs=initargs,
-        start_method=start_method,
-    )
+def adopt(wanted: tuple[object, ...]) -> WorkerPool | None:
+    """A started pool whose ``settings()`` are ``wanted`` (``pool_settings`` of the
+    ``WorkerPool`` arguments), taken off the shelf, or None."""
     with _lock:
         for pool in _parked:
             if pool.settings() == wanted:
