@@ -27,7 +27,7 @@ from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import unmapped
 
-from flows.artifacts import publish_results
+from flows.artifacts import publish_files, publish_summary
 from flows.outcome import Outcome
 from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from flows.progress import wait_with_progress
@@ -150,6 +150,7 @@ def wiki_report(
             results += unlisted
             columns += [None] * len(unlisted)
             report_future = task_runner.submit(report_task, step_parameters(target, results, columns))
+            publish_summary(results)
             # A report that cannot be written (disk full) is said so; the items stay written.
             report = report_future.result(raise_on_failure=False)
             exported = _write_parquet(task_runner, target, results, columns) if parquet else None
@@ -200,7 +201,7 @@ def _log_outcome(outcome: Outcome, target: str, results: list[ItemResult]) -> No
     if outcome.report is None:
         logger.error("the report could not be written: %s; rerun to resume", outcome.report_error)
     else:
-        publish_results(target, results, outcome.report)
+        publish_files(target, results, outcome.report)
         logger.info(
             "report %s: %d documents from %d items (%d skipped as current)",
             outcome.report.path,

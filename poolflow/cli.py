@@ -277,5 +277,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_API_UNAVAILABLE
 
 
+def script() -> None:
+    """The ``poolflow`` script: ``main``, then the process ends at once with its exit code.
+
+    When ``main`` returns, the outputs are written, the API server and the workers are
+    stopped; what Prefect still queues (log lines, events for a configured API) is sent and
+    log handlers are flushed here. The interpreter's own teardown of the thousands of modules
+    and objects a run loads is skipped: it took 0.17-0.26 s at the end of a 2,000-item run.
+    An exception out of ``main`` ends the process the usual way, traceback and all.
+    """
+    code = main()
+    if "prefect" in sys.modules:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        EventsWorker.drain_all(timeout=30)
+        APILogWorker.drain_all(timeout=30)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

@@ -80,23 +80,43 @@ class ItemOutput:
     stats: DocumentStats
 
 
-def _item_file(output_dir: Path, folder: str, item: str, suffix: str) -> Path:
-    """``<output_dir>/<folder>/<item><suffix>``; refuses item names that escape the folder."""
-    root = (output_dir / folder).resolve()
-    path = (root / f"{item}{suffix}").resolve()
-    if not path.is_relative_to(root):
-        raise ItemError(item, "item name leads outside the output directory")
-    return path
+class ItemFolder:
+    """The files ``<output_dir>/<folder>/<item><suffix>`` of many items.
+
+    The folder is resolved once; each item's path is resolved on its own (one ``realpath``
+    walk, not two), and names that lead outside the folder are refused.
+    """
+
+    def __init__(self, output_dir: Path, folder: str, suffix: str) -> None:
+        self.root = (output_dir / folder).resolve()
+        self.suffix = suffix
+
+    def path(self, item: str) -> Path:
+        """``item``'s file; ``ItemError`` if its name escapes the folder."""
+        path = Path(os.path.realpath(self.root / f"{item}{self.suffix}"))
+        if not path.is_relative_to(self.root):
+            raise ItemError(item, "item name leads outside the output directory")
+        return path
+
+
+def artifact_folder(output_dir: Path) -> ItemFolder:
+    """Where the items' xlsx artifacts live."""
+    return ItemFolder(output_dir, ITEMS_DIR, ".xlsx")
+
+
+def report_part_folder(output_dir: Path) -> ItemFolder:
+    """Where the items' report parts live (their rows of the report's ``docs`` sheet)."""
+    return ItemFolder(output_dir, REPORT_PARTS_DIR, PART_SUFFIX)
 
 
 def artifact_path(output_dir: Path, item: str) -> Path:
     """Where the xlsx artifact of ``item`` lives."""
-    return _item_file(output_dir, ITEMS_DIR, item, ".xlsx")
+    return artifact_folder(output_dir).path(item)
 
 
 def report_part_path(output_dir: Path, item: str) -> Path:
-    """Where the report part of ``item`` lives (its rows of the report's ``docs`` sheet)."""
-    return _item_file(output_dir, REPORT_PARTS_DIR, item, PART_SUFFIX)
+    """Where the report part of ``item`` lives."""
+    return report_part_folder(output_dir).path(item)
 
 
 def text_columns_header(count: int) -> list[str]:

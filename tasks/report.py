@@ -26,8 +26,8 @@ from tasks.items import (
     DOC_COLUMNS,
     ItemResult,
     ItemStatus,
+    report_part_folder,
     report_part_keys,
-    report_part_path,
     text_columns_header,
 )
 from tasks.report_parts import ReportPart, read_part
@@ -90,10 +90,11 @@ class _Table:
 def _report_parts(root: Path, items: Sequence[ItemResult], columns: int) -> list[ReportPart]:
     """The report part of each item that did not fail, checked against the item's result."""
     parts = []
+    folder = report_part_folder(root)
     for result in items:
         if result.status is ItemStatus.FAILED:
             continue
-        path = report_part_path(root, result.item)
+        path = folder.path(result.item)
         part = read_part(path)
         if part is None or part.item != result.item:
             raise ValueError(
