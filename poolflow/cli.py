@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
-from poolflow.api_watch import ApiWatcher
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
 from poolflow.local_api import ApiStartError
 from poolflow.warm_start import api_with_warm_start
@@ -144,6 +143,8 @@ def _api_session(flows_module: str, pool_processes: int | None) -> Iterator[str 
         # Housekeeping beside the run, not before it (an API round trip of 0.2 s or more).
         crashed = side.submit(copy_context().run, mark_crashed_runs)
         from prefect.settings import PREFECT_API_URL
+
+        from poolflow.api_watch import ApiWatcher
 
         watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
         with tagged_with_this_process(), watch:

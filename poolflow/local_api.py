@@ -39,12 +39,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-import httpx
 import tomllib
 
 from poolflow import database_stamp
+
+if TYPE_CHECKING:
+    import httpx
 
 Say = Callable[[str], None]
 
@@ -179,6 +181,8 @@ class LocalApiServer:
 
     def wait_ready(self) -> None:
         """Wait while the server process lives and has not answered ``/health``."""
+        import httpx  # here: the server starts before the command loads anything it can do without
+
         started = time.monotonic()
         next_note = started + _STILL_WAITING_EVERY
         with httpx.Client(timeout=2.0) as client:
@@ -201,6 +205,8 @@ class LocalApiServer:
                 time.sleep(_POLL_EVERY)
 
     def _answers(self, client: httpx.Client) -> bool:
+        import httpx
+
         try:
             return client.get(f"{self.api_url}/health").status_code == 200
         except httpx.HTTPError:

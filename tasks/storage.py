@@ -12,10 +12,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import fsspec
-from fsspec.core import url_to_fs
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 T = TypeVar("T")
 
@@ -32,6 +32,8 @@ def local_path(location: str) -> str:
 
 def check_protocol(location: str) -> None:
     """Raise ValueError unless fsspec knows the URL's protocol (and its package is installed)."""
+    import fsspec  # here, not at import: a local run needs none of it (80 ms)
+
     protocol = location.split("://", 1)[0]
     try:
         fsspec.get_filesystem_class(protocol)
@@ -44,6 +46,14 @@ def join(location: str, *parts: str) -> str:
     return "/".join([location.rstrip("/"), *parts])
 
 
+def _filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem of ``url`` and the path on it."""
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(url)
+    return fs, path
+
+
 @contextmanager
 def staging() -> Iterator[Path]:
     """A local directory that mirrors the part of the remote output a task touches."""
@@ -53,7 +63,7 @@ def staging() -> Iterator[Path]:
 
 def download_if_exists(url: str, local: Path) -> None:
     """Copy ``url`` to ``local`` if there is something at ``url``."""
-    fs, path = url_to_fs(url)
+    fs, path = _filesystem(url)
     fs.invalidate_cache(path)  # another process may have written it since this one last looked
     if fs.exists(path):
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +72,7 @@ def download_if_exists(url: str, local: Path) -> None:
 
 def upload(local: Path, url: str) -> None:
     """Put ``local`` at ``url`` in one write."""
-    fs, path = url_to_fs(url)
+    fs, path = _filesystem(url)
     fs.put_file(str(local), path)
 
 
