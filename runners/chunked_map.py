@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import inspect
 import uuid
 from collections.abc import Callable
 from contextvars import copy_context
@@ -83,6 +84,7 @@ class Chunk:
         self.task_run_id = uuid.uuid4()
         self.name = chunk_name(task, items)
         self.remote = portable_function(task.fn)
+        self.keywords = _keyword_parameters(task.fn)
         for item in items:
             item.future.assign(self.task_run_id)
 
@@ -149,7 +151,8 @@ class Chunk:
                         cached += 1
                         self._succeeded(item, value, cached=True)
                         continue
-                jobs[self._submit(context, item, inputs)] = (item, key)
+                sink = _item_log_sink(logger, item.label)
+                jobs[self._submit(context, item, inputs, sink)] = (item, key)
             except Exception as exc:
                 item.error = exc
         try:
@@ -166,15 +169,18 @@ class Chunk:
         if failed:
             raise self._failure(failed)
 
-    def _submit(self, context: TaskRunContext, item: Item, inputs: dict[str, Any]) -> Any:
-        args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
+    def _submit(self, context: TaskRunContext, item: Item, inputs: dict[str, Any], log_sink: LogSink) -> Any:
+        if self.keywords is not None and inputs.keys() <= self.keywords:
+            args, kwargs = (), inputs  # what Prefect's binding amounts to for such a signature
+        else:
+            args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
         info = TaskRunInfo.of(context, name=item.name)
         return self.submit_job(
             call_timed_in_task_run,
             (self.remote, info, args, kwargs),
             label=item.name,
             timeout=self.task.timeout_seconds,
-            log_sink=_item_log_sink(get_run_logger(context), item.label),
+            log_sink=log_sink,
             log_prints=context.log_prints,
         )
 
@@ -232,6 +238,22 @@ class Chunk:
 
 
 _PLAIN = (int, float, str, bytes, bool, type(None))
+_BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _keyword_parameters(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The names of ``fn``'s parameters if every one can be passed by keyword, else None.
+
+    Then calling ``fn(**inputs)`` is what Prefect's ``parameters_to_args_kwargs`` arranges
+    for any ``inputs`` of known names, without binding a signature for every item (48 µs).
+    """
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if all(parameter.kind in _BY_KEYWORD for parameter in parameters):
+        return frozenset(parameter.name for parameter in parameters)
+    return None
 
 
 class _Resolver:

@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import FlowRunContext
 from prefect.exceptions import UpstreamTaskError
+from prefect.utilities.annotations import unmapped
 from prefect_helpers import task_runs
 
 from runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
@@ -97,6 +98,20 @@ def tiny(x: int) -> int:
     return x
 
 
+@task
+def shift(x: int, /, by: int, *rest: int, scale: int = 1) -> tuple[int, ...]:
+    """Positional-only and variadic parameters: its items cannot all be passed by keyword."""
+    return (x + by, *rest, scale)
+
+
+@task
+def keyed(x: int, by: int = 10, *, scale: int = 1) -> tuple[int, str]:
+    """Every parameter can be passed by keyword; ``by`` must reach the worker as given."""
+    from prefect.runtime import task_run
+
+    return (x + by) * scale, ",".join(sorted(task_run.parameters))
+
+
 def named(runs: list[TaskRun], prefix: str) -> dict[str, TaskRun]:
     return {run.name: run for run in runs if run.name.startswith(prefix)}
 
@@ -172,6 +187,18 @@ def test_futures_per_item_in_order_with_their_own_results_and_errors(tmp_path: P
     }
     assert runs["inverse(4 … 7, 4 items)"].state.message is not None  # type: ignore[union-attr]
     assert "1 of 4 items failed: inverse(5)" in runs["inverse(4 … 7, 4 items)"].state.message  # type: ignore[union-attr]
+
+
+def test_items_reach_their_function_with_every_kind_of_parameter() -> None:
+    @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=3))
+    def signatures() -> tuple[list[tuple[int, ...]], list[tuple[int, str]]]:
+        shifted = shift.map([1, 2, 3], by=unmapped(10), scale=unmapped(2))
+        keyed_runs = keyed.map([1, 2, 3], scale=unmapped(3))
+        return [f.result() for f in shifted], [f.result() for f in keyed_runs]
+
+    shifted, keyed_runs = signatures()
+    assert shifted == [(11, 2), (12, 2), (13, 2)]
+    assert keyed_runs == [(33, "by,scale,x"), (36, "by,scale,x"), (39, "by,scale,x")]
 
 
 def test_retries_rerun_only_the_failed_items_of_a_chunk(tmp_path: Path) -> None:
