@@ -154,17 +154,19 @@ def wiki_report(
             # A report that cannot be written (disk full) is said so; the items stay written.
             report = report_future.result(raise_on_failure=False)
             exported = _write_parquet(task_runner, target, results, columns) if parquet else None
-    outcome = Outcome.of(
-        results,
-        seconds=round(time.perf_counter() - started, 4),
-        report=report if isinstance(report, ReportResult) else None,
-        report_error="" if isinstance(report, ReportResult) else failure_reason(report),
-        output_errors=_output_errors(items, parsed),
-        parquet=exported if isinstance(exported, ParquetResult) else None,
-        parquet_error=exported if isinstance(exported, str) else "",
-        notes=tuple(_loop_note(loop) for loop in listing.loops),
-    )
-    _log_outcome(outcome, target, results)
+            outcome = Outcome.of(
+                results,
+                seconds=round(time.perf_counter() - started, 4),
+                report=report if isinstance(report, ReportResult) else None,
+                report_error="" if isinstance(report, ReportResult) else failure_reason(report),
+                output_errors=_output_errors(items, parsed),
+                parquet=exported if isinstance(exported, ParquetResult) else None,
+                parquet_error=exported if isinstance(exported, str) else "",
+                notes=tuple(_loop_note(loop) for loop in listing.loops),
+            )
+            # Before the runner's end, which waits until the API has stored every task run:
+            # the API stores them while the artifacts are published.
+            _log_outcome(outcome, target, results)
     return _final_state(outcome)
 
 
