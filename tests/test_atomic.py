@@ -1,0 +1,53 @@
+"""``tasks.atomic.AtomicTarget``: whole files or none, with the mode a new file gets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tasks.atomic import AtomicTarget, OutputError
+
+
+def test_a_new_folder_is_created_and_only_the_target_remains(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "report.xlsx"
+    with AtomicTarget(target) as temp:
+        assert temp.parent == target.parent and temp.name.startswith(".report.xlsx.")
+        temp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.xlsx"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_the_file_gets_the_mode_the_umask_gives(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        with AtomicTarget(tmp_path / "out.bin") as temp:
+            temp.write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"previous")
+    with pytest.raises(RuntimeError), AtomicTarget(target) as temp:
+        temp.write_bytes(b"half")
+        raise RuntimeError("writer died")
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_a_taken_temp_name_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = iter(["same", "same", "other"])
+    monkeypatch.setattr("tasks.atomic.secrets.token_hex", lambda size: next(names))
+    first, second = AtomicTarget(tmp_path / "f"), AtomicTarget(tmp_path / "f")
+    assert (first.temp.name, second.temp.name) == (".f.same.tmp", ".f.other.tmp")
+
+
+def test_an_unwritable_folder_is_an_output_error_naming_the_target(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OutputError, match=r"cannot write .*file/x\.bin"):
+        AtomicTarget(tmp_path / "file" / "x.bin")
