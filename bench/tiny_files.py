@@ -18,7 +18,7 @@ import psutil
 
 from bench.results_file import write_section
 from bench.run import HERE
-from bench.scale import measure, poolflow_run
+from bench.scale import Measured, measure, poolflow_run
 from tasks.inputs import list_items
 from tasks.items import parse_item
 
@@ -49,24 +49,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each; medians reported")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of the results.md to update")
     args = parser.parse_args()
     env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-bench-home-")}
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    pools: list[Measured] = []
+    runs: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="poolflow-tiny-") as work:
         root = Path(work)
         write_tiny_corpus(root / "corpus", args.files)
         write_tiny_corpus(root / "warm-up", 2)
         poolflow_run(root / "warm-up", root / "warm-up-out", args.processes, env)  # Prefect's database
         command = [sys.executable, "-m", "bench.tiny_files", "--pool-step", str(root / "corpus")]
-        pool = measure([*command, str(root / "pool"), str(args.processes)], env)
-        print(f"raw Pool({args.processes}): {pool.wall:.1f} s", flush=True)
-        run = poolflow_run(root / "corpus", root / "out", args.processes, env)
-        print(f"poolflow run: {run.wall:.1f} s", flush=True)
+        for round_number in range(1, args.rounds + 1):
+            # Fresh outputs each time: every run writes all of its items.
+            pools.append(measure([*command, str(root / f"pool-{round_number}"), str(args.processes)], env))
+            runs.append(poolflow_run(root / "corpus", root / f"out-{round_number}", args.processes, env))
+            print(f"round {round_number}: raw Pool {pools[-1].wall:.1f} s, poolflow {runs[-1].wall:.1f} s")
+    pool, run = _median(pools), _median(runs)
+    rounds = ", ".join(f"{p.wall:.1f}/{r.wall:.1f}" for p, r in zip(pools, runs, strict=True))
     section = (
         f"{SECTION} (`python -m bench.tiny_files`: {args.files} files of one short document, "
         f"{args.processes} processes)\n\n"
-        f"Machine: {psutil.cpu_count()} cores. One run each in a fresh process tree.\n\n"
+        f"Machine: {psutil.cpu_count()} cores. {args.rounds} alternating rounds, each run in a fresh "
+        f"process tree; the median of each (raw Pool/poolflow per round: {rounds} s).\n\n"
         "| run | wall s | over raw Pool | peak RSS MiB |\n|---|---|---|---|\n"
         f"| raw Pool({args.processes}): `parse_item` per file, no report | {pool.wall:.1f} | — | "
         f"{pool.peak / 2**20:.0f} |\n"
@@ -75,6 +82,11 @@ def main() -> None:
     )
     write_section(args.out / "results.md", section)
     print(section)
+
+
+def _median(runs: list[Measured]) -> Measured:
+    """The run of median wall time (the upper one of an even count)."""
+    return sorted(runs, key=lambda run: run.wall)[len(runs) // 2]
 
 
 if __name__ == "__main__":
