@@ -56,6 +56,7 @@ from typing import Any
 
 import cloudpickle
 
+from runners import switch_interval
 from runners.worker import worker_main
 from runners.worker_protocol import (
     FromWorker,
@@ -269,6 +270,7 @@ class WorkerPool:
         """Start the workers, then the manager thread that owns them from now on."""
         self._workers = [self._spawn_worker() for _ in range(self.processes)]
         self._manager = threading.Thread(target=self._manage, name="poolflow-manager", daemon=True)
+        switch_interval.pool_started()  # the manager's hand-offs are prompt; undone as it ends
         self._manager.start()
 
     def submit(
@@ -373,6 +375,7 @@ class WorkerPool:
         finally:
             self._stop_workers()
             self._wakeup.close()
+            switch_interval.pool_stopped()
 
     def _take_requests(self) -> bool:
         """Act on the cancellations and shutdown callers asked for; False once shutting down."""

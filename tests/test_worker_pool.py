@@ -9,6 +9,7 @@ import collections
 import logging
 import multiprocessing
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from helpers import alive
 from pool_jobs import chatty, die, fail, pid_of_worker, spin, square
 
+from runners.switch_interval import WHILE_POOLS_RUN
 from runners.worker import worker_main
 from runners.worker_pool import JobCancelledError, JobTimeoutError, WorkerDiedError, WorkerPool
 from runners.worker_protocol import (
@@ -277,3 +279,19 @@ def test_baseline_plain_pool_timeout_leaves_the_worker_spinning() -> None:
             time.sleep(0.2)
         assert sum(worker.cpu_times()[:2]) >= spent + 1.0
         plain.terminate()
+
+
+def test_the_switch_interval_is_short_while_any_pool_runs_and_restored_after() -> None:
+    before = sys.getswitchinterval()
+    first, second = WorkerPool(1), WorkerPool(1)
+    first.start()
+    second.start()
+    try:
+        assert sys.getswitchinterval() == min(before, WHILE_POOLS_RUN)
+        first.shutdown()
+        assert sys.getswitchinterval() == min(before, WHILE_POOLS_RUN)  # the second still runs
+        assert second.submit(square, (3,)).result(timeout=60) == 9
+    finally:
+        first.shutdown()
+        second.shutdown()
+    assert sys.getswitchinterval() == before
