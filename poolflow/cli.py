@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
-from poolflow.local_api import ApiStartError
+from poolflow.local_api import ApiStartError, flush_to_api
 from poolflow.warm_start import api_with_warm_start
 from runners.choice import RUNNERS
 from tasks.parse import PARSERS
@@ -289,11 +289,7 @@ def script() -> None:
     """
     code = main()
     if "prefect" in sys.modules:
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        EventsWorker.drain_all(timeout=30)
-        APILogWorker.drain_all(timeout=30)
+        flush_to_api()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

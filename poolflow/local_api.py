@@ -270,13 +270,13 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
             try:
                 yield server.api_url
             finally:
-                _flush_to_api()
+                flush_to_api()
     finally:
         server.stop()
 
 
-def _flush_to_api() -> None:
-    """Send the logs and events still queued in this process before the server goes."""
+def flush_to_api() -> None:
+    """Send the logs and events still queued in this process (before a server goes, before exit)."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
