@@ -101,3 +101,15 @@ def test_a_stamp_stops_matching_when_the_database_or_prefect_changes(
     assert database_stamp.is_current(fresh_home, database)
     database.unlink()
     assert not database_stamp.is_current(fresh_home, database)
+
+
+def test_prefect_reads_each_setting_a_current_database_skips_as_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prefect.settings
+    from prefect.settings import Settings
+
+    for name, value in database_stamp.SKIP_SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()  # read from this environment, as the server's are
+    for name in database_stamp.SKIP_SETTINGS:
+        assert getattr(prefect.settings, name).value_from(settings) is False, name
+
