@@ -44,6 +44,7 @@ from typing import IO, TYPE_CHECKING
 import tomllib
 
 from poolflow import database_stamp
+from poolflow.loopback_ca import loopback_ca_file
 
 if TYPE_CHECKING:
     import httpx
@@ -185,7 +186,7 @@ class LocalApiServer:
 
         started = time.monotonic()
         next_note = started + _STILL_WAITING_EVERY
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, verify=False) as client:  # plain HTTP on loopback: no TLS
             while not self._answers(client):
                 now = time.monotonic()
                 if self.process is not None and self.process.poll() is not None:
@@ -259,13 +260,23 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
             server.wait_ready()
             if database is not None and not current:
                 database_stamp.write_stamp(home, database)
-        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        from prefect.settings import (
+            PREFECT_API_SSL_CERT_FILE,
+            PREFECT_API_URL,
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+            temporary_settings,
+        )
 
         # No flow-run heartbeats: they let a long-lived server notice flow runs whose process
         # died, where this server dies with its command (and ``crashed_runs`` marks such runs
         # from their process tags); their thread also held up the end of each flow by up to
         # a second, as it sleeps in whole seconds between checks.
-        updates = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        updates = {
+            PREFECT_API_URL: server.api_url,
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+            # Plain HTTP: the clients' TLS contexts are never used, so they load one CA, not ~150.
+            PREFECT_API_SSL_CERT_FILE: str(loopback_ca_file(home)),
+        }
         with temporary_settings(updates=updates):
             try:
                 yield server.api_url

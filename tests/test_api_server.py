@@ -113,3 +113,18 @@ def test_prefect_reads_each_setting_a_current_database_skips_as_off(monkeypatch:
     for name in database_stamp.SKIP_SETTINGS:
         assert getattr(prefect.settings, name).value_from(settings) is False, name
 
+
+def test_clients_of_the_local_api_load_a_one_certificate_ca_file(fresh_home: Path) -> None:
+    import ssl
+
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    before = PREFECT_API_SSL_CERT_FILE.value()
+    with local_api(say=lambda message: None):
+        ca_file = PREFECT_API_SSL_CERT_FILE.value()
+        assert ca_file is not None and Path(ca_file).parent == fresh_home
+        # what each Prefect client loads when it is made: one certificate, not certifi's ~150
+        assert ssl.create_default_context(cafile=ca_file).cert_store_stats()["x509_ca"] == 1
+        with get_client(sync_client=True) as client:
+            assert client.api_healthcheck() is None  # the plain-HTTP API answers these clients
+    assert PREFECT_API_SSL_CERT_FILE.value() == before
