@@ -401,20 +401,26 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         for worker in self._workers:
-            if worker.job is not None or self._worn_out(worker):
-                continue
-            job = self._next_job()
-            if job is None:
+            if not self._dispatch_to(worker):
                 return
-            try:
-                send(worker.conn, RunJob(job.job_id, job.payload, job.log_prints, job.timeout is not None))
-            except OSError:
-                # The worker is already gone: the job goes back to the front of the queue
-                # and the exit sentinel gets the worker replaced.
-                with self._lock:
-                    self._pending.appendleft(job)
-                continue
-            worker.job = job
+
+    def _dispatch_to(self, worker: _Worker) -> bool:
+        """Send ``worker`` the next queued job if it is free; False when no job is queued."""
+        if worker.job is not None or self._worn_out(worker):
+            return True
+        job = self._next_job()
+        if job is None:
+            return False
+        try:
+            send(worker.conn, RunJob(job.job_id, job.payload, job.log_prints, job.timeout is not None))
+        except OSError:
+            # The worker is already gone: the job goes back to the front of the queue
+            # and the exit sentinel gets the worker replaced.
+            with self._lock:
+                self._pending.appendleft(job)
+            return True
+        worker.job = job
+        return True
 
     def _next_job(self) -> _Job | None:
         """The oldest queued job, skipping any cancelled since this round began."""
@@ -470,6 +476,10 @@ class WorkerPool:
             case JobResult() | JobProblem():
                 worker.job = None
                 worker.jobs_done += 1
+                # The worker gets its next job before this one's future is settled: settling
+                # runs the caller's callbacks (a chunk records the item), which the worker
+                # need not wait for.
+                self._dispatch_to(worker)
                 _settle_outcome(job, message)
 
     def _reap(self, worker: _Worker) -> None:

@@ -13,12 +13,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import cloudpickle
 import psutil
 import pytest
 from helpers import alive
-from pool_jobs import chatty, die, fail, pid_of_worker, spin, square
+from pool_jobs import chatty, die, fail, pid_of_worker, spin, square, touch
 
 from runners.switch_interval import WHILE_POOLS_RUN
 from runners.worker import worker_main
@@ -295,3 +296,27 @@ def test_the_switch_interval_is_short_while_any_pool_runs_and_restored_after() -
         first.shutdown()
         second.shutdown()
     assert sys.getswitchinterval() == before
+
+
+def test_a_worker_gets_its_next_job_before_the_last_ones_callbacks_run(tmp_path: Path) -> None:
+    """Settling a future runs its caller's callbacks in the manager thread; the worker that
+    finished it already has its next job meanwhile, instead of idling until they return."""
+    marker = tmp_path / "second-job-ran"
+    seen_during_callback: list[bool] = []
+
+    def slow_callback(_: object) -> None:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen_during_callback.append(marker.exists())
+
+    pool = WorkerPool(1)
+    pool.start()
+    try:
+        first = pool.submit(spin, (0.5,))  # long enough to get its callback before it ends
+        second = pool.submit(touch, (str(marker),))
+        first.add_done_callback(slow_callback)
+        assert second.result(timeout=60) == str(marker)
+    finally:
+        pool.shutdown()
+    assert seen_during_callback == [True]
