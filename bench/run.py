@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--repeat", type=int, default=10, help="corpus repeats for the large size")
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating repetitions of every run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating repetitions of every run")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.png")
     parser.add_argument("--section", help="write the table as this section of results.md (no chart)")
@@ -149,6 +149,7 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
             + " | ".join(f"{seconds:.1f}" for seconds in cpu)
             + " |"
         )
+    lines += ["", *round_lines(modes, walls, sizes, files)]
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.md"
     print("\n".join(lines))
@@ -159,6 +160,35 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
     sections = previous[previous.find("\n## ") :] if "\n## " in previous else ""  # the other benches'
     results.write_text("\n".join(lines) + "\n" + sections)
     plot(rows, args.out)
+
+
+def round_lines(
+    modes: list[str], walls: dict[tuple[str, int], list[float]], sizes: tuple[int, int], files: int
+) -> list[str]:
+    """Each mode against raw Pool (and Prefect's runners against poolflow), round by round, at
+    each size: a round's runs follow one another, so their ratio is measured at one speed of
+    the machine (it drifts by tens of percent within minutes); the median of those ratios is
+    what a target is held to."""
+    lines = [
+        "Round by round (the runs of a round follow one another), at each size; median over rounds:",
+        "",
+        "| mode | against | items | wall ratio, per round | median | seconds over, per round | median |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    pairs = [(mode, "pool") for mode in modes if mode != "pool"]
+    if "poolflow" in modes:
+        pairs += [(mode, "poolflow") for mode in modes if mode.startswith("prefect-")]
+    for mode, against in pairs:
+        for size in sizes:
+            rounds = list(zip(walls[(mode, size)], walls[(against, size)], strict=True))
+            ratios = [run / other for run, other in rounds]
+            over = [run - other for run, other in rounds]
+            lines.append(
+                f"| {mode} | {against} | {size * files} | {', '.join(f'{r:.2f}×' for r in ratios)} | "
+                f"{statistics.median(ratios):.2f}× | {', '.join(f'{o:+.1f}' for o in over)} | "
+                f"{statistics.median(over):+.1f} |"
+            )
+    return lines
 
 
 def plot(rows, out: Path) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -49,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each; medians reported")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating runs of each; medians reported")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of the results.md to update")
     args = parser.parse_args()
     env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-bench-home-")}
@@ -69,11 +70,15 @@ def main() -> None:
             print(f"round {round_number}: raw Pool {pools[-1].wall:.1f} s, poolflow {runs[-1].wall:.1f} s")
     pool, run = _median(pools), _median(runs)
     rounds = ", ".join(f"{p.wall:.1f}/{r.wall:.1f}" for p, r in zip(pools, runs, strict=True))
+    # A round's two runs follow one another: their difference is measured at one speed of the machine.
+    over = [r.wall - p.wall for p, r in zip(pools, runs, strict=True)]
     section = (
         f"{SECTION} (`python -m bench.tiny_files`: {args.files} files of one short document, "
         f"{args.processes} processes)\n\n"
         f"Machine: {psutil.cpu_count()} cores. {args.rounds} alternating rounds, each run in a fresh "
-        f"process tree; the median of each (raw Pool/poolflow per round: {rounds} s).\n\n"
+        f"process tree; the median of each (raw Pool/poolflow per round: {rounds} s). poolflow over "
+        f"raw Pool per round: {', '.join(f'{o:+.1f}' for o in over)} s, median "
+        f"**{statistics.median(over):+.1f} s**.\n\n"
         "| run | wall s | over raw Pool | peak RSS MiB |\n|---|---|---|---|\n"
         f"| raw Pool({args.processes}): `parse_item` per file, no report | {pool.wall:.1f} | — | "
         f"{pool.peak / 2**20:.0f} |\n"
