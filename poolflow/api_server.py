@@ -14,6 +14,7 @@ uvicorn on ``127.0.0.1:PORT``, with two differences from ``prefect server start`
   its end for the last task runs to be stored; with ``local_api``'s 0.1 s, a twentieth.
   ``test_api_server.py`` fails when Prefect's recorder no longer looks as this expects.
 
+Once its command is gone, it has 10 s to finish its shutdown (``exit_if_left_shutting_down``).
 Exits with uvicorn's code 3 when the port is taken, which ``local_api`` answers with a
 new port.
 """
@@ -57,8 +58,29 @@ def walk_every_route(app: Any) -> None:
     asyncio.run(unmatched())
 
 
+def exit_if_left_shutting_down(grace: float = 10.0) -> None:
+    """Once the command that started this server is gone, give the server ``grace`` seconds,
+    then end it. The command does not wait for its server's shutdown (``local_api``), and
+    its death sends the server SIGTERM (a second one is harmless: uvicorn forces an exit
+    only on a repeated SIGINT); a shutdown that hangs must not leave the server behind."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="poolflow-orphan-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> None:
     (port,) = argv
+    exit_if_left_shutting_down()
     with building_long_lived_objects():
         import uvicorn
         from prefect.server.api.server import create_app

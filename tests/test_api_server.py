@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +131,28 @@ def test_clients_of_the_local_api_load_a_one_certificate_ca_file(fresh_home: Pat
         with get_client(sync_client=True) as client:
             assert client.api_healthcheck() is None  # the plain-HTTP API answers these clients
     assert PREFECT_API_SSL_CERT_FILE.value() == before
+
+
+def test_leaving_the_local_api_does_not_wait_for_its_server_which_still_ends(fresh_home: Path) -> None:
+    with local_api(say=lambda message: None):
+        (server,) = [p for p in psutil.Process().children() if "poolflow.api_server" in p.cmdline()]
+    deadline = time.monotonic() + 30
+    while server.is_running() and server.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE  # ended on its own
+
+
+def test_a_server_left_behind_by_its_command_ends_after_its_grace() -> None:
+    """The watchdog of ``poolflow.api_server``: a process whose parent is gone exits."""
+    child = (
+        "from poolflow.api_server import exit_if_left_shutting_down; import time; "
+        "exit_if_left_shutting_down(grace=1.0); time.sleep(120)"
+    )
+    parent = (
+        "import subprocess, sys; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}]); print(p.pid, flush=True)"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
+    orphan = psutil.Process(int(out.stdout))  # its parent has exited; init reaps it
+    gone, alive = psutil.wait_procs([orphan], timeout=30)
+    assert alive == [] and gone == [orphan]
