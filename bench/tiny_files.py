@@ -72,18 +72,19 @@ def main() -> None:
     rounds = ", ".join(f"{p.wall:.1f}/{r.wall:.1f}" for p, r in zip(pools, runs, strict=True))
     # A round's two runs follow one another: their difference is measured at one speed of the machine.
     over = [r.wall - p.wall for p, r in zip(pools, runs, strict=True)]
+    median_over = statistics.median(over)
     section = (
         f"{SECTION} (`python -m bench.tiny_files`: {args.files} files of one short document, "
         f"{args.processes} processes)\n\n"
         f"Machine: {psutil.cpu_count()} cores. {args.rounds} alternating rounds, each run in a fresh "
         f"process tree; the median of each (raw Pool/poolflow per round: {rounds} s). poolflow over "
         f"raw Pool per round: {', '.join(f'{o:+.1f}' for o in over)} s, median "
-        f"**{statistics.median(over):+.1f} s**.\n\n"
+        f"**{median_over:+.1f} s**.\n\n"
         "| run | median wall s | over raw Pool, median of rounds | peak RSS MiB |\n|---|---|---|---|\n"
         f"| raw Pool({args.processes}): `parse_item` per file, no report | {pool.wall:.1f} | — | "
         f"{pool.peak / 2**20:.0f} |\n"
         f"| `poolflow run` (Prefect start-up, items, report) | {run.wall:.1f} | "
-        f"{statistics.median(over):+.1f} s | {run.peak / 2**20:.0f} |\n"
+        f"{median_over:+.1f} s | {run.peak / 2**20:.0f} |\n"
     )
     write_section(args.out / "results.md", section)
     print(section)

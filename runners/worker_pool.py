@@ -423,9 +423,11 @@ class WorkerPool:
         return True
 
     def _next_job(self) -> _Job | None:
-        """The oldest queued job, skipping any cancelled since this round began."""
+        """The oldest queued job, skipping any cancelled since this round began; none once
+        shutting down (a worker may ask between the shutdown request and the manager's next
+        sweep of the queue, which cancels what is left in it)."""
         with self._lock:
-            while self._pending:
+            while self._pending and not self._closing:
                 job = self._pending.popleft()
                 if not job.future.done():
                     return job
