@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from prefect.settings import PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INT
 
 from poolflow import database_stamp
 from poolflow.api_server import honour_recorder_flush_interval
-from poolflow.local_api import RECORDER_SETTINGS, local_api
+from poolflow.local_api import LIBRARY_SETTINGS, RECORDER_SETTINGS, local_api
 
 
 def test_prefect_still_truncates_the_recorder_interval_as_the_launcher_expects() -> None:
@@ -115,6 +116,17 @@ def test_prefect_reads_each_setting_a_current_database_skips_as_off(monkeypatch:
     settings = Settings()  # read from this environment, as the server's are
     for name in database_stamp.SKIP_SETTINGS:
         assert getattr(prefect.settings, name).value_from(settings) is False, name
+
+
+def test_the_server_settings_turn_off_py_key_value_type_checks() -> None:
+    show = "import key_value.aio as kv; print(kv.strategy.name)"
+    default = {name: value for name, value in os.environ.items() if name not in LIBRARY_SETTINGS}
+    runs = [
+        subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True, check=True)
+        for env in (default, {**default, **LIBRARY_SETTINGS})
+    ]
+    strategies = [run.stdout.strip() for run in runs]
+    assert strategies == ["O1", "O0"]  # checked by default; not with the server's settings
 
 
 def test_clients_of_the_local_api_load_a_one_certificate_ca_file(fresh_home: Path) -> None:
