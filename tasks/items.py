@@ -33,6 +33,10 @@ ITEMS_DIR = "items"
 REPORT_PARTS_DIR = ".poolflow/report-parts"
 DOC_COLUMNS = ["line", "id", "url", "title"]
 MAX_TEXT_CELLS = EXCEL_MAX_COLUMNS - len(DOC_COLUMNS)
+# Inputs up to this size get an artifact put together in memory (``AtomicWorkbook``): its
+# sheet, a little larger than the text, is held while the zip is written. WikiExtractor's
+# files are 1 MB by default; larger ones are packaged through temp files, in bounded memory.
+PACKAGE_IN_MEMORY_BYTES = 16 * 2**20
 
 
 class ItemError(Exception):
@@ -291,7 +295,7 @@ def parse_item(
         return ItemOutput(current, stats)
     parsed.warnings.extend(_noncharacter_warnings(parsed.documents))
     rows, widest = _document_rows(item, parsed.documents)
-    with AtomicWorkbook(artifact) as workbook:
+    with AtomicWorkbook(artifact, package_in_memory=len(source.data) <= PACKAGE_IN_MEMORY_BYTES) as workbook:
         write_sheet(workbook, "docs", DOC_COLUMNS + text_columns_header(widest), rows)
         # The end of processing: the artifact holds what was read, the warning says if that is stale.
         if source.changed():
