@@ -193,8 +193,9 @@ class AtomicWorkbook:
     ``package_in_memory``: the sheets still stream their rows (constant memory, the inline
     strings ``ExactWorksheet`` escapes), but the workbook's parts are put together in memory
     instead of in ~10 named temp files; for a small workbook those files are most of its cost
-    (2,000 one-document files on raw ``Pool(2)``: 10.3/11.0 s → see ``bench/README.md``). The
-    whole sheet is in memory while the zip is written, so only for workbooks known to be small.
+    (2,000 one-document artifacts on raw ``Pool(2)``, ``/tmp`` on a disk: 9.05/10.48 s through
+    files, 6.19/4.91 s in memory; ``bench/README.md``). The whole sheet is in memory while the
+    zip is written, so only for workbooks known to be small.
     """
 
     def __init__(self, path: Path, *, package_in_memory: bool = False) -> None:
