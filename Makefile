@@ -41,7 +41,7 @@ ui: $(RUN_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy runners tasks flows deployments poolflow bench
+	$(BIN)/mypy poolflow bench
 
 # Browser tests drive Debian's chromium (never a downloaded browser build).
 chromium:

@@ -1,7 +1,7 @@
 """How long a ``poolflow`` command waits for its API server: ``python -m bench.api_start [--rounds 5]``.
 
 Each round is a fresh process that starts the local API as the command does
-(``poolflow.warm_start``: worker pool and ``flows.wiki_report`` loaded meanwhile) and prints
+(``poolflow.warm_start``: worker pool and ``poolflow.flows.wiki_report`` loaded meanwhile) and prints
 the seconds until the server answered; this prints the median. The database is created
 once first, in a temporary PREFECT_HOME, so rounds measure ordinary starts.
 """
@@ -27,7 +27,9 @@ def one_start() -> float:
     from poolflow.warm_start import api_with_warm_start
 
     started = time.perf_counter()
-    with api_with_warm_start(lambda message: None, lambda: importlib.import_module("flows.wiki_report"), 2):
+    with api_with_warm_start(
+        lambda message: None, lambda: importlib.import_module("poolflow.flows.wiki_report"), 2
+    ):
         return time.perf_counter() - started
 
 

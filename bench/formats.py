@@ -15,10 +15,10 @@ from pathlib import Path
 import openpyxl
 
 from bench.run import DEFAULT_CORPUS
-from flows.parameters import DEFAULT_PATTERN
-from tasks.inputs import list_items
-from tasks.parse import parse_exact, parse_html5lib
-from tasks.xlsx import AtomicWorkbook, read_sheet, split_cell, write_sheet
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.tasks.inputs import list_items
+from poolflow.tasks.parse import parse_exact, parse_html5lib
+from poolflow.tasks.xlsx import AtomicWorkbook, read_sheet, split_cell, write_sheet
 
 
 def timed(label: str, action: Callable[[], object]) -> float:

@@ -21,7 +21,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from runners import MultiprocessingTaskRunner
+from poolflow.runners import MultiprocessingTaskRunner
 
 
 @task

@@ -2,7 +2,7 @@
 
 For each size, copies the corpus ``times`` times under distinct folders of a temp directory,
 builds the artifacts (a 2-process Pool), ``report.xlsx`` and ``report.parquet``, then loads
-each in a fresh process — ``pandas.read_parquet`` against ``tasks.frames.read_report`` (all
+each in a fresh process — ``pandas.read_parquet`` against ``poolflow.tasks.frames.read_report`` (all
 sheets, texts re-joined) — alternating, ``--rounds`` times; prints the best wall time of each
 (and its CPU seconds, steadier on a busy machine) as one JSON line per size, with the file
 sizes and the ratio.
@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 from bench.run import DEFAULT_CORPUS
-from flows.parameters import DEFAULT_PATTERN
-from tasks.inputs import list_items
-from tasks.items import ItemOutput, parse_item
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.tasks.inputs import list_items
+from poolflow.tasks.items import ItemOutput, parse_item
 
 # (imports, the timed load): the imports are not timed.
 LOADERS = {
     "parquet": ("import pandas as pd", "n = len(pd.read_parquet({path!r}))"),
-    "xlsx": ("from tasks.frames import read_report", "n = len(read_report({path!r})['docs'])"),
+    "xlsx": ("from poolflow.tasks.frames import read_report", "n = len(read_report({path!r})['docs'])"),
 }
 TIMED = (
     "import time; {imports}; t, c = time.perf_counter(), time.process_time(); {load}; "
@@ -48,8 +48,8 @@ def _parse(args: tuple[str, str, str]) -> ItemOutput:
 
 def build_outputs(source: Path, output: Path) -> int:
     """Artifacts, report.xlsx and report.parquet of ``source`` in ``output``; the document count."""
-    from tasks.parquet import write_parquet
-    from tasks.report import build_report
+    from poolflow.tasks.parquet import write_parquet
+    from poolflow.tasks.report import build_report
 
     items = list_items(source, DEFAULT_PATTERN)
     with multiprocessing.get_context("forkserver").Pool(2) as pool:

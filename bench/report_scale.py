@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 from bench.run import DEFAULT_CORPUS
-from flows.parameters import DEFAULT_PATTERN
-from tasks.inputs import list_items
-from tasks.items import parse_item
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.tasks.inputs import list_items
+from poolflow.tasks.items import parse_item
 
 
 def build(output: str, corpus: str, times: int) -> None:
     """In a fresh process: the report over every artifact listed ``times`` times."""
-    from tasks.report import build_report
+    from poolflow.tasks.report import build_report
 
     # The artifacts exist already, so parse_item only parses for the stats ("skipped").
     outputs = [parse_item(corpus, item, output) for item in list_items(Path(corpus), DEFAULT_PATTERN)] * times

@@ -22,8 +22,8 @@ import psutil
 
 from bench.results_file import write_section
 from bench.workload import MODES
-from flows.parameters import DEFAULT_PATTERN
-from tasks.inputs import list_items
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.tasks.inputs import list_items
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "corpus" / "kowiki"

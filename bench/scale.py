@@ -30,8 +30,8 @@ import psutil
 
 from bench.results_file import write_section
 from bench.run import DEFAULT_CORPUS, HERE, sample_tree
-from flows.parameters import DEFAULT_PATTERN
-from tasks.inputs import list_items
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.tasks.inputs import list_items
 
 POOLFLOW = Path(sys.executable).parent / "poolflow"
 SECTION = "## Scale"

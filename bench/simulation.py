@@ -51,7 +51,7 @@ def prefect_flow(mode: str, tasks: int, seconds: float, processes: int) -> Calla
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from runners import MultiprocessingTaskRunner
+    from poolflow.runners import MultiprocessingTaskRunner
 
     runner: Any
     if mode == "prefect-thread":

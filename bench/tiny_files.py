@@ -20,8 +20,8 @@ import psutil
 from bench.results_file import write_section
 from bench.run import HERE
 from bench.scale import Measured, measure, poolflow_run
-from tasks.inputs import list_items
-from tasks.items import parse_item
+from poolflow.tasks.inputs import list_items
+from poolflow.tasks.items import parse_item
 
 SECTION = "## Tiny files"
 DOC = '<doc id="{0}" url="https://ko.wikipedia.org/wiki?curid={0}" title="문서 {0}">\n본문 {0}.\n</doc>\n'

@@ -1,7 +1,7 @@
 """One benchmark run in a fresh process: the same per-item work under one execution mode.
 
 Usage: python -m bench.workload MODE CORPUS REPEAT PROCESSES OUTPUT
-The per-item work is ``tasks.items.parse_item`` (parse one WikiExtractor file, write its
+The per-item work is ``poolflow.tasks.items.parse_item`` (parse one WikiExtractor file, write its
 xlsx artifact); each repeat of the corpus writes to its own output folder so nothing is
 skipped. Prints one JSON line: the mode, the item count and the time it finished.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.local_run import run_on_local_api
-from flows.parameters import DEFAULT_PATTERN
-from tasks.inputs import list_items
-from tasks.items import parse_item
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.tasks.inputs import list_items
+from poolflow.tasks.items import parse_item
 
 MODES = (
     "serial",
@@ -51,7 +51,7 @@ def run_plain(mode: str, work: list[tuple[str, str, str]], processes: int) -> No
         pool.map(_star_parse, work, chunksize=1)
 
 
-# Benchmark modes that run on a Prefect task runner, by runners.choice name.
+# Benchmark modes that run on a Prefect task runner, by poolflow.runners.choice name.
 RUNNER_OF_MODE = {
     "poolflow": "multiprocessing",
     "prefect-thread": "thread",
@@ -68,7 +68,7 @@ def prefect_flow(mode: str, work: list[tuple[str, str, str]], processes: int) ->
     """``work`` as a Prefect flow on ``mode``'s task runner (imports Prefect)."""
     from prefect import flow, task
 
-    from runners.choice import make_task_runner
+    from poolflow.runners.choice import make_task_runner
 
     parse = task(name="parse")(parse_item)
 

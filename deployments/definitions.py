@@ -15,10 +15,10 @@ from typing import Any
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval, Schedule
 
-from flows.demo import demo
-from flows.parameters import DEFAULT_PATTERN
-from flows.tuple_report import tuple_report
-from flows.wiki_report import wiki_report
+from poolflow.flows.demo import demo
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.flows.tuple_report import tuple_report
+from poolflow.flows.wiki_report import wiki_report
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""``prefect.yaml`` written from ``deployments.definitions``, so the two cannot disagree.
+"""``prefect.yaml`` written from ``poolflow.deployments.definitions``, so the two cannot disagree.
 
 ``prefect deploy --all`` reads prefect.yaml; ``poolflow serve`` builds the same deployments
-in Python. The file is generated (``python -m deployments.project_yaml > prefect.yaml``)
+in Python. The file is generated (``python -m poolflow.deployments.project_yaml > prefect.yaml``)
 and a test checks that the committed one is what this module writes.
 """
 
@@ -13,10 +13,10 @@ import yaml
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.deployments.runner import RunnerDeployment
 
-from deployments.definitions import DeploymentSettings, build_deployments
+from poolflow.deployments.definitions import DeploymentSettings, build_deployments
 
 HEADER = """\
-# Generated from deployments/definitions.py: python -m deployments.project_yaml > prefect.yaml
+# Generated from deployments/definitions.py: python -m poolflow.deployments.project_yaml > prefect.yaml
 # `prefect deploy --all` registers poolflow's deployments on a process work pool:
 #   prefect work-pool create poolflow --type process
 #   prefect worker start --pool poolflow        (on each machine, in this directory)

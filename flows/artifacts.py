@@ -8,9 +8,9 @@ from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from tasks.items import ItemResult, ItemStatus, artifact_folder, artifact_url
-from tasks.report import SUMMARY_COLUMNS, ReportResult, summary_row
-from tasks.storage import is_remote
+from poolflow.tasks.items import ItemResult, ItemStatus, artifact_folder, artifact_url
+from poolflow.tasks.report import SUMMARY_COLUMNS, ReportResult, summary_row
+from poolflow.tasks.storage import is_remote
 
 
 def _artifact_uri(output_dir: str) -> Callable[[str], str]:

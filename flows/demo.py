@@ -6,9 +6,9 @@ import time
 
 from prefect import flow, get_run_logger, task
 
-from flows.task_map import map_task
-from runners.multiprocessing_runner import MultiprocessingTaskRunner
-from tasks.demo import count
+from poolflow.flows.task_map import map_task
+from poolflow.runners.multiprocessing_runner import MultiprocessingTaskRunner
+from poolflow.tasks.demo import count
 
 count_task = task(name="count", task_run_name="count({name})", log_prints=True)(count)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tasks.items import ItemResult, ItemStatus
-from tasks.parquet import ParquetResult
-from tasks.report import ReportResult
+from poolflow.tasks.items import ItemResult, ItemStatus
+from poolflow.tasks.parquet import ParquetResult
+from poolflow.tasks.report import ReportResult
 
 
 @dataclass(frozen=True)

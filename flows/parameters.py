@@ -8,9 +8,9 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from runners.choice import RUNNERS
-from tasks import storage
-from tasks.parse import PARSERS
+from poolflow.runners.choice import RUNNERS
+from poolflow.tasks import storage
+from poolflow.tasks.parse import PARSERS
 
 DEFAULT_PATTERN = "**/wiki_*"  # WikiExtractor's output files, at any depth
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from tasks.items import ItemResult
-from tasks.report import ReportResult, build_report
-from tasks.stats import DocumentStats
+from poolflow.tasks.items import ItemResult
+from poolflow.tasks.report import ReportResult, build_report
+from poolflow.tasks.stats import DocumentStats
 
 if TYPE_CHECKING:
-    from tasks.parquet import ParquetResult
+    from poolflow.tasks.parquet import ParquetResult
 
 T = TypeVar("T")
 
@@ -55,6 +55,6 @@ def parquet_step(
 ) -> ParquetResult:
     """``write_parquet`` over every item's result and stats."""
     # Imported here: pandas and pyarrow would cost every worker that runs the report ~100 MiB.
-    from tasks.parquet import write_parquet
+    from poolflow.tasks.parquet import write_parquet
 
     return write_parquet(output_dir, items.value, stats.value)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from flows.task_map import map_task
-from runners.multiprocessing_runner import MultiprocessingTaskRunner
-from tasks.labels import label_chunk, make_chunks, write_label_columns
+from poolflow.flows.task_map import map_task
+from poolflow.runners.multiprocessing_runner import MultiprocessingTaskRunner
+from poolflow.tasks.labels import label_chunk, make_chunks, write_label_columns
 
 label_task = task(name="label-chunk")(label_chunk)
 write_task = task(name="write-columns")(write_label_columns)

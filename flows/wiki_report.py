@@ -27,23 +27,23 @@ from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import unmapped
 
-from flows.artifacts import publish_files, publish_summary
-from flows.outcome import Outcome
-from flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
-from flows.progress import wait_with_progress
-from flows.report_steps import parquet_step, report_step, step_parameters
-from flows.task_map import map_task
-from runners.choice import make_task_runner
-from tasks import storage
-from tasks.atomic import OutputError, remove_stale_temp_files
-from tasks.inputs import InputListing, list_inputs
-from tasks.items import ItemError, ItemOutput, ItemResult, ItemStatus, parse_item
-from tasks.output_lock import OutputInUse, exclusive_output
-from tasks.parquet import ParquetResult
-from tasks.report import ReportResult
-from tasks.report_parts import PART_SUFFIX
-from tasks.stats import DocumentStats
-from tasks.storage import is_remote
+from poolflow.flows.artifacts import publish_files, publish_summary
+from poolflow.flows.outcome import Outcome
+from poolflow.flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
+from poolflow.flows.progress import wait_with_progress
+from poolflow.flows.report_steps import parquet_step, report_step, step_parameters
+from poolflow.flows.task_map import map_task
+from poolflow.runners.choice import make_task_runner
+from poolflow.tasks import storage
+from poolflow.tasks.atomic import OutputError, remove_stale_temp_files
+from poolflow.tasks.inputs import InputListing, list_inputs
+from poolflow.tasks.items import ItemError, ItemOutput, ItemResult, ItemStatus, parse_item
+from poolflow.tasks.output_lock import OutputInUse, exclusive_output
+from poolflow.tasks.parquet import ParquetResult
+from poolflow.tasks.report import ReportResult
+from poolflow.tasks.report_parts import PART_SUFFIX
+from poolflow.tasks.stats import DocumentStats
+from poolflow.tasks.storage import is_remote
 
 # Results persist and the cache key is the inputs within one flow run (not the task's
 # source), so a retry of a failed run from the UI reuses every finished item — also after
@@ -173,7 +173,7 @@ def wiki_report(
 def _cancelled() -> bool:
     """Whether this flow run was cancelled from the UI or API while its items ran.
 
-    The runner stops its workers when that happens (``runners.cancellation``); the flow reads
+    The runner stops its workers when that happens (``poolflow.runners.cancellation``); the flow reads
     the fact where Prefect keeps it, the flow run's state, not from the runner.
     """
     context = FlowRunContext.get()

@@ -20,12 +20,12 @@ from contextvars import copy_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
+from poolflow.flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
 from poolflow.local_api import ApiStartError, flush_to_api
+from poolflow.runners.choice import RUNNERS
+from poolflow.tasks.parse import PARSERS
 from poolflow.warm_start import api_with_warm_start
-from runners.choice import RUNNERS
-from tasks.parse import PARSERS
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
@@ -170,8 +170,8 @@ def _run(args: argparse.Namespace) -> int:
     processes = args.processes or os.cpu_count() or 1
     say(f"{args.input_dir}/{args.pattern} -> {target} on {processes} processes ({args.runner})")
     pool_processes = processes if args.runner == "multiprocessing" else None
-    with _api_session("flows.wiki_report", pool_processes) as local_url:
-        from flows.wiki_report import wiki_report
+    with _api_session("poolflow.flows.wiki_report", pool_processes) as local_url:
+        from poolflow.flows.wiki_report import wiki_report
 
         state = wiki_report(
             input_dir=args.input_dir,
@@ -194,7 +194,7 @@ def _report(state: State[Any], flow_run_url: str | None) -> None:
     """The run's summary table, or its state's message when it ended before having one."""
     from rich.console import Console
 
-    from flows.outcome import Outcome
+    from poolflow.flows.outcome import Outcome
     from poolflow.summary import print_summary
 
     outcome = state.result(raise_on_failure=False) if state.is_final() else None
@@ -213,7 +213,7 @@ def _flow_run_url(state: State[Any]) -> str | None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from tasks.sample import write_sample_corpus
+    from poolflow.tasks.sample import write_sample_corpus
 
     documents = write_sample_corpus(Path(args.directory), args.files, args.docs, args.seed)
     print(f"wrote {args.files} files, {documents} documents under {args.directory}")
@@ -221,16 +221,16 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    with _api_session("flows.demo", args.processes):
-        from flows.demo import demo
+    with _api_session("poolflow.flows.demo", args.processes):
+        from poolflow.flows.demo import demo
 
         demo(items=args.items, processes=args.processes, max_seconds=args.max_seconds)
     return 0
 
 
 def _tuple_report(args: argparse.Namespace) -> int:
-    with _api_session("flows.tuple_report", args.processes or os.cpu_count() or 1):
-        from flows.tuple_report import tuple_report
+    with _api_session("poolflow.flows.tuple_report", args.processes or os.cpu_count() or 1):
+        from poolflow.flows.tuple_report import tuple_report
 
         tuple_report(
             output_path=args.output, chunks=args.chunks, per_chunk=args.per_chunk, processes=args.processes
@@ -239,7 +239,7 @@ def _tuple_report(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from deployments.definitions import DeploymentSettings, serve_deployments
+    from poolflow.deployments.definitions import DeploymentSettings, serve_deployments
 
     settings = DeploymentSettings(
         input_dir=str(Path(args.input_dir).resolve()),

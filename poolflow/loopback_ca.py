@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.atomic import AtomicTarget
+from poolflow.tasks.atomic import AtomicTarget
 
 FILE_NAME = ".poolflow-loopback-ca.pem"
 _BEGIN = "-----BEGIN CERTIFICATE-----"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from flows.outcome import Outcome
+from poolflow.flows.outcome import Outcome
 
 SHOWN_FAILURES = 20  # the report's summary sheet lists every one
 

@@ -2,7 +2,7 @@
 
 The server takes seconds to answer (``poolflow.local_api``), and the command's own start-up
 work need not wait for it: the worker pool that the flow's ``MultiprocessingTaskRunner``
-will adopt starts (``runners.warm_pool``), then ``prepare`` (importing Prefect and the
+will adopt starts (``poolflow.runners.warm_pool``), then ``prepare`` (importing Prefect and the
 flows, or building a benchmark's flow) runs with the collector paused
 (``poolflow.startup_gc``), and so do the imports that Prefect and poolflow would otherwise
 make only once the flow run starts (``FLOW_RUN_MODULES``). The commands and the benchmarks
@@ -16,8 +16,8 @@ import importlib
 from collections.abc import Callable, Iterator
 
 from poolflow.local_api import Say, local_api
+from poolflow.runners.warm_pool import prestarted
 from poolflow.startup_gc import building_long_lived_objects
-from runners.warm_pool import prestarted
 
 # Loaded by a flow run only when it gets there, after the server answered: FastAPI (0.3 s:
 # Prefect encodes the flow's parameters with its ``jsonable_encoder``), Prefect's engines and
@@ -29,7 +29,7 @@ FLOW_RUN_MODULES = (
     "prefect.flow_engine",
     "prefect.task_engine",
     "prefect.utilities.visualization",
-    "runners.multiprocessing_runner",
+    "poolflow.runners.multiprocessing_runner",
     "poolflow.summary",
 )
 

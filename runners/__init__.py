@@ -1,6 +1,6 @@
 """Prefect task runners for poolflow. Nothing here knows about wiki files.
 
-Attributes load lazily so that ``runners.choice.RUNNERS`` can be read without Prefect;
+Attributes load lazily so that ``poolflow.runners.choice.RUNNERS`` can be read without Prefect;
 the type checker reads the ``TYPE_CHECKING`` imports instead, so it sees the real types.
 """
 
@@ -10,22 +10,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # "X as X" marks each name as re-exported
-    from runners.choice import make_task_runner as make_task_runner
-    from runners.multiprocessing_runner import MultiprocessingTaskRunner as MultiprocessingTaskRunner
-    from runners.warm_pool import prestarted as prestarted
-    from runners.worker_pool import JobCancelledError as JobCancelledError
-    from runners.worker_pool import JobTimeoutError as JobTimeoutError
-    from runners.worker_pool import WorkerDiedError as WorkerDiedError
-    from runners.worker_pool import WorkerPool as WorkerPool
+    from poolflow.runners.choice import make_task_runner as make_task_runner
+    from poolflow.runners.multiprocessing_runner import MultiprocessingTaskRunner as MultiprocessingTaskRunner
+    from poolflow.runners.warm_pool import prestarted as prestarted
+    from poolflow.runners.worker_pool import JobCancelledError as JobCancelledError
+    from poolflow.runners.worker_pool import JobTimeoutError as JobTimeoutError
+    from poolflow.runners.worker_pool import WorkerDiedError as WorkerDiedError
+    from poolflow.runners.worker_pool import WorkerPool as WorkerPool
 
 _EXPORTS = {
-    "MultiprocessingTaskRunner": "runners.multiprocessing_runner",
-    "WorkerPool": "runners.worker_pool",
-    "WorkerDiedError": "runners.worker_pool",
-    "JobTimeoutError": "runners.worker_pool",
-    "JobCancelledError": "runners.worker_pool",
-    "make_task_runner": "runners.choice",
-    "prestarted": "runners.warm_pool",
+    "MultiprocessingTaskRunner": "poolflow.runners.multiprocessing_runner",
+    "WorkerPool": "poolflow.runners.worker_pool",
+    "WorkerDiedError": "poolflow.runners.worker_pool",
+    "JobTimeoutError": "poolflow.runners.worker_pool",
+    "JobCancelledError": "poolflow.runners.worker_pool",
+    "make_task_runner": "poolflow.runners.choice",
+    "prestarted": "poolflow.runners.warm_pool",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -34,4 +34,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'runners' has no attribute {name!r}")
+    raise AttributeError(f"module 'poolflow.runners' has no attribute {name!r}")

@@ -20,7 +20,7 @@ def make_task_runner(
     workers); ``process`` and ``thread`` are Prefect's own pools.
     """
     if name == "multiprocessing":
-        from runners.multiprocessing_runner import MultiprocessingTaskRunner
+        from poolflow.runners.multiprocessing_runner import MultiprocessingTaskRunner
 
         return MultiprocessingTaskRunner(processes)
     if name == "dask":

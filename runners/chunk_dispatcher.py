@@ -18,9 +18,9 @@ from prefect.client.schemas.objects import RunInput
 from prefect.futures import PrefectFuture
 from prefect.states import Failed
 
-from runners.chunked_map import Chunk
-from runners.chunking import ChunkSizer
-from runners.mapped_items import UNASSIGNED, Item
+from poolflow.runners.chunked_map import Chunk
+from poolflow.runners.chunking import ChunkSizer
+from poolflow.runners.mapped_items import UNASSIGNED, Item
 
 if TYPE_CHECKING:
     from prefect.tasks import Task

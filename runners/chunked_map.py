@@ -1,7 +1,7 @@
 """A chunk: consecutive items of one map, run as one Prefect task run, settled per item.
 
 The runner's ``map``/``imap`` turn every item into an ``ItemFuture`` at once
-(``runners.mapped_items``) and queue it; ``runners.chunk_dispatcher`` forms chunks when an
+(``poolflow.runners.mapped_items``) and queue it; ``poolflow.runners.chunk_dispatcher`` forms chunks when an
 engine thread is free and starts each as one task run. The chunk's function
 (``Chunk.run_attempt``, on the engine thread inside that task run) sends every item to the
 worker pool as its own job, so timeouts, dead-worker attribution and log forwarding stay
@@ -12,7 +12,7 @@ runs only the items not yet succeeded.
 Per item, as with one task run per item: upstream futures in its arguments are resolved
 (a failed upstream fails just that item), and with ``persist_result`` and a cache policy
 its result is cached under its own key in the task's result store, so a retried flow run
-reuses every item that succeeded before (``runners.item_cache``).
+reuses every item that succeeded before (``poolflow.runners.item_cache``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from prefect.utilities.engine import (
     resolve_inputs_sync,
 )
 
-from runners.chunking import ChunkSizer
-from runners.item_cache import ItemCache
-from runners.mapped_items import Item, split_name
-from runners.worker_context import TaskRunInfo, call_timed_in_task_run, portable_function
+from poolflow.runners.chunking import ChunkSizer
+from poolflow.runners.item_cache import ItemCache
+from poolflow.runners.mapped_items import Item, split_name
+from poolflow.runners.worker_context import TaskRunInfo, call_timed_in_task_run, portable_function
 
 if TYPE_CHECKING:
     from prefect.tasks import Task

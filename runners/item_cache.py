@@ -11,7 +11,7 @@ name; for thousands of short items that was the flow process's largest cost per 
 the store is a plain local folder (``LocalFileSystem``, no separate metadata storage, no
 locks), the folder is resolved once: a key whose file is absent is a miss without asking the
 store, and a record is written there directly, as Prefect's own ``ResultRecord`` serializes
-it, atomically (``tasks.atomic``: a killed flow leaves no torn record, and the file gets the
+it, atomically (``poolflow.tasks.atomic``: a killed flow leaves no torn record, and the file gets the
 mode the umask gives). Reads of present records and every other store go through Prefect.
 """
 
@@ -26,7 +26,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.results import get_result_store
 
-from tasks.atomic import AtomicTarget
+from poolflow.tasks.atomic import AtomicTarget
 
 if TYPE_CHECKING:
     from prefect.results import ResultStore

@@ -2,7 +2,7 @@
 
 ``expand_map`` expands ``map``'s parameters the way Prefect's ``TaskRunner.map`` does;
 each item gets an ``ItemFuture`` that holds its own final state, value or error, while the
-item runs inside a chunk's task run (``runners.chunked_map``).
+item runs inside a chunk's task run (``poolflow.runners.chunked_map``).
 """
 
 from __future__ import annotations

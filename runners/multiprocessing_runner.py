@@ -32,16 +32,16 @@ from prefect.logging.loggers import get_run_logger
 from prefect.task_runners import TaskRunner
 from typing_extensions import Self
 
-from runners import warm_pool
-from runners.cancellation import CancellationWatcher
-from runners.chunk_dispatcher import Batch, ChunkDispatcher
-from runners.chunked_map import Chunk
-from runners.chunking import ChunkSize, make_sizer
-from runners.mapped_items import Item, expand_map, item_names
-from runners.recording import wait_until_recorded
-from runners.untracked import run_untracked
-from runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
-from runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_settings
+from poolflow.runners import warm_pool
+from poolflow.runners.cancellation import CancellationWatcher
+from poolflow.runners.chunk_dispatcher import Batch, ChunkDispatcher
+from poolflow.runners.chunked_map import Chunk
+from poolflow.runners.chunking import ChunkSize, make_sizer
+from poolflow.runners.mapped_items import Item, expand_map, item_names
+from poolflow.runners.recording import wait_until_recorded
+from poolflow.runners.untracked import run_untracked
+from poolflow.runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
+from poolflow.runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_settings
 
 if TYPE_CHECKING:
     from prefect.tasks import Task
@@ -65,9 +65,9 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         max_pending: task runs submitted but not finished at most; ``submit`` blocks
             beyond it, and ``imap`` reads at most this many items ahead of its results.
         chunksize: consecutive items of ``map``/``imap`` per Prefect task run: ``"auto"``
-            (default) sizes chunks from measured item durations (``runners.chunking``);
+            (default) sizes chunks from measured item durations (``poolflow.runners.chunking``);
             an int fixes it; ``1`` runs one task run per item. Futures, results, errors,
-            retries and timeouts stay per item (``runners.chunked_map``).
+            retries and timeouts stay per item (``poolflow.runners.chunked_map``).
     """
 
     def __init__(
@@ -271,7 +271,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         """Prefect's ``map`` (same expansion, ``unmapped``, ``allow_failure``), in chunks.
 
         Returns one future per item, in input order, at once; the items run as chunks of
-        consecutive items, one task run each (see ``runners.chunked_map``).
+        consecutive items, one task run each (see ``poolflow.runners.chunked_map``).
         """
         if self.chunksize == 1:
             return super().map(task, parameters, wait_for)
@@ -291,7 +291,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         At most ``max_pending`` items are read ahead of the results and each result is
         dropped once yielded, so mapping 100,000 items holds ``max_pending`` futures, not
         100,000. The task runs (chunks, as in ``map``) are untracked (see
-        ``runners.untracked``): Prefect does not keep a state per result for the rest of
+        ``poolflow.runners.untracked``): Prefect does not keep a state per result for the rest of
         the flow run, and a yielded result passed to another task is not drawn as its
         dependency.
         """

@@ -1,6 +1,6 @@
 """Python's thread switch interval, shortened while a worker pool runs in this process.
 
-A pool's manager thread hands every worker its next job (``runners.worker_pool``). When another
+A pool's manager thread hands every worker its next job (``poolflow.runners.worker_pool``). When another
 thread of the flow process holds the GIL (Prefect's engine recording a task run, a chunk
 settling its items), the manager waits for it, and CPython makes a thread that holds the GIL
 give it up only after ``sys.getswitchinterval()``: 5 ms by default, as long as a short item

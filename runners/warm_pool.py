@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from runners.worker_pool import WorkerPool
+from poolflow.runners.worker_pool import WorkerPool
 
 _lock = threading.Lock()
 _parked: list[WorkerPool] = []

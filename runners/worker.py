@@ -1,7 +1,7 @@
 """The child side of ``WorkerPool``: the loop each worker process runs.
 
 A worker receives one ``RunJob`` at a time over its pipe, runs it and answers with the
-messages of ``runners.worker_protocol``. While a job runs, its log records (and, if asked,
+messages of ``poolflow.runners.worker_protocol``. While a job runs, its log records (and, if asked,
 its prints) are forwarded to the parent instead of being handled here, and the worker
 asks Linux to kill it if the parent dies, so no worker outlives its pool.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 
-from runners.worker_protocol import (
+from poolflow.runners.worker_protocol import (
     FromWorker,
     JobLog,
     JobProblem,

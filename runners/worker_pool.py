@@ -14,7 +14,7 @@ sentinels and the jobs' deadlines, so it can
 Data flow, after CPython's ``concurrent.futures.process``::
 
     caller threads              |  manager thread (_manage)       |  worker processes
-                                |                                 |  (runners.worker)
+                                |                                 |  (poolflow.runners.worker)
     submit() --> pending queue -+-> _dispatch --- RunJob ---------+-> one pipe per worker,
     future.cancel(), shutdown() |                                 |   one job at a time
       --> flags under the lock  |                                 |
@@ -27,7 +27,7 @@ Data flow, after CPython's ``concurrent.futures.process``::
 The manager thread owns the workers: only it sends to them, reads from them, kills, joins,
 replaces and closes them. Callers queue jobs, set flags (cancelled job ids, shutting down,
 kill) under the pool's lock and wake the manager; ``shutdown()`` then only waits for the
-manager thread to finish. The messages are those of ``runners.worker_protocol``.
+manager thread to finish. The messages are those of ``poolflow.runners.worker_protocol``.
 
 Workers are started with ``forkserver`` (or ``spawn``), never ``fork``: replacements are
 started from the manager thread, and forking a process that runs threads can leave the
@@ -56,9 +56,9 @@ from typing import Any
 
 import cloudpickle
 
-from runners import switch_interval
-from runners.worker import worker_main
-from runners.worker_protocol import (
+from poolflow.runners import switch_interval
+from poolflow.runners.worker import worker_main
+from poolflow.runners.worker_protocol import (
     FromWorker,
     JobLog,
     JobProblem,

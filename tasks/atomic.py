@@ -104,7 +104,7 @@ def remove_stale_temp_files(directory: Path, suffixes: Iterable[str]) -> int:
     """Delete the temp files that killed writers of targets named ``*<suffix>`` left below
     ``directory``; return how many.
 
-    Only call this while holding the directory (``tasks.output_lock``): a live writer's
+    Only call this while holding the directory (``poolflow.tasks.output_lock``): a live writer's
     temp files look the same.
     """
     patterns = [f".*{suffix}.*.tmp" for suffix in suffixes]

@@ -4,7 +4,7 @@
 python-calamine: one DataFrame per sheet, spill sheets (``docs_2``, …) appended to their
 base sheet, and a text split over ``text``, ``text_2``, … re-joined into one ``text`` column.
 Whole numbers come back as integers. For large reports ``report.parquet`` (see
-``tasks.parquet``) loads much faster: ``pandas.read_parquet``.
+``poolflow.tasks.parquet``) loads much faster: ``pandas.read_parquet``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from python_calamine import CalamineWorkbook
 
-from tasks.xlsx import join_cells, spill_sheet_name
+from poolflow.tasks.xlsx import join_cells, spill_sheet_name
 
 _TEXT_COLUMN = re.compile(r"text(?:_\d+)?")
 

@@ -4,7 +4,7 @@ per-document stats.
 An item is named by its path relative to the input directory (``AA/wiki_00``); its artifact
 is ``<output>/items/AA/wiki_00.xlsx`` and its rows of the report's ``docs`` sheet, rendered
 and deflated here in the pool rather than in the report step, are
-``<output>/.poolflow/report-parts/AA/wiki_00.docs.part`` (``tasks.report_parts``). The
+``<output>/.poolflow/report-parts/AA/wiki_00.docs.part`` (``poolflow.tasks.report_parts``). The
 artifact's ``meta`` sheet records the input's fingerprint, so a rerun skips writing items
 whose artifact is complete and whose input is unchanged; their stats still come from the one
 read and parse of the input, and so does their report part if it is missing or was made from
@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
-from tasks import storage
-from tasks.parse import Document, parse_text
-from tasks.report_parts import PART_SUFFIX, is_current, write_part
-from tasks.stats import DocumentStats, document_stats
-from tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, split_cell, write_sheet
+from poolflow.tasks import storage
+from poolflow.tasks.parse import Document, parse_text
+from poolflow.tasks.report_parts import PART_SUFFIX, is_current, write_part
+from poolflow.tasks.stats import DocumentStats, document_stats
+from poolflow.tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, split_cell, write_sheet
 
 ARTIFACT_FORMAT = "poolflow-item/1"
 ITEMS_DIR = "items"

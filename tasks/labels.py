@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.xlsx import write_table
+from poolflow.tasks.xlsx import write_table
 
 LabelColumns = tuple[list[str], list[str], list[str]]
 COLUMNS = ("a", "b", "c")

@@ -4,7 +4,7 @@ Columns: source, id, url, title, text, characters, lines, text_cells. Built item
 the artifacts (the text re-joined from its cells) and the items' stats tuples, each item
 turned into a DataFrame and handed to a ``pyarrow.parquet.ParquetWriter``. Items are grouped
 into row groups of about ``row_group_bytes``, so memory holds at most one row group plus one
-item, however large the dump. Written atomically with a new file's mode (``tasks.atomic``).
+item, however large the dump. Written atomically with a new file's mode (``poolflow.tasks.atomic``).
 pandas and pyarrow are imported when a file is written (0.4 s), not when a flow imports this.
 """
 
@@ -16,11 +16,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks import storage
-from tasks.atomic import AtomicTarget
-from tasks.items import ItemResult, ItemStatus, artifact_keys, artifact_path
-from tasks.stats import STATS_COLUMNS, DocumentStats
-from tasks.xlsx import join_cells, read_sheet
+from poolflow.tasks import storage
+from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.items import ItemResult, ItemStatus, artifact_keys, artifact_path
+from poolflow.tasks.stats import STATS_COLUMNS, DocumentStats
+from poolflow.tasks.xlsx import join_cells, read_sheet
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -4,12 +4,12 @@ Sheets: ``docs`` (every document, text split over ``text``, ``text_2``, …), ``
 (the gathered tuple-task columns), ``summary`` (one row per item, failures with reasons).
 
 Each item task already wrote its ``docs`` rows as deflated sheet XML that fits at any row
-(``tasks.report_parts``), so ``docs`` is a header row and the parts' bytes copied as they
-are into the zip member (``tasks.zip_stream``); nothing is rendered, inflated or deflated per
+(``poolflow.tasks.report_parts``), so ``docs`` is a header row and the parts' bytes copied as they
+are into the zip member (``poolflow.tasks.zip_stream``); nothing is rendered, inflated or deflated per
 document here. Only a part cut by a sheet's end (``max_rows``) is inflated, split between two
 rows and deflated again. ``stats`` and ``summary`` are rendered from values and deflated in
 parallel threads. Memory holds a few pieces, whatever the number of documents.
-``tasks.report_reference`` writes the same cells the slow way, from the artifacts, for the
+``poolflow.tasks.report_reference`` writes the same cells the slow way, from the artifacts, for the
 tests to compare against.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
 
-from tasks import storage
-from tasks.atomic import AtomicTarget
-from tasks.items import (
+from poolflow.tasks import storage
+from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.items import (
     DOC_COLUMNS,
     ItemResult,
     ItemStatus,
@@ -30,12 +30,12 @@ from tasks.items import (
     report_part_keys,
     text_columns_header,
 )
-from tasks.report_parts import ReportPart, read_part
-from tasks.sheet_xml import SHEET_END, render_row, render_rows, sheet_start, split_placeable_rows
-from tasks.stats import STATS_COLUMNS, DocumentStats
-from tasks.xlsx import EXCEL_MAX_ROWS, Row, spill_sheet_name
-from tasks.xlsx_package import package_parts, sheet_member
-from tasks.zip_stream import DeflatedPiece, ZipStreamWriter, inflate_piece
+from poolflow.tasks.report_parts import ReportPart, read_part
+from poolflow.tasks.sheet_xml import SHEET_END, render_row, render_rows, sheet_start, split_placeable_rows
+from poolflow.tasks.stats import STATS_COLUMNS, DocumentStats
+from poolflow.tasks.xlsx import EXCEL_MAX_ROWS, Row, spill_sheet_name
+from poolflow.tasks.xlsx_package import package_parts, sheet_member
+from poolflow.tasks.zip_stream import DeflatedPiece, ZipStreamWriter, inflate_piece
 
 REPORT_NAME = "report.xlsx"
 SUMMARY_COLUMNS = ["file", "status", "documents", "characters", "warnings", "seconds", "error"]
@@ -151,7 +151,7 @@ def _sheet_sizes(table: _Table, max_rows: int) -> list[int]:
 
 def _write_package(path: Path, tables: Sequence[_Table], max_rows: int) -> None:
     """Stream the workbook of ``tables`` to a temp file beside ``path`` and rename it (with a new
-    file's mode; an OS error names ``path``, see ``tasks.atomic``)."""
+    file's mode; an OS error names ``path``, see ``poolflow.tasks.atomic``)."""
     sheets = [
         (table, spill_sheet_name(table.name, i), n)
         for table in tables

@@ -2,9 +2,9 @@
 
 The ``docs`` sheet is every item's documents, item after item, under one header. Each item
 task writes its rows once, as the sheet will hold them, into a *report part* (the item's
-``REPORT_PARTS_DIR`` file, see ``tasks.items``): placeable rows without ``r`` attributes
-(``tasks.sheet_xml.render_placeable_row``), which mean the same at any row of any sheet,
-deflated as one piece a zip member may continue (``tasks.zip_stream.DeflatedPiece``). The
+``REPORT_PARTS_DIR`` file, see ``poolflow.tasks.items``): placeable rows without ``r`` attributes
+(``poolflow.tasks.sheet_xml.render_placeable_row``), which mean the same at any row of any sheet,
+deflated as one piece a zip member may continue (``poolflow.tasks.zip_stream.DeflatedPiece``). The
 report then copies the parts' bytes into its package without inflating them, so the work per
 document runs in parallel in the pool and the report step is close to copying files.
 
@@ -22,10 +22,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.atomic import AtomicTarget
-from tasks.sheet_xml import render_placeable_row
-from tasks.xlsx import Row
-from tasks.zip_stream import DeflatedPiece, deflate_piece
+from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.sheet_xml import render_placeable_row
+from poolflow.tasks.xlsx import Row
+from poolflow.tasks.zip_stream import DeflatedPiece, deflate_piece
 
 PART_FORMAT = "poolflow-report-part/1"
 PART_SUFFIX = ".docs.part"

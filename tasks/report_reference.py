@@ -10,10 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tasks.items import ItemResult, ItemStatus, artifact_path
-from tasks.report import REPORT_NAME, SUMMARY_COLUMNS, ReportResult, docs_header, stats_rows, summary_row
-from tasks.stats import STATS_COLUMNS, DocumentStats
-from tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, Row, read_sheet, write_sheet
+from poolflow.tasks.items import ItemResult, ItemStatus, artifact_path
+from poolflow.tasks.report import (
+    REPORT_NAME,
+    SUMMARY_COLUMNS,
+    ReportResult,
+    docs_header,
+    stats_rows,
+    summary_row,
+)
+from poolflow.tasks.stats import STATS_COLUMNS, DocumentStats
+from poolflow.tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, Row, read_sheet, write_sheet
 
 
 def _doc_rows(output_dir: Path, items: Sequence[ItemResult]) -> Iterator[Row]:

@@ -1,7 +1,7 @@
 """Worksheet XML as bytes: rows rendered from values, numbered or placeable anywhere.
 
 The report's rows are written as SpreadsheetML text directly, not through a workbook
-library. A rendered cell follows the same rules as ``tasks.xlsx`` (``_xHHHH_`` escapes,
+library. A rendered cell follows the same rules as ``poolflow.tasks.xlsx`` (``_xHHHH_`` escapes,
 strings always inline strings, never formulas), so the two writers give equal values.
 
 A numbered row (``render_row``) has ``r`` attributes and leaves empty strings out. A
@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 
-from tasks.xlsx import Row, escape_for_xlsx
+from poolflow.tasks.xlsx import Row, escape_for_xlsx
 
 SPREADSHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 RELATIONSHIP_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"

@@ -2,15 +2,15 @@
 
 The flow gathers the tuples of all items by position into the report's ``stats`` columns,
 as the old ``apply_async`` example gathered ``(list_a, list_b, list_c)``. They are computed
-from the same parse that writes the item's artifact (``tasks.items.parse_item``).
+from the same parse that writes the item's artifact (``poolflow.tasks.items.parse_item``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.parse import Document
-from tasks.xlsx import split_cell
+from poolflow.tasks.parse import Document
+from poolflow.tasks.xlsx import split_cell
 
 STATS_COLUMNS = ("id", "characters", "lines", "text_cells")
 

@@ -26,7 +26,7 @@ from python_calamine import CalamineWorkbook
 from xlsxwriter.exceptions import FileCreateError
 from xlsxwriter.worksheet import Worksheet
 
-from tasks.atomic import AtomicTarget
+from poolflow.tasks.atomic import AtomicTarget
 
 EXCEL_CELL_LIMIT = 32_767  # UTF-16 code units per cell
 EXCEL_MAX_ROWS = 1_048_576  # rows per sheet, header included
@@ -187,7 +187,7 @@ class AtomicWorkbook:
     """An xlsxwriter workbook written to a temp file and renamed into place on success.
 
     A crash or kill leaves either the previous complete file or none, never half of one; the
-    file gets the mode the umask gives a new file (see ``tasks.atomic``). An OS error while
+    file gets the mode the umask gives a new file (see ``poolflow.tasks.atomic``). An OS error while
     creating, writing or renaming it is an ``OutputError`` naming ``path``.
 
     ``package_in_memory``: the sheets still stream their rows (constant memory, the inline

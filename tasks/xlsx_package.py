@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from xml.sax.saxutils import quoteattr
 
-from tasks.sheet_xml import PACKAGE_RELATIONSHIP_NS, RELATIONSHIP_NS, SPREADSHEET_NS
+from poolflow.tasks.sheet_xml import PACKAGE_RELATIONSHIP_NS, RELATIONSHIP_NS, SPREADSHEET_NS
 
 _XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
 _DOCUMENT_TYPE = f"{RELATIONSHIP_NS}/officeDocument"

@@ -29,7 +29,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.states import State
 
-from tasks.sample import write_sample_corpus
+from poolflow.tasks.sample import write_sample_corpus
 
 POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 BROKEN = b"\x89PNG\r\n\x1a\n\x00\x00 unreadable until fixed"

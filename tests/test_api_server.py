@@ -57,7 +57,7 @@ def _server_environment() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_a_current_database_skips_migrations_and_keeps_every_task_run(fresh_home: Path) -> None:
-    from flows.demo import demo
+    from poolflow.flows.demo import demo
 
     database = fresh_home / "prefect.db"
     with local_api(say=lambda message: None):

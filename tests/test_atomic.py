@@ -1,4 +1,4 @@
-"""``tasks.atomic.AtomicTarget``: whole files or none, with the mode a new file gets."""
+"""``poolflow.tasks.atomic.AtomicTarget``: whole files or none, with the mode a new file gets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.atomic import AtomicTarget, OutputError
+from poolflow.tasks.atomic import AtomicTarget, OutputError
 
 
 def test_a_new_folder_is_created_and_only_the_target_remains(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path
 
 def test_a_taken_temp_name_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     names = iter(["same", "same", "other"])
-    monkeypatch.setattr("tasks.atomic.secrets.token_hex", lambda size: next(names))
+    monkeypatch.setattr("poolflow.tasks.atomic.secrets.token_hex", lambda size: next(names))
     first, second = AtomicTarget(tmp_path / "f"), AtomicTarget(tmp_path / "f")
     assert (first.temp.name, second.temp.name) == (".f.same.tmp", ".f.other.tmp")
 

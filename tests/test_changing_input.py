@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import tasks.items
-from tasks.items import artifact_path, parse_item, read_meta
-from tasks.parse import ParseResult, parse_exact
-from tasks.xlsx import join_cells, read_sheet
+import poolflow.tasks.items
+from poolflow.tasks.items import artifact_path, parse_item, read_meta
+from poolflow.tasks.parse import ParseResult, parse_exact
+from poolflow.tasks.xlsx import join_cells, read_sheet
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
 ITEM = "AA/wiki_03"
@@ -55,14 +55,14 @@ def append_during_parse(
     markers.mkdir()
     read, appended = markers / "read", markers / "appended"
     writer = subprocess.Popen([sys.executable, "-c", APPENDER, str(source), str(read), str(appended)])
-    real_parse = tasks.items.parse_text
+    real_parse = poolflow.tasks.items.parse_text
 
     def parse_after_the_append(text: str, parser: str = "exact") -> ParseResult:
         read.touch()
         wait_for(appended)
         return real_parse(text, parser)
 
-    monkeypatch.setattr(tasks.items, "parse_text", parse_after_the_append)
+    monkeypatch.setattr(poolflow.tasks.items, "parse_text", parse_after_the_append)
     return writer
 
 

@@ -20,8 +20,8 @@ from prefect.exceptions import UpstreamTaskError
 from prefect.utilities.annotations import unmapped
 from prefect_helpers import task_runs
 
-from runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
-from runners.chunking import AutoChunkSizer, FixedChunkSizer, make_sizer
+from poolflow.runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
+from poolflow.runners.chunking import AutoChunkSizer, FixedChunkSizer, make_sizer
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from helpers import free_port, stop_process_group
 
-from flows.wiki_report import wiki_report
-from tasks.parse import parse_exact
-from tasks.sample import write_sample_corpus
-from tasks.xlsx import join_cells, read_sheet
+from poolflow.flows.wiki_report import wiki_report
+from poolflow.tasks.parse import parse_exact
+from poolflow.tasks.sample import write_sample_corpus
+from poolflow.tasks.xlsx import join_cells, read_sheet
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 BIN = Path(sys.executable).parent

@@ -25,7 +25,7 @@ from prefect_helpers import (
     wait_final,
 )
 
-from tasks.xlsx import read_sheet
+from poolflow.tasks.xlsx import read_sheet
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -94,7 +94,7 @@ def test_retry_cache_key_ignores_a_change_to_the_task_code() -> None:
     from prefect.cache_policies import DEFAULT
     from prefect.context import TaskRunContext
 
-    from flows.wiki_report import RETRY_REUSE
+    from poolflow.flows.wiki_report import RETRY_REUSE
 
     def before(item: str) -> str:
         return item

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.sample import write_sample_corpus
+from poolflow.tasks.sample import write_sample_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
 RUN = """
 import sys
-from flows.wiki_report import wiki_report
+from poolflow.flows.wiki_report import wiki_report
 state = wiki_report(sys.argv[1], sys.argv[2], processes=2, parquet=True, return_state=True)
 sys.exit(0 if state.is_completed() else 1)
 """

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.tuple_report import tuple_report
-from flows.wiki_report import wiki_report
-from tasks.parse import parse_exact
-from tasks.sample import write_sample_corpus
-from tasks.xlsx import join_cells, read_sheet, split_cell
+from poolflow.flows.tuple_report import tuple_report
+from poolflow.flows.wiki_report import wiki_report
+from poolflow.tasks.parse import parse_exact
+from poolflow.tasks.sample import write_sample_corpus
+from poolflow.tasks.xlsx import join_cells, read_sheet, split_cell
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

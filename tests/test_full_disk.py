@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.items import read_meta
+from poolflow.tasks.items import read_meta
 
 POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 

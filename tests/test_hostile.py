@@ -11,11 +11,18 @@ from helpers import run_without_file_permission_override
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.wiki_report import wiki_report
-from tasks.items import ItemError, artifact_path, parse_item
-from tasks.parse import parse_exact
-from tasks.report import build_report
-from tasks.xlsx import EXCEL_MAX_ROWS, AtomicWorkbook, join_cells, read_sheet, sheet_names, write_sheet
+from poolflow.flows.wiki_report import wiki_report
+from poolflow.tasks.items import ItemError, artifact_path, parse_item
+from poolflow.tasks.parse import parse_exact
+from poolflow.tasks.report import build_report
+from poolflow.tasks.xlsx import (
+    EXCEL_MAX_ROWS,
+    AtomicWorkbook,
+    join_cells,
+    read_sheet,
+    sheet_names,
+    write_sheet,
+)
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
 
@@ -47,7 +54,7 @@ def test_permission_denied_names_the_file(tmp_path: Path) -> None:
         (shared / "locked").write_text(DOC.format(1, "a\n"), encoding="utf-8")
         (shared / "locked").chmod(0)
         script = (
-            "import sys\nfrom tasks.items import parse_item, ItemError\n"
+            "import sys\nfrom poolflow.tasks.items import parse_item, ItemError\n"
             f"try:\n    parse_item({str(shared)!r}, 'locked', {str(shared / 'out')!r})\n"
             "except ItemError as e:\n    print(e)\n"
         )

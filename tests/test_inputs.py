@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import run_without_file_permission_override
 
-from tasks.inputs import Unreadable, list_inputs, pattern_regex
+from poolflow.tasks.inputs import Unreadable, list_inputs, pattern_regex
 
 DOC = '<doc id="{0}" url="https://ko.wikipedia.org/wiki?curid={0}" title="t{0}">\nt{0}\n{1}</doc>\n'
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_an_unreadable_directory_is_reported_not_skipped() -> None:
         locked.chmod(0)
         shared.chmod(0o755)
         script = (
-            "from pathlib import Path\nfrom tasks.inputs import list_inputs\n"
+            "from pathlib import Path\nfrom poolflow.tasks.inputs import list_inputs\n"
             f"listing = list_inputs(Path({str(shared)!r}), '**/wiki_*')\n"
             "print(listing.items, [(u.path, u.reason) for u in listing.unreadable])\n"
         )
@@ -88,7 +88,7 @@ def test_an_unreadable_directory_is_reported_not_skipped() -> None:
 def test_the_flow_reports_unreadable_paths_as_failed_rows(tmp_path: Path, prefect_api: str) -> None:
     from python_calamine import CalamineWorkbook
 
-    from flows.wiki_report import wiki_report
+    from poolflow.flows.wiki_report import wiki_report
 
     source = tmp_path / "in"
     _corpus(source, "AA", 2)

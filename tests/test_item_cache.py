@@ -11,7 +11,7 @@ from prefect.cache_policies import INPUTS
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
 
-from runners.item_cache import ItemCache, plain_local_folder
+from poolflow.runners.item_cache import ItemCache, plain_local_folder
 
 
 @task(persist_result=True, cache_policy=INPUTS)

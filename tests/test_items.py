@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-import tasks.items
-from tasks.items import ItemError, ItemStatus, artifact_path, parse_item, read_meta, report_part_path
-from tasks.parse import ParseResult, parse_exact
-from tasks.report_parts import read_part, write_part
-from tasks.stats import document_stats
-from tasks.xlsx import join_cells, read_sheet
+import poolflow.tasks.items
+from poolflow.tasks.items import ItemError, ItemStatus, artifact_path, parse_item, read_meta, report_part_path
+from poolflow.tasks.parse import ParseResult, parse_exact
+from poolflow.tasks.report_parts import read_part, write_part
+from poolflow.tasks.stats import document_stats
+from poolflow.tasks.xlsx import join_cells, read_sheet
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
 
@@ -92,7 +92,7 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
 def test_document_wider_than_an_excel_row_fails_its_file_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tasks.items.MAX_TEXT_CELLS", 2)  # the real limit needs a 536 MB document
+    monkeypatch.setattr("poolflow.tasks.items.MAX_TEXT_CELLS", 2)  # the real limit needs a 536 MB document
     make_input(tmp_path / "in", "wide", ["x" * 70_000 + "\n"])
     with pytest.raises(ItemError, match=r"wide: document id=0 \(line 1\) has 70,001 characters"):
         parse_item(str(tmp_path / "in"), "wide", str(tmp_path / "out"))
@@ -122,13 +122,13 @@ def test_one_parse_gives_the_artifact_and_the_stats_also_when_skipped(
     expected = document_stats(parse_exact(source.read_text(encoding="utf-8")).documents)
     assert expected == (["0", "1", "2"], [8, 40_001, 0], [2, 1, 0], [1, 2, 1])
     parses: list[str] = []
-    real_parse = tasks.items.parse_text
+    real_parse = poolflow.tasks.items.parse_text
 
     def counting_parse(text: str, parser: str = "exact") -> ParseResult:
         parses.append(parser)
         return real_parse(text, parser)
 
-    monkeypatch.setattr(tasks.items, "parse_text", counting_parse)
+    monkeypatch.setattr(poolflow.tasks.items, "parse_text", counting_parse)
     args = (str(tmp_path / "in"), "AA/wiki_00", str(tmp_path / "out"))
     done = parse_item(*args)
     skipped = parse_item(*args)

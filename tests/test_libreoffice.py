@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from hostile_documents import DOC, HOSTILE
 
-from flows.parameters import DEFAULT_PATTERN
-from tasks.inputs import list_items
-from tasks.items import parse_item, read_input
-from tasks.parse import parse_text
-from tasks.report import build_report
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.tasks.inputs import list_items
+from poolflow.tasks.items import parse_item, read_input
+from poolflow.tasks.parse import parse_text
+from poolflow.tasks.report import build_report
 
 SOFFICE = "/usr/bin/soffice"
 # Comma-separated, '"'-quoted, UTF-8 (76), from line 1, every sheet (-1) to its own file.

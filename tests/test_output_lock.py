@@ -16,7 +16,7 @@ POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 HOLDER = """
 import sys, time
 from pathlib import Path
-from tasks.output_lock import exclusive_output
+from poolflow.tasks.output_lock import exclusive_output
 with exclusive_output(Path(sys.argv[1])):
     print("holding", flush=True)
     time.sleep(600)

@@ -9,15 +9,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from flows.wiki_report import wiki_report
-from tasks.frames import base_sheets, read_report
-from tasks.items import ItemResult, ItemStatus, artifact_path, parse_item
-from tasks.parquet import write_parquet
-from tasks.parse import parse_exact
-from tasks.report import build_report
-from tasks.sample import write_sample_corpus
-from tasks.stats import DocumentStats
-from tasks.xlsx import EXCEL_CELL_LIMIT, sheet_names, split_cell, utf16_length
+from poolflow.flows.wiki_report import wiki_report
+from poolflow.tasks.frames import base_sheets, read_report
+from poolflow.tasks.items import ItemResult, ItemStatus, artifact_path, parse_item
+from poolflow.tasks.parquet import write_parquet
+from poolflow.tasks.parse import parse_exact
+from poolflow.tasks.report import build_report
+from poolflow.tasks.sample import write_sample_corpus
+from poolflow.tasks.stats import DocumentStats
+from poolflow.tasks.xlsx import EXCEL_CELL_LIMIT, sheet_names, split_cell, utf16_length
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
 PARQUET_COLUMNS = ["source", "id", "url", "title", "text", "characters", "lines", "text_cells"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.parse import parse_exact, parse_html5lib, parse_text
+from poolflow.tasks.parse import parse_exact, parse_html5lib, parse_text
 
 OPEN_LINE = re.compile(r"^<doc ", re.M)
 

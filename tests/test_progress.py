@@ -9,7 +9,7 @@ import uuid
 from prefect.futures import PrefectConcurrentFuture
 from prefect.states import Completed
 
-from flows.progress import FinishedCount
+from poolflow.flows.progress import FinishedCount
 
 
 def futures(n: int) -> list[PrefectConcurrentFuture[int]]:

@@ -13,21 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_prefect_yaml_is_what_the_definitions_generate() -> None:
     generated = subprocess.run(
-        [sys.executable, "-m", "deployments.project_yaml"],
+        [sys.executable, "-m", "poolflow.deployments.project_yaml"],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert (REPO / "prefect.yaml").read_text() == generated, (
-        "prefect.yaml is stale: python -m deployments.project_yaml > prefect.yaml"
+        "prefect.yaml is stale: python -m poolflow.deployments.project_yaml > prefect.yaml"
     )
 
 
 def test_each_entrypoint_loads_the_flow_that_serve_deploys() -> None:
     from prefect.flows import load_flow_from_entrypoint
 
-    from deployments.definitions import DeploymentSettings, build_deployments
+    from poolflow.deployments.definitions import DeploymentSettings, build_deployments
 
     served = {d.name: d for d in build_deployments(DeploymentSettings())}
     project = yaml.safe_load((REPO / "prefect.yaml").read_text())

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.wiki_report import wiki_report
-from tasks.parse import parse_exact
-from tasks.sample import write_sample_corpus
-from tasks.storage import run_staged
-from tasks.xlsx import join_cells, read_sheet
+from poolflow.flows.wiki_report import wiki_report
+from poolflow.tasks.parse import parse_exact
+from poolflow.tasks.sample import write_sample_corpus
+from poolflow.tasks.storage import run_staged
+from poolflow.tasks.xlsx import join_cells, read_sheet
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -64,7 +64,7 @@ def test_wiki_report_writes_items_and_report_to_s3_and_resumes_there(tmp_path: P
 
 
 def test_unknown_url_protocol_is_a_parameter_error(tmp_path: Path) -> None:
-    from flows.parameters import ParameterError, check_directories
+    from poolflow.flows.parameters import ParameterError, check_directories
 
     with pytest.raises(ParameterError, match="cannot write to 'nosuch://x'"):
         check_directories(str(tmp_path), "nosuch://x")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.items import ItemResult, ItemStatus, parse_item, report_part_path
-from tasks.report import build_report
-from tasks.report_parts import read_part
-from tasks.stats import DocumentStats
-from tasks.xlsx import join_cells, read_header, read_sheet, sheet_names
+from poolflow.tasks.items import ItemResult, ItemStatus, parse_item, report_part_path
+from poolflow.tasks.report import build_report
+from poolflow.tasks.report_parts import read_part
+from poolflow.tasks.stats import DocumentStats
+from poolflow.tasks.xlsx import join_cells, read_header, read_sheet, sheet_names
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
 

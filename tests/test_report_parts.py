@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from python_calamine import CalamineWorkbook
 
-from tasks.atomic import OutputError
-from tasks.report_parts import PART_FORMAT, is_current, read_part, write_part
-from tasks.sheet_xml import SHEET_END, render_row, sheet_start
-from tasks.xlsx import Row, split_cell
-from tasks.xlsx_package import package_parts, sheet_member
-from tasks.zip_stream import ZipStreamWriter, inflate_piece
+from poolflow.tasks.atomic import OutputError
+from poolflow.tasks.report_parts import PART_FORMAT, is_current, read_part, write_part
+from poolflow.tasks.sheet_xml import SHEET_END, render_row, sheet_start
+from poolflow.tasks.xlsx import Row, split_cell
+from poolflow.tasks.xlsx_package import package_parts, sheet_member
+from poolflow.tasks.zip_stream import ZipStreamWriter, inflate_piece
 
 MADE_FROM = {"format": "poolflow-item/1", "sha256": "ab" * 32, "parser": "exact", "encoding": "utf-8"}
 ROWS: list[Row] = [

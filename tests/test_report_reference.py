@@ -10,13 +10,13 @@ import pytest
 from hostile_documents import DOC, HOSTILE
 from python_calamine import CalamineWorkbook
 
-from flows.parameters import DEFAULT_PATTERN
-from tasks.inputs import list_items
-from tasks.items import ItemResult, ItemStatus, parse_item
-from tasks.report import REPORT_NAME, build_report
-from tasks.report_reference import build_report_reference
-from tasks.stats import DocumentStats
-from tasks.xlsx import join_cells, read_sheet
+from poolflow.flows.parameters import DEFAULT_PATTERN
+from poolflow.tasks.inputs import list_items
+from poolflow.tasks.items import ItemResult, ItemStatus, parse_item
+from poolflow.tasks.report import REPORT_NAME, build_report
+from poolflow.tasks.report_reference import build_report_reference
+from poolflow.tasks.stats import DocumentStats
+from poolflow.tasks.xlsx import join_cells, read_sheet
 
 
 def _cells(path: Path) -> dict[str, list[list[Any]]]:

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from prefect.futures import PrefectConcurrentFuture
 from prefect.utilities.engine import collect_task_run_inputs_sync, resolve_inputs_sync
 
-from flows.report_steps import Whole
+from poolflow.flows.report_steps import Whole
 
 
 def test_the_engine_neither_walks_nor_copies_a_whole() -> None:
@@ -29,7 +29,8 @@ def test_the_engine_neither_walks_nor_copies_a_whole() -> None:
 def test_a_worker_running_the_report_step_imports_neither_prefect_nor_pandas() -> None:
     heavy = "('prefect', 'pandas', 'pyarrow')"
     check = (
-        f"import sys, flows.report_steps; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
+        "import sys, poolflow.flows.report_steps; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
     )
     imported = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "[]"

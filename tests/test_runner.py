@@ -21,7 +21,7 @@ from prefect.states import State
 from prefect.utilities.annotations import unmapped
 from prefect_helpers import task_runs
 
-from runners import MultiprocessingTaskRunner, prestarted
+from poolflow.runners import MultiprocessingTaskRunner, prestarted
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

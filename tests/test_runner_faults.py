@@ -19,8 +19,8 @@ from pool_jobs import die_first_time, fault_job
 from prefect import flow, task
 from prefect_helpers import task_runs
 
-from runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
-from tasks.items import read_meta
+from poolflow.runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
+from poolflow.tasks.items import read_meta
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

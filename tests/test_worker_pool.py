@@ -21,10 +21,10 @@ import pytest
 from helpers import alive
 from pool_jobs import chatty, die, fail, pid_of_worker, spin, square, touch
 
-from runners.switch_interval import WHILE_POOLS_RUN
-from runners.worker import worker_main
-from runners.worker_pool import JobCancelledError, JobTimeoutError, WorkerDiedError, WorkerPool
-from runners.worker_protocol import (
+from poolflow.runners.switch_interval import WHILE_POOLS_RUN
+from poolflow.runners.worker import worker_main
+from poolflow.runners.worker_pool import JobCancelledError, JobTimeoutError, WorkerDiedError, WorkerPool
+from poolflow.runners.worker_protocol import (
     JobLog,
     JobProblem,
     JobResult,

@@ -11,7 +11,7 @@ import pytest
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
-from tasks.xlsx import (
+from poolflow.tasks.xlsx import (
     EXCEL_CELL_LIMIT,
     AtomicWorkbook,
     join_cells,

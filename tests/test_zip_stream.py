@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from tasks.zip_stream import DeflatedPiece, ZipStreamWriter, deflate_piece, inflate_piece
+from poolflow.tasks.zip_stream import DeflatedPiece, ZipStreamWriter, deflate_piece, inflate_piece
 
 
 def test_members_of_many_deflated_pieces_read_back_exactly() -> None:
