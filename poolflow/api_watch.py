@@ -20,8 +20,9 @@ Say = Callable[[str], None]
 class ApiWatcher:
     """Polls ``{api_url}/health`` every ``interval`` seconds on a daemon thread."""
 
-    def __init__(self, api_url: str, say: Say, interval: float = 1.0) -> None:
+    def __init__(self, api_url: str, say: Say, interval: float = 1.0, api_key: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.say = say
         self.interval = interval
         self.outages = 0
@@ -40,7 +41,7 @@ class ApiWatcher:
 
     def _watch(self) -> None:
         reachable = True
-        with httpx.Client(timeout=self.interval * 2) as client:
+        with httpx.Client(timeout=self.interval * 2, headers=self.headers) as client:
             while not self._stop.wait(self.interval):
                 now = _answers(client, f"{self.api_url}/health")
                 if now == reachable:

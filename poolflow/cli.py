@@ -1,7 +1,8 @@
 """The ``poolflow`` command line: run the flows locally, make a sample corpus, serve deployments.
 
 Arguments are checked before Prefect is imported, so a bad one fails in a moment with one
-line and nothing written. Runs use Prefect's embedded API unless ``PREFECT_API_URL`` is set.
+line and nothing written. Runs use an API server of the command's own unless Prefect's settings
+(any of its sources: ``poolflow.prefect_settings``) name an API URL.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def say(message: str) -> None:
 
 @contextlib.contextmanager
 def _api_session(flows_module: str, pool_processes: int | None) -> Iterator[str | None]:
-    """Prefect's API for this command (started here unless PREFECT_API_URL is set); runs
+    """Prefect's API for this command (started here unless Prefect has an API URL); runs
     left RUNNING by killed poolflow processes are marked Crashed, and this process's flow
     runs are tagged so that the next command can do the same for them. With a server of
     its own the terminal hears once when it goes away and once when it is back.
@@ -142,11 +143,15 @@ def _api_session(flows_module: str, pool_processes: int | None) -> Iterator[str 
     with api_with_warm_start(say, prepare, pool_processes) as local_url, ThreadPoolExecutor(1) as side:
         # Housekeeping beside the run, not before it (an API round trip of 0.2 s or more).
         crashed = side.submit(copy_context().run, mark_crashed_runs)
-        from prefect.settings import PREFECT_API_URL
-
         from poolflow.api_watch import ApiWatcher
+        from poolflow.prefect_settings import prefects_own
 
-        watch = contextlib.nullcontext() if local_url else ApiWatcher(str(PREFECT_API_URL.value()), say)
+        configured = prefects_own()
+        watch = (
+            ApiWatcher(configured.api_url, say, api_key=configured.api_key)
+            if configured.api_url and not local_url
+            else contextlib.nullcontext()
+        )
         with tagged_with_this_process(), watch:
             yield local_url
         _say_crashed(crashed)

@@ -42,10 +42,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import tomllib
-
 from poolflow import database_stamp
 from poolflow.loopback_ca import loopback_ca_file
+from poolflow.prefect_settings import ApiSettings, differs_from_prefect, prefects_own, read_api_settings
 
 if TYPE_CHECKING:
     import httpx
@@ -99,39 +98,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-# Read without importing Prefect (1–2 s), so that the server starts first and Prefect loads
-# in this process while the server starts; the server itself reads Prefect's full settings.
-def prefect_home() -> Path:
-    """``PREFECT_HOME`` (default ``~/.prefect``)."""
-    return Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
-
-
-def configured_api_url() -> str | None:
-    """``PREFECT_API_URL`` from the environment or the active profile of profiles.toml."""
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH", prefect_home() / "profiles.toml")).expanduser()
-    try:
-        profiles = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
-    url = profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL")
-    return str(url) if url else None
-
-
-def database_path() -> Path | None:
-    """The SQLite file the server will use, or None for another database."""
-    url = os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or os.environ.get(
-        "PREFECT_API_DATABASE_CONNECTION_URL", ""
-    )
-    if not url:
-        return prefect_home() / "prefect.db"
-    if not url.startswith("sqlite") or ":memory:" in url:
-        return None
-    return Path(url.split("///", 1)[1]).expanduser()
 
 
 @contextlib.contextmanager
@@ -255,29 +221,29 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> Iterator[str | None]:
-    """Use ``PREFECT_API_URL`` if set (yields None); otherwise run a local API for the block.
+    """Use the API Prefect is configured with (yields None); otherwise run a local API for the block.
 
-    Inside the block Prefect's settings point at the local server (yields its URL).
-    ``while_starting`` runs while the server starts (the caller's imports of Prefect and its
-    flows: start-up costs the longer of the two, not their sum).
+    Prefect's settings are read from all of Prefect's sources (``poolflow.prefect_settings``)
+    before Prefect is imported, and checked against Prefect's own once it is: where the two
+    differ, Prefect's win. Inside the block Prefect's settings point at the local server
+    (yields its URL). ``while_starting`` runs while the server starts (the caller's imports
+    of Prefect and its flows: start-up costs the longer of the two, not their sum).
     """
-    if configured_api_url():
+    settings = read_api_settings()
+    if settings.api_url:
         while_starting()
-        yield None
-        return
+        settings = prefects_own()
+        if settings.api_url:
+            yield None
+            return
+        while_starting = _nothing  # it ran
     server = LocalApiServer(say)
     try:
-        home = prefect_home()
-        with _start_lock(home, say):
-            database = database_path()
-            if database is not None and not database.exists():
-                say(f"creating Prefect's database at {database} (first run; about half a minute)")
-            current = database is not None and database_stamp.is_current(home, database)
-            server.start(database_current=current)
-            while_starting()
-            server.wait_ready()
-            if database is not None and not current:
-                database_stamp.write_stamp(home, database)
+        settings = _start_server(server, settings, say, while_starting)
+        if settings.api_url:
+            server.stop()
+            yield None
+            return
         from prefect.settings import (
             PREFECT_API_SSL_CERT_FILE,
             PREFECT_API_URL,
@@ -293,7 +259,7 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
             PREFECT_API_URL: server.api_url,
             PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
             # Plain HTTP: the clients' TLS contexts are never used, so they load one CA, not ~150.
-            PREFECT_API_SSL_CERT_FILE: str(loopback_ca_file(home)),
+            PREFECT_API_SSL_CERT_FILE: str(loopback_ca_file(settings.home)),
         }
         with temporary_settings(updates=updates):
             try:
@@ -302,6 +268,36 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
                 flush_to_api()
     finally:
         server.stop()
+
+
+def _nothing() -> None:
+    """A ``while_starting`` that has already run."""
+
+
+def _start_server(
+    server: LocalApiServer, settings: ApiSettings, say: Say, while_starting: Callable[[], object]
+) -> ApiSettings:
+    """Start ``server`` on ``settings``' database, run ``while_starting`` meanwhile, and return
+    Prefect's own settings: with an API URL, the caller uses that API instead of the server."""
+    while True:
+        with _start_lock(settings.home, say):
+            database = settings.database_path
+            if database is not None and not database.exists():
+                say(f"creating Prefect's database at {database} (first run; about half a minute)")
+            current = database is not None and database_stamp.is_current(settings.home, database)
+            server.start(database_current=current)
+            while_starting()
+            while_starting = _nothing
+            prefects = prefects_own()
+            if not differs_from_prefect(settings, prefects):
+                server.wait_ready()
+                if database is not None and not current:
+                    database_stamp.write_stamp(settings.home, database)
+                return settings
+            server.stop()
+        if prefects.api_url:
+            return prefects
+        settings = prefects  # Prefect keeps its database elsewhere: start again on that one
 
 
 def flush_to_api() -> None:
