@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import copy
 import functools
+import inspect
 import logging
 import os
 import threading
@@ -38,6 +39,7 @@ from poolflow.runners.chunk_dispatcher import Batch, ChunkDispatcher
 from poolflow.runners.chunked_map import Chunk
 from poolflow.runners.chunking import ChunkSize, make_sizer
 from poolflow.runners.mapped_items import Item, expand_map, item_names
+from poolflow.runners.prefect_compat import process_pool_max_workers
 from poolflow.runners.recording import wait_until_recorded
 from poolflow.runners.untracked import run_untracked
 from poolflow.runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
@@ -46,6 +48,8 @@ from poolflow.runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_
 if TYPE_CHECKING:
     from prefect.tasks import Task
 
+# Prefect's own runners' words for a submit before the runner is entered.
+NOT_STARTED = "Task runner is not started"
 # Extra engine threads beyond the worker count keep workers fed while the engine records
 # states for tasks that just finished.
 _EXTRA_ENGINE_THREADS = 2
@@ -55,7 +59,9 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
     """Run a flow's tasks in a pool of ``processes`` long-lived worker processes.
 
     Args:
-        processes: worker processes (default: CPU count).
+        processes: worker processes (default: Prefect's setting
+            ``PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS``, as for its process runner,
+            else the CPU count).
         maxtasksperchild: replace a worker after this many tasks (default: never).
         start_method: ``forkserver`` (default on POSIX) or ``spawn``. ``fork`` is refused
             (``ValueError`` on entering the runner): the flow process runs Prefect's threads.
@@ -88,7 +94,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.max_pending = max_pending
-        self.processes = processes or os.cpu_count() or 1
+        self.processes = processes or process_pool_max_workers() or os.cpu_count() or 1
         make_sizer(chunksize, self.processes)  # rejects a bad setting now, not at the first map
         self.chunksize = chunksize
         self._dispatcher: ChunkDispatcher | None = None
@@ -122,7 +128,22 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         }
 
     def duplicate(self) -> Self:
-        return type(self)(**self._options())
+        """An equal runner (the flow engine duplicates the flow's runner for every flow run).
+
+        A subclass's constructor may take fewer options than this one: it gets those it
+        accepts, and the others are set on the new runner as this one has them.
+        """
+        options = self._options()
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            accepted = set(options)
+        else:
+            accepted = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+        twin = type(self)(**{name: value for name, value in options.items() if name in accepted})
+        for name, value in options.items():
+            if name not in accepted:
+                setattr(twin, name, value)
+        return twin
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MultiprocessingTaskRunner) and self._options() == other._options()
@@ -240,7 +261,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         ``tracked=False`` keeps its result out of the flow's lineage maps.
         """
         if not self._started or self._engines is None:
-            raise RuntimeError("The task runner must be started before submitting work.")
+            raise RuntimeError(NOT_STARTED)
         from prefect.task_engine import run_task_sync
 
         self._slots.acquire()  # back-pressure: released when an engine run finishes
@@ -276,7 +297,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         if self.chunksize == 1:
             return super().map(task, parameters, wait_for)
         if not self._started:
-            raise RuntimeError("The task runner must be started before submitting work.")
+            raise RuntimeError(NOT_STARTED)
         calls, dependencies = expand_map(task, parameters)
         batch = self._batch(task, tracked=True, wait_for=wait_for, dependencies=dependencies)
         items = [Item(index, call, *item_names(task, index, call)) for index, call in enumerate(calls)]
@@ -324,7 +345,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
     def _queue(self, batch: Batch, items: list[Item]) -> None:
         if self._dispatcher is None:
-            raise RuntimeError("The task runner must be started before submitting work.")
+            raise RuntimeError(NOT_STARTED)
         self._dispatcher.add(batch, items)
 
     def _start_chunk(self, batch: Batch, items: list[Item]) -> Chunk:

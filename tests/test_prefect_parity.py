@@ -1,0 +1,70 @@
+"""Our runner against Prefect's own ``ProcessPoolTaskRunner``, case by case, in the same tests.
+
+Each case runs with both runners; a difference shows as one failing parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prefect import flow, task
+from prefect.settings import PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS, temporary_settings
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+
+from poolflow import MultiprocessingTaskRunner
+
+
+class NarrowPool(ProcessPoolTaskRunner):  # type: ignore[type-arg]
+    """A user's subclass whose constructor takes only the worker count, under its base's name."""
+
+    def __init__(self, max_workers: int = 2) -> None:
+        super().__init__(max_workers)
+
+
+class NarrowMultiprocessing(MultiprocessingTaskRunner):
+    """The same subclass of ours."""
+
+    def __init__(self, processes: int = 2) -> None:
+        super().__init__(processes)
+
+
+RUNNERS = {"poolflow": MultiprocessingTaskRunner, "prefect": ProcessPoolTaskRunner}
+NARROW = {"poolflow": NarrowMultiprocessing, "prefect": NarrowPool}
+
+
+def _workers(runner: TaskRunner[Any]) -> int:
+    return runner.processes if isinstance(runner, MultiprocessingTaskRunner) else int(runner._max_workers)
+
+
+@task
+def add_one(x: int) -> int:
+    return x + 1
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_a_subclass_with_a_narrower_constructor_duplicates_and_runs(kind: str, prefect_api: str) -> None:
+    runner = NARROW[kind](3)
+    twin = runner.duplicate()
+    assert type(twin) is type(runner) and _workers(twin) == 3
+    if kind == "poolflow":
+        assert twin == runner
+
+    @flow(task_runner=NARROW[kind](2))
+    def narrow_flow() -> list[int]:
+        return [future.result() for future in add_one.map([1, 2, 3])]
+
+    assert narrow_flow() == [2, 3, 4]
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_prefects_max_workers_setting_is_the_default_worker_count(kind: str) -> None:
+    with temporary_settings(updates={PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS: 3}):
+        assert _workers(RUNNERS[kind]()) == 3
+    assert _workers(RUNNERS[kind](5)) == 5
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_submitting_before_the_runner_is_started_says_so_in_prefects_words(kind: str) -> None:
+    with pytest.raises(RuntimeError, match=r"^Task runner is not started$"):
+        RUNNERS[kind](1).submit(add_one, {"x": 1})
