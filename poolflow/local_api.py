@@ -77,6 +77,7 @@ EPHEMERAL_SETTINGS = {
 # sooner (2.33-2.39 s against 2.40-2.43 s from exec, 4 alternating starts each).
 LIBRARY_SETTINGS = {"PY_KEY_VALUE_DISABLE_BEARTYPE": "true"}
 START_TIMEOUT = float(os.environ.get("POOLFLOW_API_START_TIMEOUT", "600"))
+REACH_TIMEOUT = 3.0  # seconds a configured API gets to answer before a run starts
 _PR_SET_PDEATHSIG = 1
 _PORT_IN_USE_EXIT = 3  # uvicorn's exit code when it cannot bind its port
 _STILL_WAITING_EVERY = 30.0
@@ -234,6 +235,7 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
         while_starting()
         settings = prefects_own()
         if settings.api_url:
+            check_reachable(settings)
             yield None
             return
         while_starting = _nothing  # it ran
@@ -242,6 +244,7 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
         settings = _start_server(server, settings, say, while_starting)
         if settings.api_url:
             server.stop()
+            check_reachable(settings)
             yield None
             return
         from prefect.settings import (
@@ -268,6 +271,37 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
                 flush_to_api()
     finally:
         server.stop()
+
+
+def check_reachable(settings: ApiSettings, timeout: float = REACH_TIMEOUT) -> None:
+    """Raise ``ApiStartError`` unless the configured API answers ``/health`` within ``timeout``.
+
+    A run started against an API that is down would fail seconds later with Prefect's
+    traceback; here it fails before anything is written, with what to do.
+    """
+    import httpx
+
+    assert settings.api_url is not None
+    url = settings.api_url.rstrip("/")
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0, headers=headers) as client:
+        while True:
+            try:
+                answer = client.get(f"{url}/health")
+                if answer.status_code == 200:
+                    return
+                problem = f"it answered HTTP {answer.status_code}"
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise ApiStartError(
+                    f"Prefect's API at {url} does not answer ({problem}). Start that server "
+                    "(prefect server start), point PREFECT_API_URL at one that runs, or unset it "
+                    "(environment, .env, prefect.toml, pyproject.toml or profile) to let poolflow "
+                    "start its own."
+                )
+            time.sleep(0.25)
 
 
 def _nothing() -> None:

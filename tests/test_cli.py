@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,20 @@ def test_demo_runs_items_on_several_processes(prefect_server: str) -> None:
     )
     assert demo.returncode == 0, demo.stderr
     assert "4 items on 2 worker processes" in demo.stderr
+
+
+def test_an_api_that_is_down_at_the_start_gives_one_line_exit_3_and_writes_nothing(tmp_path: Path) -> None:
+    from helpers import free_port
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    assert poolflow("sample", str(corpus), "--files", "1", "--docs", "2").returncode == 0
+    down = f"http://127.0.0.1:{free_port()}/api"
+    started = time.monotonic()
+    result = poolflow("run", str(corpus), "-o", str(out), api_url=down)
+    assert result.returncode == 3
+    assert time.monotonic() - started < 30
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith(f"poolflow: error: Prefect's API at {down} does not answer")
+    assert "prefect server start" in lines[-1]
+    assert not out.exists()
