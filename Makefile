@@ -11,7 +11,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test ui lint chromium libreoffice bench bench-scale lock clean
+.PHONY: setup run test soak compat ui lint chromium libreoffice bench bench-scale lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,16 @@ libreoffice:
 
 test: lint chromium libreoffice
 	$(BIN)/pytest
+
+# The soak cases (minutes of load each), left out of `make test`; CI runs them as a stage.
+soak: $(TEST_STAMP)
+	$(BIN)/pytest -m soak
+
+# Each Python x Prefect corner in a fresh virtualenv (tests/compat.py); CORNERS=extremes runs
+# the oldest and the newest pair only, as CI does.
+CORNERS ?= all
+compat: $(RUN_STAMP)
+	$(BIN)/python tests/compat.py --corners $(CORNERS)
 
 # 200 items on every runner; 1,000 and 2,000 items; many short tasks on 32 processes; 2,000
 # tiny files end to end. Each writes its table into bench/results.md.

@@ -1,7 +1,9 @@
 """The process that serves Prefect's API for one ``poolflow`` command (see ``local_api``).
 
-Usage: ``python -m poolflow.api_server PORT``. Prefect's own app (``create_app``) under
-uvicorn on ``127.0.0.1:PORT``, with two differences from ``prefect server start``:
+Usage: ``python -m poolflow.api_server FD``. Prefect's own app (``create_app``) under
+uvicorn, serving on the listening socket ``FD`` that ``local_api`` made and passed on (clients
+that connect before the app is built wait in its backlog), with these differences from
+``prefect server start``:
 
 - The app is imported and built with the collector paused (``poolflow.startup_gc``), which
   cut the server's start-up by 0.6 s.
@@ -15,8 +17,6 @@ uvicorn on ``127.0.0.1:PORT``, with two differences from ``prefect server start`
   ``test_api_server.py`` fails when Prefect's recorder no longer looks as this expects.
 
 Once its command is gone, it has 10 s to finish its shutdown (``exit_if_left_shutting_down``).
-Exits with uvicorn's code 3 when the port is taken, which ``local_api`` answers with a
-new port.
 """
 
 from __future__ import annotations
@@ -79,8 +79,11 @@ def exit_if_left_shutting_down(grace: float = 10.0) -> None:
 
 
 def main(argv: list[str]) -> None:
-    (port,) = argv
+    import socket
+
+    (fd,) = argv
     exit_if_left_shutting_down()
+    listening = socket.socket(fileno=int(fd))
     with building_long_lived_objects():
         import uvicorn
         from prefect.server.api.server import create_app
@@ -88,7 +91,8 @@ def main(argv: list[str]) -> None:
         app = create_app()
         walk_every_route(app)
         honour_recorder_flush_interval()
-    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="error", lifespan="on")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on"))
+    server.run(sockets=[listening])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
 from poolflow.flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
 from poolflow.local_api import ApiStartError, flush_to_api
+from poolflow.local_api import say_on_stderr as say
 from poolflow.runners.choice import RUNNERS
 from poolflow.tasks.parse import PARSERS
 from poolflow.warm_start import api_with_warm_start
@@ -83,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     tuples.add_argument("--chunks", type=_positive_int, default=10)
     tuples.add_argument("--per-chunk", type=_positive_int, default=5)
     tuples.add_argument("--processes", type=_positive_int, default=None)
+    execute = commands.add_parser(
+        "exec",
+        help="run a command (e.g. python my_flow.py) against the API server this command uses",
+        description="Run CMD with PREFECT_API_URL set to the API server poolflow starts (unless "
+        "Prefect's settings name an API); exits with CMD's exit code.",
+    )
+    execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     serve = commands.add_parser("serve", help="serve the wiki-report, tuple-report and demo deployments")
     serve.add_argument("--input-dir", default="sample-corpus", help="wiki-report's default input_dir")
     serve.add_argument("--output-dir", default="out", help="wiki-report's default output_dir")
@@ -124,11 +132,6 @@ def _quiet_prefect_defaults(verbose: bool) -> None:
         # Prefect writes "--- Error logging to API ---" on every failed batch while a server
         # is away; the API watcher says it once instead.
         logging.raiseExceptions = False
-
-
-def say(message: str) -> None:
-    """One line for the person at the terminal, on stderr."""
-    print(f"poolflow: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -243,6 +246,17 @@ def _tuple_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exec(args: argparse.Namespace) -> int:
+    from poolflow.script_api import CommandError
+    from poolflow.script_api import main as exec_main
+
+    try:
+        return exec_main(args.argv)
+    except (ApiStartError, CommandError) as exc:
+        print(f"poolflow: error: {exc}", file=sys.stderr)
+        return EXIT_API_UNAVAILABLE if isinstance(exc, ApiStartError) else 127
+
+
 def _serve(args: argparse.Namespace) -> int:
     from poolflow.deployments.definitions import DeploymentSettings, serve_deployments
 
@@ -266,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poolflow`` script; returns the process exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "exec":  # the command's own settings and signals stay its own
+        return _exec(args)
     _exit_normally_on_sigterm()
     _quiet_prefect_defaults(verbose=args.command != "run" or args.verbose)
     try:

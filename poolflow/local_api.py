@@ -51,6 +51,12 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]
 
+
+def say_on_stderr(message: str) -> None:
+    """One line for the person at the terminal, on stderr."""
+    print(f"poolflow: {message}", file=sys.stderr, flush=True)
+
+
 # Batched writes of the server's event consumers (Prefect's defaults write one event at a
 # time, so a flow of 2,000 task runs waited minutes at exit for its states to be stored).
 RECORDER_SETTINGS = {
@@ -79,7 +85,6 @@ LIBRARY_SETTINGS = {"PY_KEY_VALUE_DISABLE_BEARTYPE": "true"}
 START_TIMEOUT = float(os.environ.get("POOLFLOW_API_START_TIMEOUT", "600"))
 REACH_TIMEOUT = 3.0  # seconds a configured API gets to answer before a run starts
 _PR_SET_PDEATHSIG = 1
-_PORT_IN_USE_EXIT = 3  # uvicorn's exit code when it cannot bind its port
 _STILL_WAITING_EVERY = 30.0
 _POLL_EVERY = 0.02  # seconds between health checks: the flow starts at most this late
 _STOP_GRACE = 10.0  # seconds a stopping server gets before it is killed
@@ -95,10 +100,16 @@ def _terminate_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _listening_socket() -> socket.socket:
+    """A socket listening on a free loopback port, for the server to serve on.
+
+    Made here and handed to the server: clients that connect before the server accepts
+    wait in the socket's backlog instead of being refused, so they may start at once.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock
 
 
 @contextlib.contextmanager
@@ -124,6 +135,7 @@ class LocalApiServer:
         self.say = say
         self.timeout = timeout
         self.port = 0
+        self._socket: socket.socket | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._database_current = False
         self._stderr: IO[bytes] | None = None
@@ -138,19 +150,24 @@ class LocalApiServer:
         ``database_current``: the database needs no migrations and block registrations
         (``poolflow.database_stamp``), so the server skips them.
         """
-        self.port = _free_port()
+        self._socket = _listening_socket()
+        self.port = int(self._socket.getsockname()[1])
         self._database_current = database_current
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's life, closed in stop()
         skipped = database_stamp.SKIP_SETTINGS if database_current else {}
         env = {**os.environ, **RECORDER_SETTINGS, **EPHEMERAL_SETTINGS, **LIBRARY_SETTINGS, **skipped}
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "poolflow.api_server", str(self.port)],
+            [sys.executable, "-m", "poolflow.api_server", str(self._socket.fileno())],
             env=env,
+            pass_fds=(self._socket.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             preexec_fn=_terminate_with_parent,  # only prctl: safe even with threads running
+            # Its own session: a terminal's Ctrl-C (sent to the whole foreground group) must not
+            # stop the API before the command has recorded how its run ended.
+            start_new_session=True,
         )
 
     def wait_ready(self) -> None:
@@ -163,9 +180,6 @@ class LocalApiServer:
             while not self._answers(client):
                 now = time.monotonic()
                 if self.process is not None and self.process.poll() is not None:
-                    if self.process.returncode == _PORT_IN_USE_EXIT:
-                        self.start(self._database_current)  # the port was taken: take a new one
-                        continue
                     raise ApiStartError(self._exit_message())
                 if now - started > self.timeout:
                     self.stop()
@@ -203,6 +217,9 @@ class LocalApiServer:
         server's own watchdog (``poolflow.api_server``) bounds its shutdown the same way.
         """
         process, self.process = self.process, None
+        if self._socket is not None:
+            self._socket.close()  # the server holds its own copy while it lives
+            self._socket = None
         if process is not None and process.poll() is None:
             process.terminate()
             threading.Thread(target=_reap, args=(process,), name="poolflow-api-reaper", daemon=True).start()

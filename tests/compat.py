@@ -57,7 +57,9 @@ def corners(which: str) -> list[Corner]:
 
 def pyenv_python(version: str) -> Path:
     """The newest pyenv-installed interpreter of ``version`` (e.g. ``3.10`` -> 3.10.13)."""
-    root = Path(os.environ.get("PYENV_ROOT") or subprocess.check_output(["pyenv", "root"], text=True).strip())
+    root = Path(os.environ.get("PYENV_ROOT") or "~/.pyenv").expanduser()
+    if shutil.which("pyenv"):
+        root = Path(subprocess.check_output(["pyenv", "root"], text=True).strip())
     found = sorted(
         root.glob(f"versions/{version}.*/bin/python"), key=lambda p: [int(x) for x in p.parts[-3].split(".")]
     )

@@ -52,7 +52,7 @@ def test_a_task_whose_worker_died_is_retried(tmp_path: Path) -> None:
     assert run.run_count == 2
 
 
-@pytest.mark.parametrize("chunksize", [1, "auto"])
+@pytest.mark.parametrize("chunksize", [pytest.param(1, marks=pytest.mark.soak), "auto"])
 def test_soak_2000_tasks_with_killed_workers_and_timeouts(chunksize: int | str) -> None:
     count, kill_every, spin_every = 2000, 100, 100
 
