@@ -38,6 +38,7 @@ from poolflow.runners.cancellation import CancellationWatcher
 from poolflow.runners.chunk_dispatcher import Batch, ChunkDispatcher
 from poolflow.runners.chunked_map import Chunk
 from poolflow.runners.chunking import ChunkSize, make_sizer
+from poolflow.runners.main_guard import check_main_guard
 from poolflow.runners.mapped_items import Item, expand_map, item_names
 from poolflow.runners.prefect_compat import process_pool_max_workers
 from poolflow.runners.recording import wait_until_recorded
@@ -171,6 +172,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
     # ----------------------------------------------------------------- lifecycle
 
     def __enter__(self) -> Self:
+        check_main_guard()  # before any worker imports the script
         super().__enter__()
         options: dict[str, Any] = {
             "maxtasksperchild": self.maxtasksperchild,
