@@ -49,9 +49,9 @@ def check_main_guard() -> None:
             line = frame.f_lineno
             if not any(first <= line <= last for first, last in _guarded_lines(path)):
                 raise MissingMainGuardError(
-                    f"poolflow: {path}, line {line}, runs a flow on MultiprocessingTaskRunner at the top level "
-                    f"of the script. Its worker processes import the script, so each would run the "
-                    f"flow again: put the call under {GUARD}"
+                    f"poolflow: {path}, line {line}, runs a flow on MultiprocessingTaskRunner at the "
+                    "top level of the script. Its worker processes import the script, so each would "
+                    f"run the flow again: put the call under {GUARD}"
                 )
             return
         frame = frame.f_back
