@@ -125,6 +125,9 @@ def wiki_report(
     try:
         if not is_remote(target):
             held.enter_context(exclusive_output(Path(target)))
+            # However the run ends (Ctrl-C included), once its workers are stopped: the temp
+            # files of the writes they did not finish go, before the lock is released.
+            held.callback(remove_stale_temp_files, Path(target), (".xlsx", PART_SUFFIX))
     except OutputInUse as exc:
         return Failed(message=str(exc))
     with held:

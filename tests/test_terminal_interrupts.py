@@ -1,0 +1,217 @@
+"""Ctrl-C and SIGTERM as a terminal sends them: to the whole foreground process group.
+
+Each command runs on a real pseudo-terminal (``pty.fork``) with no API configured, so the
+command starts its own API server; the signal goes to the terminal's process group.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+BIN = Path(sys.executable).parent
+POOLFLOW = str(BIN / "poolflow")
+
+USER_FLOW = """\
+import time
+
+from prefect import flow, task
+
+from poolflow import MultiprocessingTaskRunner
+
+
+@task
+def nap(x):
+    time.sleep(0.5)
+    return x
+
+
+@flow(task_runner=MultiprocessingTaskRunner(processes=2))
+def long_flow():
+    return [future.result() for future in nap.map(range(400))]
+
+
+if __name__ == "__main__":
+    long_flow()
+"""
+
+
+class Terminal:
+    """A command on a pseudo-terminal of its own, its output collected."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the terminal's session leader
+            os.chdir(cwd)
+            os.execve(argv[0], argv, env)
+        self.output = b""
+        self.code: int | None = None
+        self.seconds = 0.0  # from the signal to the exit
+
+    def read(self, seconds: float, until: bytes | None = None) -> None:
+        """Collect output for ``seconds``, or until ``until`` appears or the terminal closes."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until and until in self.output):
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(self.fd, 65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.output += data
+
+    def signal_group(self, signum: int) -> None:
+        os.killpg(self.pid, signum)
+
+    def wait(self, seconds: float) -> int:
+        self.read(seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.code = os.waitstatus_to_exitcode(status)
+                return self.code
+            time.sleep(0.05)
+        os.kill(self.pid, signal.SIGKILL)
+        raise AssertionError(f"still running {seconds} s after the signal:\n{self.text[-2000:]}")
+
+    @property
+    def text(self) -> str:
+        return self.output.decode(errors="replace").replace("\r\n", "\n")
+
+
+def _left_behind(home: Path) -> list[str]:
+    """Processes still running with this ``PREFECT_HOME`` (the command's server, workers, ...)."""
+    left = []
+    for process in psutil.process_iter():
+        try:
+            if (
+                process.environ().get("PREFECT_HOME") == str(home)
+                and process.status() != psutil.STATUS_ZOMBIE
+            ):
+                left.append(" ".join(process.cmdline()))
+        except psutil.Error:
+            continue
+    return left
+
+
+def _flow_run_states(home: Path) -> list[str]:
+    with sqlite3.connect(home / "prefect.db") as db:
+        return [row[0] for row in db.execute("select state_type from flow_run")]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    os.system(f"{POOLFLOW} sample {folder} --files 120 --docs 150 >/dev/null")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Prefect home for the module: its database is created once."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", TERM="dumb")
+    return env
+
+
+def _interrupt(
+    argv: list[str], home: Path, cwd: Path, signum: int, ready: bytes | Path, twice: bool = False
+) -> Terminal:
+    """Run ``argv`` on a terminal until ``ready`` (a line it prints, or an output folder holding
+    three artifacts), then send ``signum`` to its group (twice: a second time 0.2 s later)."""
+    terminal = Terminal(argv, _env(home), cwd)
+    if isinstance(ready, bytes):
+        terminal.read(300, until=ready)
+        assert ready in terminal.output, terminal.text[-2000:]
+        terminal.read(1.5)
+    else:
+        deadline = time.monotonic() + 300
+        while len(list(ready.rglob("*.xlsx"))) < 3 and time.monotonic() < deadline:
+            terminal.read(0.1)
+    started = time.monotonic()
+    terminal.signal_group(signum)
+    if twice:
+        time.sleep(0.2)
+        terminal.signal_group(signum)
+    terminal.wait(30)
+    terminal.seconds = time.monotonic() - started
+    return terminal
+
+
+CASES = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+
+
+@pytest.mark.parametrize(("signum", "code", "word"), CASES)
+def test_poolflow_run_stops_within_seconds_marks_its_run_and_resumes(
+    tmp_path: Path, corpus: Path, home: Path, signum: int, code: int, word: str
+) -> None:
+    out = tmp_path / "out"
+    argv = [POOLFLOW, "run", str(corpus), "-o", str(out), "--processes", "2"]
+    terminal = _interrupt(argv, home, tmp_path, signum, ready=out)
+    assert terminal.code == code, terminal.text[-2000:]
+    assert terminal.seconds < 8
+    assert "Traceback" not in terminal.text
+    assert terminal.text.strip().splitlines()[-1] == f"poolflow: {word}; rerun the same command to resume"
+    time.sleep(0.5)
+    assert _left_behind(home) == []
+    assert "RUNNING" not in _flow_run_states(home)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.is_file() and "tmp" in p.name]
+    done = [p for p in out.rglob("*.xlsx") if not p.name.startswith(".")]
+
+    rerun = Terminal(argv, _env(home), tmp_path)
+    assert rerun.wait(300) == 0, rerun.text[-2000:]
+    assert f"{len(done)} skipped as current" in rerun.text
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path: Path, corpus: Path, home: Path) -> None:
+    out = tmp_path / "out"
+    argv = [POOLFLOW, "run", str(corpus), "-o", str(out), "--processes", "2"]
+    terminal = _interrupt(argv, home, tmp_path, signal.SIGINT, ready=out, twice=True)
+    assert terminal.code == 130
+    assert terminal.seconds < 8
+    time.sleep(0.5)
+    assert _left_behind(home) == []
+
+
+@pytest.mark.parametrize(("signum", "code", "word"), CASES)
+def test_poolflow_demo_stops_within_seconds(
+    tmp_path: Path, home: Path, signum: int, code: int, word: str
+) -> None:
+    argv = [POOLFLOW, "demo", "--items", "400", "--processes", "2", "--max-seconds", "1"]
+    terminal = _interrupt(argv, home, tmp_path, signum, ready=b"Beginning flow run")
+    assert terminal.code == code, terminal.text[-2000:]
+    assert terminal.seconds < 8
+    assert terminal.text.strip().splitlines()[-1] == f"poolflow: {word}; rerun the same command to resume"
+    time.sleep(0.5)
+    assert _left_behind(home) == []
+    assert "RUNNING" not in _flow_run_states(home)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_users_script_under_poolflow_exec_stops_within_seconds(
+    tmp_path: Path, home: Path, signum: int, code: int
+) -> None:
+    (tmp_path / "long_flow.py").write_text(USER_FLOW)
+    argv = [POOLFLOW, "exec", "--", sys.executable, "long_flow.py"]
+    terminal = _interrupt(argv, home, tmp_path, signum, ready=b"Beginning flow run")
+    assert terminal.code == code, terminal.text[-2000:]
+    assert terminal.seconds < 8
+    time.sleep(0.5)
+    assert _left_behind(home) == []
+    assert "RUNNING" not in _flow_run_states(home)
