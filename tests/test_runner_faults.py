@@ -121,6 +121,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(
     deadline = time.monotonic() + 120
     while len(list(out.rglob("*.xlsx"))) < 3 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.1)
+    assert run.poll() is None, f"the run ended before the signal: {run.communicate()[1][-3000:]}"
     if group:
         os.killpg(run.pid, sig)
     else:
