@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -59,3 +60,28 @@ class Outcome:
             unwritten=tuple(output_errors or ()),
             notes=notes,
         )
+
+
+class RunFailed(Exception):
+    """A wiki-report run ended with failed items or an unwritten report: the data of its
+    Failed state. Prefect resolves a Failed state into an exception (a served deployment's
+    engine does so at the end of every run); this is one, carrying the run's ``outcome``."""
+
+    def __init__(self, message: str, outcome: Outcome) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def without_run_failed_tracebacks(record: logging.LogRecord) -> bool:
+    """A filter for Prefect's flow-run logger: drop the record that logs a ``RunFailed`` with
+    its traceback. A deployment's engine resolves every Failed state into its exception and
+    logs it as an unexpected one ("Engine execution exited with unexpected exception"); for
+    a run whose items failed, the state and its message already say all of it."""
+    return not (record.exc_info and isinstance(record.exc_info[1], RunFailed))
+
+
+def outcome_of(result: object) -> Outcome | None:
+    """The ``Outcome`` a wiki-report state's result holds, completed or failed."""
+    if isinstance(result, RunFailed):
+        return result.outcome
+    return result if isinstance(result, Outcome) else None

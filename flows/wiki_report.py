@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import unmapped
 
 from poolflow.flows.artifacts import publish_files, publish_summary
-from poolflow.flows.outcome import Outcome
+from poolflow.flows.outcome import Outcome, RunFailed, without_run_failed_tracebacks
 from poolflow.flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from poolflow.flows.progress import wait_with_progress
 from poolflow.flows.report_steps import parquet_step, report_step, step_parameters
@@ -53,6 +54,9 @@ parse_task = task(name="parse", task_run_name="parse({item})", **RETRY_REUSE)(pa
 report_task = task(name="report", cache_policy=NO_CACHE)(report_step)
 parquet_task = task(name="parquet", cache_policy=NO_CACHE)(parquet_step)
 RESULTS_DIR = (".poolflow", "results")
+# A run whose items failed ends in a Failed state that says so; Prefect's deployment engine
+# would log it again as an unexpected exception, traceback and all (see the filter).
+logging.getLogger("prefect.flow_runs").addFilter(without_run_failed_tracebacks)
 
 
 def results_storage(target: str) -> Path | str:
@@ -170,7 +174,7 @@ def wiki_report(
             # Before the runner's end, which waits until the API has stored every task run:
             # the API stores them while the artifacts are published.
             _log_outcome(outcome, target, results)
-    return _final_state(outcome)
+    return _final_state(outcome, target)
 
 
 def _cancelled() -> bool:
@@ -217,15 +221,19 @@ def _log_outcome(outcome: Outcome, target: str, results: list[ItemResult]) -> No
     logger.info("--- %s seconds ---", outcome.seconds)
 
 
-def _final_state(outcome: Outcome) -> State[Outcome]:
-    """Completed when every item and the report are there, Failed otherwise (data: outcome)."""
+def _final_state(outcome: Outcome, target: str) -> State[Outcome]:
+    """Completed when every item and the report are there (data: the outcome); Failed
+    otherwise, its message saying what failed and where to read why (data: ``RunFailed``)."""
+    summary = f"see the summary sheet of {target}/report.xlsx and this run's artifacts"
     if outcome.failed:
-        return Failed(message=f"{len(outcome.failed)} of {outcome.items} items failed", data=outcome)
-    if outcome.report is None:
-        return Failed(message=f"the report could not be written: {outcome.report_error}", data=outcome)
-    if outcome.parquet_error:
-        return Failed(message=f"report.parquet could not be written: {outcome.parquet_error}", data=outcome)
-    return Completed(message=f"{outcome.items} items, {outcome.documents} documents", data=outcome)
+        message = f"{len(outcome.failed)} of {outcome.items} items failed; {summary}"
+    elif outcome.report is None:
+        message = f"the report could not be written: {outcome.report_error}"
+    elif outcome.parquet_error:
+        message = f"report.parquet could not be written: {outcome.parquet_error}"
+    else:
+        return Completed(message=f"{outcome.items} items, {outcome.documents} documents", data=outcome)
+    return Failed(message=message, data=RunFailed(message, outcome))
 
 
 def _log_listing(listing: InputListing, source: Path, stale: int) -> None:

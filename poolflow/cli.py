@@ -202,11 +202,11 @@ def _report(state: State[Any], flow_run_url: str | None) -> None:
     """The run's summary table, or its state's message when it ended before having one."""
     from rich.console import Console
 
-    from poolflow.flows.outcome import Outcome
+    from poolflow.flows.outcome import outcome_of
     from poolflow.summary import print_summary
 
-    outcome = state.result(raise_on_failure=False) if state.is_final() else None
-    if isinstance(outcome, Outcome):
+    outcome = outcome_of(state.result(raise_on_failure=False)) if state.is_final() else None
+    if outcome is not None:
         print_summary(Console(stderr=True), state.name or state.type.value, outcome, flow_run_url)
     else:
         say(f"{state.name}: {state.message}")

@@ -92,7 +92,7 @@ def test_a_bad_file_fails_alone_and_is_named_in_the_summary(tmp_path: Path) -> N
     state = wiki_report(str(corpus), str(out), processes=2, return_state=True)
 
     assert state.is_failed()
-    assert state.message == "1 of 4 items failed"
+    assert (state.message or "").startswith("1 of 4 items failed; see the summary sheet of ")
     summary = {row[0]: row for row in read_sheet(out / "report.xlsx", "summary")}
     assert summary["AA/wiki_99"][1] == "failed"
     assert summary["AA/wiki_99"][6].startswith("binary file (contains NUL bytes)")
