@@ -71,6 +71,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --modes pool,poolflow --repeat 100 --rounds 3 --section "1,000 and 2,000 items"
 	$(BIN)/python -m bench.simulation
 	$(BIN)/python -m bench.tiny_files
+	$(BIN)/python -m bench.user_script
 
 # 700 files end to end against the old script's per-file step; updates bench/results.md.
 bench-scale: $(BENCH_STAMP)

@@ -48,11 +48,12 @@ class Corner:
 
 def corners(which: str) -> list[Corner]:
     """The corners ``which`` names: ``extremes`` (oldest × oldest, newest × newest) or ``all``
-    (those two and Python 3.11 with each Prefect series)."""
+    (those two, the newest Python with the oldest Prefect, and Python 3.11 with each Prefect
+    series)."""
     extremes = [Corner(PYTHONS[0], PREFECTS[0]), Corner(PYTHONS[-1], PREFECTS[-1])]
     if which == "extremes":
         return extremes
-    return extremes + [Corner("3.11", prefect) for prefect in PREFECTS]
+    return [*extremes, Corner(PYTHONS[-1], PREFECTS[0])] + [Corner("3.11", prefect) for prefect in PREFECTS]
 
 
 def pyenv_python(version: str) -> Path:
@@ -169,12 +170,17 @@ def check_corner(corner: Corner, work: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corners", choices=["extremes", "all"], default="all")
+    parser.add_argument("--only", help="one corner, e.g. 3.13x3.7 (Python x Prefect)")
     parser.add_argument("--work", type=Path, help="where the virtualenvs go (default: a temp folder)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="poolflow-compat-"))
     work.mkdir(parents=True, exist_ok=True)
+    chosen = corners(args.corners)
+    if args.only:
+        python, prefect = args.only.split("x")
+        chosen = [Corner(python, prefect)]
     failed = []
-    for corner in corners(args.corners):
+    for corner in chosen:
         started = time.monotonic()
         try:
             check_corner(corner, work)
@@ -185,7 +191,7 @@ def main() -> int:
             )
         else:
             print(f"compat: {corner.name}: passed in {time.monotonic() - started:.0f} s", flush=True)
-    total = len(corners(args.corners))
+    total = len(chosen)
     print(f"{total - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
