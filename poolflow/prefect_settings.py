@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,10 +144,17 @@ def read_api_settings(cwd: Path | None = None) -> ApiSettings:
 
 
 def prefects_own() -> ApiSettings:
-    """The same settings from Prefect itself (imports Prefect): the last word."""
-    from prefect.settings import get_current_settings
+    """The same settings from Prefect itself (imports Prefect): the last word.
 
-    return from_prefect(get_current_settings())
+    The API URL and key are those of this process's Prefect context (``temporary_settings``
+    included): they are where this process's flows report. The home and the database are
+    read afresh from Prefect's sources, as the API server, a child process with this
+    environment and working directory, will read them.
+    """
+    from prefect.settings import Settings, get_current_settings
+
+    context = from_prefect(get_current_settings())
+    return replace(from_prefect(Settings()), api_url=context.api_url, api_key=context.api_key)
 
 
 def from_prefect(settings: Settings) -> ApiSettings:
