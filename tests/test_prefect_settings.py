@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,16 +30,19 @@ SOURCES = ["environment", "dotenv", "prefect_toml", "pyproject", "profile"]
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A user's project folder as the working directory, no Prefect setting in the environment
-    but a private home."""
+    but a private home. Tests set settings in ``os.environ`` directly; it is restored after."""
+    saved = dict(os.environ)
     for name in [name for name in os.environ if name.startswith("PREFECT_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
     folder = tmp_path / "project"
     folder.mkdir()
     monkeypatch.chdir(folder)
-    return folder
+    yield folder
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def _clean_env(tmp_path: Path) -> dict[str, str]:

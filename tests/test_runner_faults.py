@@ -113,7 +113,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(
 ) -> None:
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     subprocess.run([POOLFLOW, "sample", str(corpus), "--files", "60", "--docs", "150"], check=True)
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
     if not embedded:
         env["PREFECT_API_URL"] = prefect_server
     args = [POOLFLOW, "run", str(corpus), "-o", str(out), "--processes", "2"]
