@@ -21,15 +21,16 @@ import concurrent.futures
 import copy
 import inspect
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import RunInput, RunType, State
+from prefect.client.schemas.objects import RunInput, RunType, State, TaskRun
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.loggers import get_run_logger
 from prefect.states import Completed, Failed
+from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.callables import (
     parameters_to_args_kwargs,
 )
@@ -107,6 +108,8 @@ class Chunk:
         chunk_task.result_storage_key = None
         # The pool enforces each item's timeout by killing its worker.
         chunk_task.timeout_seconds = None
+        if self.task.retry_condition_fn is not None:
+            chunk_task.retry_condition_fn = self._retry_condition
         return chunk_task
 
     def parameters(self) -> dict[str, Any]:
@@ -219,6 +222,25 @@ class Chunk:
         more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
         return ChunkFailedError(f"{len(failed)} of {len(self.items)} items failed: {shown}{more}")
 
+    def _retry_condition(self, task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+        """Prefect asks whether to retry the chunk: the task's own condition decides per failed
+        item, seeing that item's own Failed state; an item it refuses fails now, the rest
+        run again."""
+        condition = self.task.retry_condition_fn
+        again = False
+        for item in self.items:
+            if item.future.settled or item.error is None or condition is None:
+                continue
+            item_state = _failed_state(item.error, self.task_run_id)
+            verdict = condition(self.task, task_run, item_state)
+            if inspect.isawaitable(verdict):
+                verdict = run_coro_as_sync(_awaited(verdict))
+            if verdict:
+                again = True
+            else:
+                item.future.settle(item_state, error=item.error)
+        return again
+
     # ------------------------------------------------------------- after the task run
 
     def finish(self, engine_future: concurrent.futures.Future[Any]) -> None:
@@ -231,10 +253,19 @@ class Chunk:
             if error is None:
                 fallback = fallback or _run_error(self.name, engine_future)
                 error = fallback
-            name = "TimedOut" if isinstance(error, TimeoutError) else "Failed"
-            state: State[Any] = Failed(data=error, name=name, message=f"{type(error).__name__}: {error}")
-            state.state_details.task_run_id = self.task_run_id
-            item.future.settle(state, error=error)
+            item.future.settle(_failed_state(error, self.task_run_id), error=error)
+
+
+def _failed_state(error: BaseException, task_run_id: uuid.UUID) -> State[Any]:
+    """An item's final state for ``error``, as a task run of its own would end."""
+    name = "TimedOut" if isinstance(error, TimeoutError) else "Failed"
+    state: State[Any] = Failed(data=error, name=name, message=f"{type(error).__name__}: {error}")
+    state.state_details.task_run_id = task_run_id
+    return state
+
+
+async def _awaited(verdict: Awaitable[Any]) -> Any:
+    return await verdict
 
 
 _PLAIN = (int, float, str, bytes, bool, type(None))

@@ -17,6 +17,7 @@ mode the umask gives). Reads of present records and every other store go through
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,20 +26,29 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.results import get_result_store
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
 from poolflow.tasks.atomic import AtomicTarget
 
 if TYPE_CHECKING:
     from prefect.results import ResultStore
     from prefect.tasks import Task
+    from prefect.types import DateTime
 
 
 class ItemCache:
-    """Per-item results under the task's cache policy, in the task's result store."""
+    """Per-item results under the task's cache policy, in the task's result store.
+
+    As for a task run of its own, an item's record expires after the task's
+    ``cache_expiration``, and ``refresh_cache`` (the task's, else Prefect's setting) skips
+    the read but still writes, so the next run reuses the fresh value.
+    """
 
     def __init__(self, task: Task[Any, Any], policy: CachePolicy, store: ResultStore) -> None:
         self.task, self.policy, self.store = task, policy, store
         self.folder = plain_local_folder(store)
+        refresh = task.refresh_cache
+        self.refresh = bool(PREFECT_TASKS_REFRESH_CACHE.value() if refresh is None else refresh)
 
     @classmethod
     def for_task(cls, task: Task[Any, Any]) -> ItemCache | None:
@@ -60,7 +70,9 @@ class ItemCache:
 
     def read(self, key: str) -> tuple[bool, Any]:
         """(True, result) for a stored, unexpired result under ``key``; (False, None) otherwise
-        (no record, or one that cannot be read)."""
+        (no record, one that cannot be read, or a refresh asked for)."""
+        if self.refresh:
+            return False, None
         path = self._local_path(key)
         if path is not None and not path.is_file():
             return False, None
@@ -69,20 +81,25 @@ class ItemCache:
         except Exception:
             return False, None
         expiration = record.metadata.expiration
-        if expiration is not None:
-            from prefect.types._datetime import now
-
-            if expiration < now("UTC"):
-                return False, None
+        if expiration is not None and expiration < datetime.now(timezone.utc):
+            return False, None
         return True, record.result
 
     def write(self, key: str, value: Any) -> None:
+        lifetime = self.task.cache_expiration
+        # Prefect's ``DateTime`` is a datetime its models validate from a stdlib one.
+        expiration = cast(
+            "DateTime | None", None if lifetime is None else datetime.now(timezone.utc) + lifetime
+        )
         path = self._local_path(key)
         if path is None:
-            self.store.write(value, key=key)
+            self.store.write(value, key=key, expiration=expiration)
             return
         metadata = ResultRecordMetadata(
-            serializer=self.store.serializer, expiration=None, storage_key=str(path), storage_block_id=None
+            serializer=self.store.serializer,
+            expiration=expiration,
+            storage_key=str(path),
+            storage_block_id=None,
         )
         with AtomicTarget(path) as temporary:
             temporary.write_bytes(ResultRecord(result=value, metadata=metadata).serialize())

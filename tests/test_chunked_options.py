@@ -1,0 +1,118 @@
+"""Task options keep their per-item meaning in a chunked map.
+
+Each case runs with chunks of several items, with ``chunksize=1`` and with Prefect's own
+``ProcessPoolTaskRunner`` (the control), in the same parametrised test.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow, task, unmapped
+from prefect.cache_policies import INPUTS
+from prefect.client.schemas.objects import TaskRun
+from prefect.futures import PrefectFuture
+from prefect.states import State
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+
+from poolflow import MultiprocessingTaskRunner
+
+RUNNERS: dict[str, Callable[[], TaskRunner[Any]]] = {
+    "chunks-of-3": lambda: MultiprocessingTaskRunner(2, chunksize=3),
+    "chunksize-1": lambda: MultiprocessingTaskRunner(2, chunksize=1),
+    "prefect": lambda: ProcessPoolTaskRunner(2),
+}
+LIFETIME = 60.0  # seconds a cached item lives; a run of Prefect's pool on a busy machine takes ~20
+
+
+@pytest.fixture
+def api(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session's server, also in the environment: Prefect's process pool starts its
+    workers from the environment, as a user's script would set it."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    return prefect_api
+
+
+@task(cache_policy=INPUTS, persist_result=True, cache_expiration=timedelta(seconds=LIFETIME))
+def stamp(x: int, salt: str) -> int:
+    """A value that differs every time it is computed."""
+    return time.time_ns() + x
+
+
+def _stamps(kind: str, salt: str, *, refresh: bool = False) -> list[int]:
+    job = stamp.with_options(refresh_cache=True) if refresh else stamp
+
+    @flow(task_runner=RUNNERS[kind]())
+    def stamping() -> list[int]:
+        return [future.result() for future in job.map(x=list(range(6)), salt=unmapped(salt))]
+
+    return stamping()
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_cached_items_expire_and_refresh_as_task_runs_do(kind: str, api: str) -> None:
+    salt = uuid.uuid4().hex
+    first = _stamps(kind, salt)
+    assert _stamps(kind, salt) == first, "a second run within the lifetime reuses every item"
+    refreshed = _stamps(kind, salt, refresh=True)
+    written = time.monotonic()
+    recomputed = all(new != old for new, old in zip(refreshed, first, strict=True))
+    assert recomputed, "refresh_cache recomputes every item"
+    assert _stamps(kind, salt) == refreshed, "a refresh writes what the next run reuses"
+    time.sleep(max(0.0, written + LIFETIME + 1 - time.monotonic()))
+    expired = _stamps(kind, salt)
+    assert all(new != old for new, old in zip(expired, refreshed, strict=True)), "no expired value is served"
+
+
+class Transient(Exception):
+    """An error worth a retry."""
+
+
+def only_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry an item only when its own error is ``Transient``."""
+    try:
+        state.result()
+    except Transient:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(retries=1, retry_delay_seconds=0, retry_condition_fn=only_transient)
+def flaky(x: int, attempts: str) -> int:
+    """Odd items fail once with ``Transient``; even items always fail with ``ValueError``."""
+    folder = Path(attempts)
+    before = len(list(folder.glob(f"{x}-*")))
+    (folder / f"{x}-{uuid.uuid4().hex}").touch()
+    if x % 2 == 0:
+        raise ValueError(f"item {x} is bad")
+    if before == 0:
+        raise Transient(f"item {x} failed once")
+    return x
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_the_retry_condition_sees_each_items_own_error(kind: str, api: str, tmp_path: Path) -> None:
+    @flow(task_runner=RUNNERS[kind]())
+    def flaking() -> list[State[Any]]:
+        attempts = unmapped(str(tmp_path))
+        futures: list[PrefectFuture[int]] = list(flaky.map(x=list(range(6)), attempts=attempts))
+        for future in futures:
+            future.wait()
+        return [future.state for future in futures]
+
+    states = flaking()
+    attempts = {x: len(list(tmp_path.glob(f"{x}-*"))) for x in range(6)}
+    assert attempts == {0: 1, 1: 2, 2: 1, 3: 2, 4: 1, 5: 2}, "only items whose own error is Transient retry"
+    assert [state.is_completed() for state in states] == [False, True] * 3
+    assert [state.result() for state in states[1::2]] == [1, 3, 5]
+    for state in states[0::2]:
+        with pytest.raises(ValueError, match="is bad"):
+            state.result()
