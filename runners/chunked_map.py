@@ -65,6 +65,30 @@ def chunk_name(task: Task[Any, Any], items: list[Item]) -> str:
     return f"{stem}({items[0].label} … {items[-1].label}, {len(items)} items)"
 
 
+def per_chunk_options(task: Task[Any, Any]) -> list[str]:
+    """The options of ``task`` that Prefect applies per task run, so per chunk here: tags
+    (and the concurrency limits that count them) and state hooks."""
+    options = [f"tags {sorted(task.tags)}"] if task.tags else []
+    hooks = {
+        "on_completion": task.on_completion_hooks,
+        "on_failure": task.on_failure_hooks,
+        "on_running": getattr(task, "on_running_hooks", None),
+    }
+    return options + [name for name, attached in hooks.items() if attached]
+
+
+def per_chunk_warning(task: Task[Any, Any]) -> str | None:
+    """One line for a map of ``task`` whose per-run options apply per chunk, else None."""
+    options = per_chunk_options(task)
+    if not options:
+        return None
+    return (
+        f"{task.name}.map runs in chunks of several items: {', '.join(options)} apply per chunk "
+        "(tag concurrency limits count one slot per chunk); use MultiprocessingTaskRunner(chunksize=1) "
+        "for one task run per item"
+    )
+
+
 class Chunk:
     """Consecutive items of one map, run as one task run (possibly over several attempts)."""
 

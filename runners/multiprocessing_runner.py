@@ -36,7 +36,7 @@ from typing_extensions import Self
 from poolflow.runners import warm_pool
 from poolflow.runners.cancellation import CancellationWatcher
 from poolflow.runners.chunk_dispatcher import Batch, ChunkDispatcher
-from poolflow.runners.chunked_map import Chunk
+from poolflow.runners.chunked_map import Chunk, per_chunk_warning
 from poolflow.runners.chunking import ChunkSize, make_sizer
 from poolflow.runners.main_guard import check_main_guard
 from poolflow.runners.mapped_items import Item, expand_map, item_names
@@ -342,6 +342,9 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
     ) -> Batch:
         """The bookkeeping of one ``map`` or ``imap`` call, sized by this runner's chunksize."""
         self._check_runnable(task)
+        warning = per_chunk_warning(task)
+        if warning is not None:
+            _flow_or_module_logger().warning(warning)
         sizer = make_sizer(self.chunksize, self.processes)
         return Batch(task, sizer, tracked, list(wait_for) if wait_for else None, dependencies)
 
@@ -450,6 +453,12 @@ def _task_run_ids(packed: bytearray) -> Iterator[uuid.UUID]:
     """The task-run ids stored 16 bytes each in ``packed``."""
     for start in range(0, len(packed), 16):
         yield uuid.UUID(bytes=bytes(packed[start : start + 16]))
+
+
+def _flow_or_module_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    """The flow run's logger (its lines reach the API), or this module's outside a flow run."""
+    context = FlowRunContext.get()
+    return get_run_logger(context) if context is not None else logging.getLogger(__name__)
 
 
 def _context_log_sink(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Callable[[int, str], None]:

@@ -116,3 +116,30 @@ def test_the_retry_condition_sees_each_items_own_error(kind: str, api: str, tmp_
     for state in states[0::2]:
         with pytest.raises(ValueError, match="is bad"):
             state.result()
+
+
+def _noted(task: Any, task_run: TaskRun, state: State[Any]) -> None:
+    """A state hook: Prefect calls it once per task run, so once per chunk here."""
+
+
+@task(tags=["quota"], on_failure=[_noted])
+def limited(x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_a_map_whose_per_run_options_apply_per_chunk_says_so_once(
+    kind: str, api: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    @flow(task_runner=RUNNERS[kind]())
+    def limiting() -> list[int]:
+        return [future.result() for future in limited.map(list(range(4)))]
+
+    with caplog.at_level("WARNING"):
+        assert limiting() == [0, 1, 2, 3]
+    said = [record.getMessage() for record in caplog.records if "apply per chunk" in record.getMessage()]
+    if kind == "chunks-of-3":
+        assert len(said) == 1, said
+        assert "tags ['quota']" in said[0] and "on_failure" in said[0] and "chunksize=1" in said[0]
+    else:
+        assert said == [], "one task run per item: every option is per item already"
