@@ -91,7 +91,10 @@ def main(argv: list[str]) -> None:
         app = create_app()
         walk_every_route(app)
         honour_recorder_flush_interval()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on"))
+    # A client gone without closing its websocket (a served runner's event subscription) would
+    # hold the shutdown until the watchdog's end: such handlers get a second, then are cancelled.
+    config = uvicorn.Config(app, log_level="error", lifespan="on", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
     server.run(sockets=[listening])
 
 

@@ -269,8 +269,23 @@ def _serve(args: argparse.Namespace) -> int:
         schedules_active=args.schedules == "on",
         tuple_output=str(Path(args.output_dir).resolve() / "tuples.xlsx"),
     )
-    serve_deployments(settings)
-    return 0
+    # Without a configured API, the command's own server, not Prefect's temporary one: that one
+    # shares the terminal's process group, so Ctrl-C killed it before the runner could pause its
+    # deployments against it, and the runner then hung on a dead API.
+    interrupted: list[int] = []
+    signal.signal(signal.SIGINT, functools.partial(_remember_and_interrupt, interrupted))
+    with _api_session("poolflow.deployments.definitions", None), contextlib.suppress(SystemExit):
+        serve_deployments(settings)  # Prefect's runner exits with 0 on SIGTERM before it has started
+    # Serving ends only on a signal; Prefect's runner pauses the deployments and returns.
+    word, code = ("interrupted", EXIT_INTERRUPTED) if interrupted else ("terminated", EXIT_TERMINATED)
+    print(f"poolflow: {word}; the deployments are paused until the next serve", file=sys.stderr)
+    return code
+
+
+def _remember_and_interrupt(interrupted: list[int], signum: int, frame: object) -> None:
+    """Ctrl-C while serving: noted (Prefect's runner swallows the KeyboardInterrupt), then raised."""
+    interrupted.append(signum)
+    raise KeyboardInterrupt
 
 
 COMMANDS = {"serve": _serve, "run": _run, "sample": _sample, "demo": _demo, "tuple-report": _tuple_report}

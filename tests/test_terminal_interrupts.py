@@ -215,3 +215,24 @@ def test_a_users_script_under_poolflow_exec_stops_within_seconds(
     time.sleep(0.5)
     assert _left_behind(home) == []
     assert "RUNNING" not in _flow_run_states(home)
+
+
+@pytest.mark.parametrize(("signum", "code", "word"), CASES)
+def test_poolflow_serve_stops_within_seconds_and_pauses_its_deployments(
+    tmp_path: Path, corpus: Path, home: Path, signum: int, code: int, word: str
+) -> None:
+    argv = [POOLFLOW, "serve", "--input-dir", str(corpus), "--output-dir", str(tmp_path / "out")]
+    terminal = _interrupt(argv, home, tmp_path, signum, ready=b"prefect deployment run")
+    assert terminal.code == code, terminal.text[-2000:]
+    assert terminal.seconds < 8
+    assert "Traceback" not in terminal.text, terminal.text[-2000:]
+    last = terminal.text.strip().splitlines()[-1]
+    assert last == f"poolflow: {word}; the deployments are paused until the next serve"
+    # The API server cancels the runner's event subscription after a second of shutdown.
+    deadline = time.monotonic() + 5 - terminal.seconds
+    while _left_behind(home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _left_behind(home) == [], "still running 5 s after the signal"
+    with sqlite3.connect(home / "prefect.db") as db:
+        paused = [row[0] for row in db.execute("select paused from deployment")]
+    assert paused and all(paused), "every served deployment is paused"
