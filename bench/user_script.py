@@ -32,6 +32,7 @@ POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 
 POOL_SCRIPT = """\
 import multiprocessing, sys
+from pathlib import Path
 from poolflow.tasks.inputs import list_items
 from poolflow.tasks.items import parse_item
 
@@ -42,10 +43,11 @@ def job(item):
 
 if __name__ == "__main__":
     with multiprocessing.get_context("forkserver").Pool(int(sys.argv[3])) as pool:
-        pool.map(job, list_items(sys.argv[1], "**/wiki_*"), chunksize=1)
+        pool.map(job, list_items(Path(sys.argv[1]), "**/wiki_*"), chunksize=1)
 """
 FLOW_SCRIPT = """\
 import sys
+from pathlib import Path
 from prefect import flow, task
 from prefect.utilities.annotations import unmapped
 from poolflow import MultiprocessingTaskRunner
@@ -60,7 +62,7 @@ def parse(input_dir, item, output_dir):
 
 @flow(task_runner=MultiprocessingTaskRunner(processes=int(sys.argv[3])))
 def parse_all(input_dir, output_dir):
-    items = list_items(input_dir, "**/wiki_*")
+    items = list_items(Path(input_dir), "**/wiki_*")
     futures = parse.map(unmapped(input_dir), items, unmapped(output_dir))
     return len([future.result() for future in futures])
 
