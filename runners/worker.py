@@ -131,11 +131,14 @@ def _run_job(job: RunJob, reporter: _Reporter, handler: logging.Handler) -> JobR
 
 
 def _pickle_exception(exc: BaseException) -> bytes:
-    """Pickle ``exc`` with its traceback text (pickling drops ``__cause__`` and tracebacks)."""
+    """Pickle ``exc`` with its traceback text (pickling drops ``__cause__`` and tracebacks); an
+    exception that cannot be rebuilt from its pickle travels as a ``RuntimeError`` naming it."""
     text = "".join(traceback.format_exception(exc))
     exc.__traceback__ = None
     try:
-        return bytes(cloudpickle.dumps((exc, text)))
+        data = bytes(cloudpickle.dumps((exc, text)))
+        pickle.loads(data)  # some exceptions pickle but cannot be rebuilt (keyword-only arguments)
+        return data
     except Exception:
         return bytes(cloudpickle.dumps((RuntimeError(f"{type(exc).__name__}: {exc}"), text)))
 

@@ -55,6 +55,19 @@ def die_first_time(marker: str) -> str:
     return "survived"
 
 
+class KeywordOnlyError(Exception):
+    """An exception that pickles but cannot be rebuilt from its pickle (as pydantic's errors)."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail_unrebuildably(code: int) -> None:
+    """Raise an exception the parent cannot unpickle."""
+    raise KeywordOnlyError(f"failed with code {code}", code=code)
+
+
 def chatty(x: int) -> int:
     """Log a line and print one, then return ``2 * x`` (what the protocol test reads back)."""
     logging.getLogger("poolflow.test").warning("logged %d", x)

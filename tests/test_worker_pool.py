@@ -19,7 +19,7 @@ import cloudpickle
 import psutil
 import pytest
 from helpers import alive
-from pool_jobs import chatty, die, fail, pid_of_worker, spin, square, touch
+from pool_jobs import chatty, die, fail, fail_unrebuildably, pid_of_worker, spin, square, touch
 
 from poolflow.runners.switch_interval import WHILE_POOLS_RUN
 from poolflow.runners.worker import worker_main
@@ -219,6 +219,12 @@ def test_unpicklable_argument_fails_at_submit_only() -> None:
         assert pool.submit(square, (5,)).result(timeout=30) == 25
     finally:
         pool.shutdown()
+
+
+def test_an_exception_that_cannot_be_rebuilt_arrives_as_a_runtime_error_naming_it(pool: WorkerPool) -> None:
+    with pytest.raises(RuntimeError, match=r"^KeywordOnlyError: failed with code 7$"):
+        pool.submit(fail_unrebuildably, (7,)).result(timeout=30)
+    assert pool.submit(square, (5,)).result(timeout=30) == 25
 
 
 def test_maxtasksperchild_recycles_workers_without_losing_jobs() -> None:
