@@ -167,6 +167,7 @@ class Chunk:
         todo = [item for item in self.items if not item.future.settled]
         cached = 0
         resolve = _Resolver()
+        info = TaskRunInfo.of(context)
         for item in todo:
             item.error = None
             try:
@@ -179,7 +180,7 @@ class Chunk:
                         self._succeeded(item, value, cached=True)
                         continue
                 sink = _item_log_sink(logger, item.label)
-                jobs[self._submit(context, item, inputs, sink)] = (item, key)
+                jobs[self._submit(info.named(item.name), item, inputs, sink)] = (item, key)
             except Exception as exc:
                 item.error = exc
         try:
@@ -196,19 +197,18 @@ class Chunk:
         if failed:
             raise self._failure(failed)
 
-    def _submit(self, context: TaskRunContext, item: Item, inputs: dict[str, Any], log_sink: LogSink) -> Any:
+    def _submit(self, info: TaskRunInfo, item: Item, inputs: dict[str, Any], log_sink: LogSink) -> Any:
         if self.keywords is not None and inputs.keys() <= self.keywords:
             args, kwargs = (), inputs  # what Prefect's binding amounts to for such a signature
         else:
             args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
-        info = TaskRunInfo.of(context, name=item.name)
         return self.submit_job(
             call_timed_in_task_run,
             (self.remote, info, args, kwargs),
             label=item.name,
             timeout=self.task.timeout_seconds,
             log_sink=log_sink,
-            log_prints=context.log_prints,
+            log_prints=info.log_prints,
         )
 
     def _settle_job(

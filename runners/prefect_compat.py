@@ -8,6 +8,9 @@ runner reads one way. Each function's docstring names what it relies on, and
 
 from __future__ import annotations
 
+import functools
+import sys
+
 
 def process_pool_max_workers() -> int | None:
     """``PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS``: the default worker count of Prefect's
@@ -17,3 +20,40 @@ def process_pool_max_workers() -> int | None:
     runner_settings = get_current_settings().tasks.runner
     value = getattr(runner_settings, "process_pool_max_workers", None)
     return int(value) if value else None
+
+
+def flush_events() -> None:
+    """Wait until the events this process emitted have left it.
+
+    Relies on ``QueueService._instances`` (Prefect's private registry of running services,
+    ``prefect._internal.concurrency.services``): only a process that emitted an event has
+    an ``EventsWorker`` there, so the others neither start one nor wait.
+    """
+    events = sys.modules.get("prefect.events.worker")
+    if events is None:
+        return
+    worker_class = events.EventsWorker
+    with worker_class._instance_lock:
+        workers = [w for w in worker_class._instances.values() if isinstance(w, worker_class)]
+    for worker in workers:
+        worker.wait_until_empty()
+
+
+@functools.cache
+def complete_run_context_models() -> None:
+    """Resolve the forward references of Prefect's run-context models, once per process.
+
+    A worker that only unpickled a task run has ``prefect.context`` without ``prefect.flows``
+    and ``prefect.tasks``; ``TaskRunContext`` and ``FlowRunContext`` then refuse to build.
+    Relies on their references ``Flow``, ``Task`` and ``ResultRecordMetadata`` (the last from
+    the private ``prefect._internal.result_records``), which Prefect's own
+    ``hydrated_context`` resolves the same way.
+    """
+    from prefect._internal.result_records import ResultRecordMetadata
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.flows import Flow
+    from prefect.tasks import Task
+
+    names = {"Flow": Flow, "Task": Task, "ResultRecordMetadata": ResultRecordMetadata}
+    FlowRunContext.model_rebuild(_types_namespace=names)
+    TaskRunContext.model_rebuild(_types_namespace=names)

@@ -1,55 +1,269 @@
 """What a task function sees of Prefect inside a worker process.
 
 The task run itself is orchestrated in the parent; the worker only calls the function.
-So that ``get_run_logger()`` and ``prefect.runtime.task_run`` still work there, the call is
-wrapped in a lightweight ``TaskRunContext`` — built only if the function's module already
-imported Prefect, so plain functions never pay for importing it.
+Inside the call the task sees Prefect's own contexts as on Prefect's process runner:
+
+    parent (engine thread of the task run)           worker (per job)
+    TaskRunInfo.of(context) ── pickled with the job ──▶ call_in_task_run
+      task run model, current tags, flow snapshot         SettingsContext   (the flow's settings)
+                                                          FlowRunContext    (built once per flow run)
+                                                          tags(...)         (TagsContext)
+                                                          TaskRunContext    (the real task run)
+
+The flow snapshot (the flow process's settings with the API URL its client really uses,
+the flow run, the flow's name) is pickled once per flow run in the parent and rebuilt once
+per flow run in each worker. So ``prefect.runtime``, ``get_run_logger()``, artifacts,
+events, variables and ``get_client()`` reach the flow's API, and a worker never starts a
+temporary API server of its own (ephemeral mode is off there: without an API the call
+fails with Prefect's own error). Tasks submitted or mapped inside a task run in the
+worker, on a thread pool of that worker: they never wait for a slot of the pool their
+parent occupies, so a saturated pool cannot deadlock; a task called directly runs inline.
+
+All of it is built only if the function's module already imported Prefect, so plain
+functions never pay for importing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import inspect
+import os
+import pickle
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from poolflow.runners.prefect_compat import complete_run_context_models
+
 if TYPE_CHECKING:
-    from prefect.context import TaskRunContext
+    from prefect.context import FlowRunContext, SettingsContext, TaskRunContext
+    from prefect.task_runners import ThreadPoolTaskRunner
 
 
 @dataclass(frozen=True)
 class TaskRunInfo:
-    """The identity of the task run a job belongs to, as plain strings."""
+    """The task run a job belongs to, as the worker needs it to rebuild Prefect's contexts.
 
-    task_run_id: str
-    task_run_name: str
-    flow_run_id: str | None
+    Prefect's objects travel pickled inside, so a worker whose function never imported
+    Prefect does not import it to read them.
+    """
+
+    task_run: bytes
+    name: str
     task_name: str
     log_prints: bool
+    tags: tuple[str, ...]
+    flow_snapshot: bytes
 
     @classmethod
-    def of(cls, context: TaskRunContext, name: str | None = None) -> TaskRunInfo:
-        """The identity of ``context``'s task run; ``name`` replaces its name (an item of a chunk)."""
-        task_run = context.task_run
+    def of(cls, context: TaskRunContext) -> TaskRunInfo:
+        """The task run of ``context`` (an item of a chunk replaces ``name`` with ``named``)."""
+        from prefect.context import TagsContext
+
         return cls(
-            task_run_id=str(task_run.id),
-            task_run_name=name or task_run.name,
-            flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
+            task_run=pickle.dumps(context.task_run),
+            name=context.task_run.name,
             task_name=context.task.name,
             log_prints=context.log_prints,
+            tags=tuple(sorted(TagsContext.get().current_tags)),
+            flow_snapshot=_flow_snapshot(),
         )
 
+    def named(self, name: str) -> TaskRunInfo:
+        """The same task run under an item's name."""
+        return replace(self, name=name)
 
-@dataclass(frozen=True)
-class _TaskName:
-    """Stands in for the ``Task`` object: loggers only read its name."""
 
-    name: str
+_SNAPSHOTS_KEPT = 4
+_TASK_RUNS_KEPT = 16
+_snapshots: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+
+
+def _flow_snapshot() -> bytes:
+    """The pickled settings and flow run of the current flow run, made once per flow run."""
+    from prefect.context import FlowRunContext, get_settings_context
+
+    settings_context = get_settings_context()
+    flow_context = FlowRunContext.get()
+    flow_run = flow_context.flow_run if flow_context is not None else None
+    api_url = str(flow_context.client.api_url) if flow_context is not None else None
+    key = (id(settings_context.settings), getattr(flow_run, "id", None), api_url)
+    snapshot = _snapshots.get(key)
+    if snapshot is None:
+        snapshot = _snapshots[key] = _pickle_flow_snapshot(settings_context, flow_context, api_url)
+        while len(_snapshots) > _SNAPSHOTS_KEPT:
+            _snapshots.popitem(last=False)
+    return snapshot
+
+
+def _pickle_flow_snapshot(
+    settings_context: SettingsContext, flow_context: FlowRunContext | None, api_url: str | None
+) -> bytes:
+    """The flow process's settings as the environment variables Prefect would read them from
+    (the API URL its client really uses, ephemeral servers off), and the flow run."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+    updates: dict[Any, Any] = {PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}
+    if api_url is not None:
+        updates[PREFECT_API_URL] = api_url.rstrip("/")
+    settings = settings_context.settings.copy_with_update(updates=updates)
+    flow = flow_context.flow if flow_context is not None else None
+    return pickle.dumps(
+        (
+            settings_context.profile,
+            settings.to_environment_variables(exclude_unset=True),
+            flow_context.flow_run if flow_context is not None else None,
+            getattr(flow, "name", None),
+            getattr(flow, "version", None),
+            flow_context.log_prints if flow_context is not None else False,
+        )
+    )
+
+
+class _FlowContexts:
+    """A flow run's settings and flow run context in a worker, with its nested-task runner."""
+
+    def __init__(self, snapshot: bytes) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.context import FlowRunContext, SettingsContext
+        from prefect.flows import Flow
+        from prefect.results import ResultStore
+        from prefect.settings import Settings
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        complete_run_context_models()
+        profile, environment, flow_run, flow_name, flow_version, log_prints = pickle.loads(snapshot)
+        with _environment(environment):
+            settings = Settings()
+        self.settings = SettingsContext(profile=profile, settings=settings)
+        self.flow_run: FlowRunContext | None = None
+        self.task_runner: ThreadPoolTaskRunner[Any] | None = None
+        with self.settings:
+            self.client = get_client(sync_client=True)
+            self.result_store = ResultStore()
+            if flow_run is None:
+                return
+            self.task_runner = ThreadPoolTaskRunner()
+            self.task_runner.__enter__()
+            self.flow_run = FlowRunContext(
+                flow=Flow(fn=_flow_stand_in, name=flow_name, version=flow_version),
+                flow_run=flow_run,
+                client=self.client,
+                task_runner=self.task_runner,
+                result_store=self.result_store,
+                parameters=flow_run.parameters,
+                log_prints=log_prints,
+                detached=True,
+            )
+
+    def close(self) -> None:
+        """Stop the nested-task runner (its threads end once their runs do)."""
+        if self.task_runner is not None:
+            self.task_runner.__exit__(None, None, None)
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``variables`` set, restored afterwards."""
+    saved = os.environ.copy()
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _flow_stand_in() -> None:
+    """The function of the stand-in ``Flow`` a worker's flow run context names (never called)."""
+
+
+_flow_contexts: OrderedDict[bytes, _FlowContexts] = OrderedDict()
+
+
+def _contexts_of(snapshot: bytes) -> _FlowContexts:
+    """This worker's contexts for the flow run behind ``snapshot`` (a warm pool serves many)."""
+    contexts = _flow_contexts.get(snapshot)
+    if contexts is None:
+        contexts = _flow_contexts[snapshot] = _FlowContexts(snapshot)
+        while len(_flow_contexts) > _SNAPSHOTS_KEPT:
+            _flow_contexts.popitem(last=False)[1].close()
+    return contexts
+
+
+@lru_cache(maxsize=256)
+def _task_object(module: str, qualname: str, name: str, fn: Callable[..., Any]) -> Any:
+    """A ``Task`` for ``fn`` named ``name`` (what the task run context names as its task)."""
+    from prefect.tasks import Task
+
+    return Task(fn=fn, name=name)
+
+
+@lru_cache(maxsize=256)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+def _parameters(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by parameter name, as ``prefect.runtime.task_run.parameters`` shows."""
+    if not args:
+        return kwargs
+    try:
+        return dict(_signature(fn).bind_partial(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return kwargs
+
+
+class _TaskRunContexts:
+    """Prefect's contexts for the jobs of one task run in a worker, built once: the items of
+    a chunk share them, each job only renames the task run and sets its parameters."""
+
+    def __init__(self, fn: Callable[..., Any], info: TaskRunInfo) -> None:
+        from prefect.context import TagsContext, TaskRunContext
+
+        flow = _contexts_of(info.flow_snapshot)
+        module, qualname = getattr(fn, "__module__", ""), getattr(fn, "__qualname__", "")
+        self.task_run = pickle.loads(info.task_run)
+        self.run_context = TaskRunContext(
+            task=_task_object(module, qualname, info.task_name, fn),
+            task_run=self.task_run,
+            log_prints=info.log_prints,
+            parameters={},
+            result_store=flow.result_store,
+            client=flow.client,
+        )
+        entered = [flow.settings.model_copy(), TagsContext(current_tags=set(info.tags)), self.run_context]
+        if flow.flow_run is not None:
+            entered.insert(1, flow.flow_run.model_copy())
+        self.context = contextvars.Context()  # holds the entered contexts; never exited
+        for model in entered:
+            self.context.run(model.__enter__)
+
+    def call(self, fn: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call ``fn`` as the item ``name`` of this task run."""
+        self.task_run.name = name
+        self.run_context.parameters = _parameters(fn, args, kwargs)
+        return self.context.run(_call, fn, args, kwargs)
+
+
+_task_run_contexts: OrderedDict[bytes, _TaskRunContexts] = OrderedDict()
+
+
+def _contexts_for(fn: Callable[..., Any], info: TaskRunInfo) -> _TaskRunContexts:
+    """This worker's contexts for the task run of ``info``, built on its first job here."""
+    contexts = _task_run_contexts.get(info.task_run)
+    if contexts is None:
+        contexts = _task_run_contexts[info.task_run] = _TaskRunContexts(fn, info)
+        while len(_task_run_contexts) > _TASK_RUNS_KEPT:
+            _task_run_contexts.popitem(last=False)
+    return contexts
 
 
 @lru_cache(maxsize=256)
@@ -105,28 +319,15 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
 def call_in_task_run(
     fn: Callable[..., Any], info: TaskRunInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Call ``fn`` inside a ``TaskRunContext`` for ``info`` when Prefect is loaded."""
+    """Call ``fn`` inside Prefect's contexts for ``info`` when Prefect is loaded."""
     if "prefect.context" not in sys.modules:
         return _call(fn, args, kwargs)
-    from uuid import UUID
+    from poolflow.runners.prefect_compat import flush_events
 
-    from prefect.client.schemas.objects import TaskRun
-    from prefect.context import TaskRunContext
-
-    task_run = TaskRun.model_construct(
-        id=UUID(info.task_run_id),
-        name=info.task_run_name,
-        flow_run_id=UUID(info.flow_run_id) if info.flow_run_id else None,
-        task_key=info.task_name,
-    )
-    context = TaskRunContext.model_construct(
-        task=_TaskName(info.task_name),
-        task_run=task_run,
-        log_prints=info.log_prints,
-        parameters=kwargs,
-    )
-    with context:
-        return _call(fn, args, kwargs)
+    try:
+        return _contexts_for(fn, info).call(fn, info.name, args, kwargs)
+    finally:
+        flush_events()  # what the task emitted reaches the API before its run ends
 
 
 def call_timed_in_task_run(

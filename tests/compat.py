@@ -29,6 +29,7 @@ RUNNER_TESTS = [
     "tests/test_item_cache.py",
     "tests/test_prefect_compat.py",
     "tests/test_prefect_parity.py",
+    "tests/test_task_context.py",
     "tests/test_user_project.py",
 ]
 

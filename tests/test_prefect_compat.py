@@ -6,7 +6,13 @@ renames what the runner depends on is found here, not by a silent slowdown elsew
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
+
 import prefect
+from prefect.client.schemas.objects import TaskRun
 from prefect.settings import PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS, temporary_settings
 
 from poolflow.runners import prefect_compat
@@ -25,3 +31,32 @@ def test_process_pool_max_workers_reads_prefects_setting() -> None:
         assert prefect_compat.process_pool_max_workers() == 7, INSTALLED
     with temporary_settings(restore_defaults={PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS}):
         assert prefect_compat.process_pool_max_workers() is None, INSTALLED
+
+
+def test_flush_events_finds_prefects_events_workers() -> None:
+    from prefect.events.worker import EventsWorker
+
+    gone = f"Prefect {prefect.__version__}: QueueService.%s is gone; update prefect_compat.flush_events"
+    assert isinstance(getattr(EventsWorker, "_instances", None), dict), gone % "_instances"
+    assert hasattr(getattr(EventsWorker, "_instance_lock", None), "__enter__"), gone % "_instance_lock"
+    prefect_compat.flush_events()  # no events worker in this process: returns at once
+
+
+def test_run_context_models_complete_in_a_process_that_only_unpickled_a_task_run() -> None:
+    """A fresh interpreter holding just a task run builds a TaskRunContext after the rebuild."""
+    script = (
+        "import pickle, sys\n"
+        f"task_run = pickle.loads({pickle.dumps(TaskRun(name='t', task_key='k', dynamic_key='1'))!r})\n"
+        "assert 'prefect.tasks' not in sys.modules\n"
+        "from prefect.context import TaskRunContext\n"
+        "from poolflow.runners.prefect_compat import complete_run_context_models\n"
+        "complete_run_context_models()\n"
+        "from prefect.results import ResultStore\n"
+        "from prefect.tasks import Task\n"
+        "from prefect.client.orchestration import get_client\n"
+        "TaskRunContext(task=Task(fn=lambda: None), task_run=task_run, parameters={},\n"
+        "               result_store=ResultStore(), client=get_client(sync_client=True))\n"
+    )
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # never reached
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, f"Prefect {prefect.__version__}: {run.stderr[-2000:]}"
