@@ -28,6 +28,7 @@ import httpx
 import pytest
 from prefect import flow, get_client, get_run_logger, tags, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.system import Secret
 from prefect.cache_policies import INPUTS
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.events import emit_event
@@ -94,8 +95,9 @@ def nest(depth: int) -> int:
 
 
 @task
-def report(x: int, key: str) -> str:
-    """Sends an artifact, an event and a variable to the API, and reads its flow run with a client."""
+def report(x: int, key: str) -> list[str]:
+    """Sends an artifact, an event and a variable to the API, reads its flow run with a client
+    and loads a block; returns its task run's id and the block's secret."""
     from prefect.runtime import flow_run, task_run
 
     create_markdown_artifact(f"item {x}", key=f"{key}-{x}")
@@ -103,7 +105,7 @@ def report(x: int, key: str) -> str:
     Variable.set(f"{key}-{x}", {"x": x})
     with get_client(sync_client=True) as client:
         client.read_flow_run(uuid.UUID(flow_run.id))
-    return str(task_run.id)
+    return [str(task_run.id), Secret.load(f"{key}-secret").get()]
 
 
 @task(retries=1)
@@ -165,7 +167,7 @@ def run_cases(kind: str, key: str) -> dict[str, Any]:
         return {"fanned": fanned, "depth": nest.submit(DEPTH).result(), "flow_run_id": flow_run.id}
 
     @flow(task_runner=RUNNERS[kind]())
-    def reporting() -> list[str]:
+    def reporting() -> list[list[str]]:
         return [future.result() for future in report.map([1, 2, 3], key=key)]
 
     @flow(task_runner=RUNNERS[kind]())
@@ -228,6 +230,7 @@ def outcome(request: pytest.FixtureRequest, prefect_api: str) -> dict[str, Any]:
         env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
         if source == "environment":
             env["PREFECT_API_URL"] = prefect_api
+        Secret(value=f"secret of {key}").save(f"{key}-secret")
         servers = _api_servers()
         script = subprocess.run(
             [sys.executable, __file__, kind, source, prefect_api, key],
@@ -293,7 +296,9 @@ def test_prefects_task_behaviours_hold(outcome: dict[str, Any]) -> None:
 
 @_cases()
 def test_what_a_task_sends_reaches_the_flows_api(outcome: dict[str, Any], prefect_api: str) -> None:
-    key, task_run_ids = outcome["key"], outcome["reporting"]
+    key = outcome["key"]
+    task_run_ids = [task_run_id for task_run_id, _ in outcome["reporting"]]
+    assert [secret for _, secret in outcome["reporting"]] == [f"secret of {key}"] * 3, "blocks load"
     with get_client(sync_client=True) as client:
         artifacts = {artifact.key: artifact for artifact in client.read_latest_artifacts()}
     events = _events(prefect_api, f"poolflow.test.{key}", expected=len(task_run_ids))
