@@ -72,6 +72,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.simulation
 	$(BIN)/python -m bench.tiny_files
 	$(BIN)/python -m bench.user_script
+	$(BIN)/python -m bench.task_context
 
 # 700 files end to end against the old script's per-file step; updates bench/results.md.
 bench-scale: $(BENCH_STAMP)
