@@ -11,8 +11,9 @@ name; for thousands of short items that was the flow process's largest cost per 
 the store is a plain local folder (``LocalFileSystem``, no separate metadata storage, no
 locks), the folder is resolved once: a key whose file is absent is a miss without asking the
 store, and a record is written there directly, as Prefect's own ``ResultRecord`` serializes
-it, atomically (``poolflow.tasks.atomic``: a killed flow leaves no torn record, and the file gets the
-mode the umask gives). Reads of present records and every other store go through Prefect.
+it (``prefect_compat.result_record_bytes``), atomically (``poolflow.tasks.atomic``: a killed
+flow leaves no torn record, and the file gets the mode the umask gives). Reads of present
+records and every other store go through Prefect.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
-from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.results import get_result_store
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
+from poolflow.runners.prefect_compat import result_record_bytes
 from poolflow.tasks.atomic import AtomicTarget
 
 if TYPE_CHECKING:
@@ -95,14 +96,11 @@ class ItemCache:
         if path is None:
             self.store.write(value, key=key, expiration=expiration)
             return
-        metadata = ResultRecordMetadata(
-            serializer=self.store.serializer,
-            expiration=expiration,
-            storage_key=str(path),
-            storage_block_id=None,
+        record = result_record_bytes(
+            value, serializer=self.store.serializer, expiration=expiration, storage_key=str(path)
         )
         with AtomicTarget(path) as temporary:
-            temporary.write_bytes(ResultRecord(result=value, metadata=metadata).serialize())
+            temporary.write_bytes(record)
 
     def _local_path(self, key: str) -> Path | None:
         """Where ``key``'s record lives in the plain local folder; None: ask the store."""

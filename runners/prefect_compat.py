@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from typing import Any
 
 
 def process_pool_max_workers() -> int | None:
@@ -57,3 +58,19 @@ def complete_run_context_models() -> None:
     names = {"Flow": Flow, "Task": Task, "ResultRecordMetadata": ResultRecordMetadata}
     FlowRunContext.model_rebuild(_types_namespace=names)
     TaskRunContext.model_rebuild(_types_namespace=names)
+
+
+def result_record_bytes(value: Any, *, serializer: Any, expiration: Any, storage_key: str) -> bytes:
+    """``value`` as Prefect's result store writes a record file: what ``ResultStore.read`` reads.
+
+    Relies on the private ``prefect._internal.result_records.ResultRecord`` and its metadata
+    model (Prefect's own format of a record: the serialized result with its serializer,
+    expiration and storage key), so a chunked map can write an item's record without the
+    store resolving its folder on every call.
+    """
+    from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
+
+    metadata = ResultRecordMetadata(
+        serializer=serializer, expiration=expiration, storage_key=storage_key, storage_block_id=None
+    )
+    return bytes(ResultRecord(result=value, metadata=metadata).serialize())

@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import prefect
 from prefect.client.schemas.objects import TaskRun
@@ -60,3 +61,17 @@ def test_run_context_models_complete_in_a_process_that_only_unpickled_a_task_run
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # never reached
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert run.returncode == 0, f"Prefect {prefect.__version__}: {run.stderr[-2000:]}"
+
+
+def test_a_record_from_result_record_bytes_is_read_by_prefects_store(tmp_path: Path) -> None:
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path)))
+    value = {"text": "문서", "rows": [1, 2]}
+    (tmp_path / "key").write_bytes(
+        prefect_compat.result_record_bytes(
+            value, serializer=store.serializer, expiration=None, storage_key=str(tmp_path / "key")
+        )
+    )
+    assert store.read("key").result == value, f"{INSTALLED}: ResultRecord's format changed"
