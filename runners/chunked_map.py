@@ -65,21 +65,16 @@ def chunk_name(task: Task[Any, Any], items: list[Item]) -> str:
     return f"{stem}({items[0].label} … {items[-1].label}, {len(items)} items)"
 
 
-def per_chunk_options(task: Task[Any, Any]) -> list[str]:
-    """The options of ``task`` that Prefect applies per task run, so per chunk here: tags
-    (and the concurrency limits that count them) and state hooks."""
-    options = [f"tags {sorted(task.tags)}"] if task.tags else []
+def per_chunk_warning(task: Task[Any, Any]) -> str | None:
+    """One line for a map of ``task`` whose options Prefect applies per task run, so per chunk
+    here: tags (and the concurrency limits that count them) and state hooks; else None."""
     hooks = {
         "on_completion": task.on_completion_hooks,
         "on_failure": task.on_failure_hooks,
         "on_running": getattr(task, "on_running_hooks", None),
     }
-    return options + [name for name, attached in hooks.items() if attached]
-
-
-def per_chunk_warning(task: Task[Any, Any]) -> str | None:
-    """One line for a map of ``task`` whose per-run options apply per chunk, else None."""
-    options = per_chunk_options(task)
+    options = [f"tags {sorted(task.tags)}"] if task.tags else []
+    options += [name for name, attached in hooks.items() if attached]
     if not options:
         return None
     return (
@@ -251,9 +246,10 @@ class Chunk:
         item, seeing that item's own Failed state; an item it refuses fails now, the rest
         run again."""
         condition = self.task.retry_condition_fn
+        assert condition is not None  # installed only for a task that has one
         again = False
         for item in self.items:
-            if item.future.settled or item.error is None or condition is None:
+            if item.future.settled or item.error is None:
                 continue
             item_state = _failed_state(item.error, self.task_run_id)
             verdict = condition(self.task, task_run, item_state)
