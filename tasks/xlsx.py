@@ -134,13 +134,16 @@ class _SinkAfterFailure(io.RawIOBase):
     """The temp file as xlsxwriter's zip target; after an OS error, writes go nowhere.
 
     xlsxwriter leaves its ``ZipFile`` open when a write fails (disk full); the zip's
-    ``__del__`` then retries the write and prints a traceback per file. Here the first
-    error propagates and later writes are dropped (the temp file is deleted anyway).
+    ``__del__`` then writes its directory again and prints a traceback per file. Here the
+    first error propagates and later writes are dropped (the temp file is deleted anyway),
+    while the position still moves as if they were written: the zip computes its directory's
+    size and offset from it, and a position that jumps back makes those negative.
     """
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self._file = open(path, "r+b")  # noqa: SIM115 - closed by close()
+        self._position = 0  # where the zip's next byte goes, as the zip sees it
         self.failed = False
 
     def writable(self) -> bool:
@@ -157,13 +160,20 @@ class _SinkAfterFailure(io.RawIOBase):
             except OSError:
                 self.failed = True
                 raise
+        self._position += size
         return size
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return 0 if self.failed else self._file.seek(offset, whence)
+        if not self.failed:
+            self._position = self._file.seek(offset, whence)
+        elif whence == os.SEEK_SET:
+            self._position = offset
+        elif whence == os.SEEK_CUR:
+            self._position += offset
+        return self._position
 
     def tell(self) -> int:
-        return 0 if self.failed else self._file.tell()
+        return self._position
 
     def flush(self) -> None:
         if not self.failed:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import gc
+import io
+import random
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -14,6 +19,7 @@ from xlsxwriter.worksheet import Worksheet
 from poolflow.tasks.xlsx import (
     EXCEL_CELL_LIMIT,
     AtomicWorkbook,
+    _SinkAfterFailure,
     join_cells,
     read_sheet,
     sheet_names,
@@ -118,6 +124,50 @@ def test_failed_write_leaves_no_file_and_no_temp(tmp_path: Path) -> None:
         write_sheet(workbook, "docs", ["a"], [["x"]])
         raise RuntimeError("crash mid-write")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+class _FullAfter:
+    """A file whose writes fail with "No space left on device" past ``limit`` bytes."""
+
+    def __init__(self, file: Any, limit: int) -> None:
+        self.file, self.limit, self.written = file, limit, 0
+
+    def write(self, data: bytes) -> int:
+        if self.written + len(data) > self.limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.written += len(data)
+        return int(self.file.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
+def _zip_members(target: Any) -> None:
+    members = random.Random(7)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for index in range(12):
+            archive.writestr(f"xl/part{index}.xml", members.randbytes(1500))
+
+
+def test_a_disk_filling_up_anywhere_in_the_zip_is_one_error_and_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever byte the disk fills at, members or directory, the write fails once and the
+    zip left behind never prints "Exception ignored" when it is collected."""
+    whole = io.BytesIO()
+    _zip_members(whole)
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    for limit in range(0, len(whole.getvalue()), 61):
+        temp = tmp_path / f"{limit}.zip"
+        temp.write_bytes(b"")
+        sink = _SinkAfterFailure(temp)
+        sink._file = _FullAfter(sink._file, limit)  # type: ignore[assignment]
+        with pytest.raises(OSError):
+            _zip_members(sink)
+        gc.collect()
+        assert unraisable == [], f"disk full at byte {limit}: {unraisable[0].exc_value!r}"
+        sink.close()
 
 
 def test_write_table_replaces_atomically(tmp_path: Path) -> None:
