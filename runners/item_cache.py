@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
+import prefect.runtime
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from prefect.types import DateTime
 
 
+RUNTIME_MODULES = ("deployment", "flow_run", "task_run")
+"""The ``prefect.runtime`` modules a ``result_storage_key`` template may name."""
+
+
 class ItemCache:
     """Per-item results under the task's cache policy, in the task's result store.
 
@@ -45,7 +50,7 @@ class ItemCache:
     the read but still writes, so the next run reuses the fresh value.
     """
 
-    def __init__(self, task: Task[Any, Any], policy: CachePolicy, store: ResultStore) -> None:
+    def __init__(self, task: Task[Any, Any], policy: CachePolicy | None, store: ResultStore) -> None:
         self.task, self.policy, self.store = task, policy, store
         self.folder = plain_local_folder(store)
         refresh = task.refresh_cache
@@ -53,17 +58,25 @@ class ItemCache:
 
     @classmethod
     def for_task(cls, task: Task[Any, Any]) -> ItemCache | None:
-        """A cache when ``task`` persists results under a cache policy, else None."""
-        policy = task.cache_policy
-        if not task.persist_result or not isinstance(policy, CachePolicy) or policy is NO_CACHE:
+        """A cache when ``task`` persists results under a cache policy or a
+        ``result_storage_key`` (Prefect then keys by it), else None."""
+        given = task.cache_policy
+        policy = given if isinstance(given, CachePolicy) and given is not NO_CACHE else None
+        if not task.persist_result or (policy is None and task.result_storage_key is None):
             return None
         store = get_result_store().update_for_task(task, _sync=True)  # type: ignore[call-arg]
         return cls(task, policy, cast("ResultStore", store))
 
     def key(self, context: TaskRunContext, inputs: dict[str, Any]) -> str | None:
-        """The item's cache key, computed as Prefect would for a task run of the item alone."""
-        flow_context = FlowRunContext.get()
+        """The item's key, as Prefect computes it for a task run of the item alone: from the
+        cache policy, else from ``result_storage_key`` formatted with the item's parameters
+        and ``prefect.runtime``."""
         item_context = context.model_copy(update={"task": self.task, "parameters": inputs})
+        if self.policy is None:
+            with item_context:
+                runtime = {name: getattr(prefect.runtime, name) for name in RUNTIME_MODULES}
+                return str(self.task.result_storage_key).format(**runtime, parameters=inputs)
+        flow_context = FlowRunContext.get()
         flow_parameters = flow_context.parameters if flow_context is not None else {}
         return self.policy.compute_key(
             task_ctx=item_context, inputs=inputs, flow_parameters=flow_parameters or {}
