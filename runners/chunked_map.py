@@ -103,6 +103,7 @@ class Chunk:
         self.tracked = tracked
         self.task_run_id = uuid.uuid4()
         self.name = chunk_name(task, items)
+        self.reused = 0  # items served from the cache, over all attempts
         self.remote = portable_function(task.fn)
         self.keywords = _keyword_parameters(task.fn)
         for item in items:
@@ -112,8 +113,8 @@ class Chunk:
         """A copy of the task whose function runs this chunk's items; parameters: their labels."""
         chunk = self
 
-        def run_chunk(items: list[str]) -> None:
-            chunk.run_attempt()
+        def run_chunk(items: list[str]) -> State[None] | None:
+            return chunk.run_attempt()
 
         run_chunk.__name__ = run_chunk.__qualname__ = getattr(self.task.fn, "__name__", "chunk")
         chunk_task = copy.copy(self.task)
@@ -151,8 +152,13 @@ class Chunk:
 
     # ------------------------------------------------------------- in the task run
 
-    def run_attempt(self) -> None:
-        """Run the items not yet succeeded; raise if any of them failed."""
+    def run_attempt(self) -> State[None] | None:
+        """Run the items not yet succeeded; raise if any of them failed.
+
+        Returns the chunk's final state when items came from the cache, so the API shows it:
+        ``Cached`` when every item did (as Prefect names a task run it did not run), else
+        ``Completed`` with a message counting them.
+        """
         context = TaskRunContext.get()
         if context is None:
             raise RuntimeError("a chunk must run inside its task run")
@@ -189,8 +195,10 @@ class Chunk:
             raise
         failed = [item for item in todo if item.error is not None]
         logger.info("items: %d ran, %d failed, %d reused from cache", len(jobs), len(failed), cached)
+        self.reused += cached
         if failed:
             raise self._failure(failed)
+        return self._reuse_state()
 
     def _submit(self, info: TaskRunInfo, item: Item, inputs: dict[str, Any], log_sink: LogSink) -> Any:
         if self.keywords is not None and inputs.keys() <= self.keywords:
@@ -233,6 +241,14 @@ class Chunk:
         if self.tracked and FlowRunContext.get() is not None:
             link_state_to_result(state, value, RunType.TASK_RUN)
         item.future.settle(state, value=value)
+
+    def _reuse_state(self) -> State[None] | None:
+        if not self.reused:
+            return None
+        total = len(self.items)
+        if self.reused == total:
+            return Completed(name="Cached", message=f"all {total} items reused from cache")
+        return Completed(message=f"{self.reused} of {total} items reused from cache")
 
     def _failure(self, failed: list[Item]) -> BaseException:
         if len(self.items) == 1 and failed[0].error is not None:

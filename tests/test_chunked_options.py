@@ -6,6 +6,7 @@ Each case runs with chunks of several items, with ``chunksize=1`` and with Prefe
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect_helpers import task_runs
 
 from poolflow import MultiprocessingTaskRunner
 
@@ -45,21 +47,47 @@ def stamp(x: int, salt: str) -> int:
     return time.time_ns() + x
 
 
-def _stamps(kind: str, salt: str, *, refresh: bool = False) -> list[int]:
+def _stamping(kind: str, salt: str, *, refresh: bool = False) -> State[tuple[list[int], list[str]]]:
+    """A flow run mapping ``stamp``; its result: the values and the items' state names."""
     job = stamp.with_options(refresh_cache=True) if refresh else stamp
 
     @flow(task_runner=RUNNERS[kind]())
-    def stamping() -> list[int]:
-        return [future.result() for future in job.map(x=list(range(6)), salt=unmapped(salt))]
+    def stamping() -> tuple[list[int], list[str]]:
+        futures = job.map(x=list(range(6)), salt=unmapped(salt))
+        return [future.result() for future in futures], [future.state.name for future in futures]
 
-    return stamping()
+    return stamping(return_state=True)
+
+
+def _stamps(kind: str, salt: str, *, refresh: bool = False) -> list[int]:
+    return _stamping(kind, salt, refresh=refresh).result()[0]
+
+
+def _final_task_run_states(state: State[Any], count: int, patience: float = 60.0) -> dict[str, str | None]:
+    """Each task run's state name once the API has recorded ``count`` final ones (task run
+    states reach the API as events, a moment after the flow run ends)."""
+    deadline = time.monotonic() + patience
+    while True:
+        runs = task_runs(state)
+        final = len(runs) >= count and all(run.state is not None and run.state.is_final() for run in runs)
+        if final or time.monotonic() > deadline:
+            return {run.name: run.state_name for run in runs}
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("kind", sorted(RUNNERS))
 def test_cached_items_expire_and_refresh_as_task_runs_do(kind: str, api: str) -> None:
     salt = uuid.uuid4().hex
     first = _stamps(kind, salt)
-    assert _stamps(kind, salt) == first, "a second run within the lifetime reuses every item"
+    again = _stamping(kind, salt)
+    values, names = again.result()
+    assert values == first, "a second run within the lifetime reuses every item"
+    assert names == ["Cached"] * 6
+    # Run from this test process, the control's task runs never reach the session's API (its
+    # workers' events go elsewhere; tests/test_task_context.py runs it as a script for that).
+    if kind != "prefect":
+        shown = _final_task_run_states(again, count=2 if kind == "chunks-of-3" else 6)
+        assert set(shown.values()) == {"Cached"}, f"the API shows what was reused: {shown}"
     refreshed = _stamps(kind, salt, refresh=True)
     written = time.monotonic()
     recomputed = all(new != old for new, old in zip(refreshed, first, strict=True))
@@ -143,3 +171,25 @@ def test_a_map_whose_per_run_options_apply_per_chunk_says_so_once(
         assert "tags ['quota']" in said[0] and "on_failure" in said[0] and "chunksize=1" in said[0]
     else:
         assert said == [], "one task run per item: every option is per item already"
+
+
+@task(persist_result=True, result_storage_key="stamp-{parameters[salt]}-{parameters[x]}")
+def keyed_stamp(x: int, salt: str) -> int:
+    """A value that differs every time it is computed, stored under a key of its own."""
+    return time.time_ns() + x
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_each_item_is_stored_and_reused_under_its_own_result_storage_key(kind: str, api: str) -> None:
+    salt = uuid.uuid4().hex
+
+    @flow(task_runner=RUNNERS[kind]())
+    def keyed() -> list[int]:
+        return [future.result() for future in keyed_stamp.map(x=list(range(4)), salt=unmapped(salt))]
+
+    first = keyed()
+    home = Path(os.environ["PREFECT_HOME"])
+    assert sorted(path.name for path in home.rglob(f"stamp-{salt}-*")) == [
+        f"stamp-{salt}-{x}" for x in range(4)
+    ]
+    assert keyed() == first, "Prefect reads a result stored under the key back as the cached value"
