@@ -13,10 +13,13 @@ import signal
 import sqlite3
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
 BIN = Path(sys.executable).parent
 POOLFLOW = str(BIN / "poolflow")
@@ -131,11 +134,19 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _interrupt(
-    argv: list[str], home: Path, cwd: Path, signum: int, ready: bytes | Path, twice: bool = False
+    argv: list[str],
+    home: Path,
+    cwd: Path,
+    signum: int,
+    ready: bytes | Path,
+    twice: bool = False,
+    api_url: str | None = None,
 ) -> Terminal:
     """Run ``argv`` on a terminal until ``ready`` (a line it prints, or an output folder holding
-    three artifacts), then send ``signum`` to its group (twice: a second time 0.2 s later)."""
-    terminal = Terminal(argv, _env(home), cwd)
+    three artifacts), then send ``signum`` to its group (twice: a second time 0.2 s later).
+    With ``api_url``, the command runs against that API."""
+    env = _env(home) if api_url is None else {**_env(home), "PREFECT_API_URL": api_url}
+    terminal = Terminal(argv, env, cwd)
     if isinstance(ready, bytes):
         terminal.read(300, until=ready)
         assert ready in terminal.output, terminal.text[-2000:]
@@ -215,6 +226,25 @@ def test_a_users_script_under_poolflow_exec_stops_within_seconds(
     time.sleep(0.5)
     assert _left_behind(home) == []
     assert "RUNNING" not in _flow_run_states(home)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_users_plain_script_stops_within_seconds_and_its_run_ends(
+    tmp_path: Path, home: Path, prefect_api: str, signum: int
+) -> None:
+    """``python long_flow.py`` against a real ``prefect server start``: Python's own ending for
+    the signal (a KeyboardInterrupt traceback for Ctrl-C; one line takes ``poolflow exec``)."""
+    name = f"long-flow-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "long_flow.py").write_text(USER_FLOW.replace("@flow(", f"@flow(name={name!r}, "))
+    argv = [sys.executable, "long_flow.py"]
+    terminal = _interrupt(argv, home, tmp_path, signum, ready=b"Beginning flow run", api_url=prefect_api)
+    assert terminal.code == -signum, terminal.text[-2000:]  # a shell shows 128 + signum
+    assert terminal.seconds < 5
+    time.sleep(0.5)
+    assert _left_behind(home) == []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+    assert [run.state_type.value if run.state_type else None for run in runs] == ["CRASHED"]
 
 
 @pytest.mark.parametrize(("signum", "code", "word"), CASES)
