@@ -38,6 +38,7 @@ from poolflow.runners.cancellation import CancellationWatcher
 from poolflow.runners.chunk_dispatcher import Batch, ChunkDispatcher
 from poolflow.runners.chunked_map import Chunk, per_chunk_warning
 from poolflow.runners.chunking import ChunkSize, make_sizer
+from poolflow.runners.interrupt_line import one_line_for
 from poolflow.runners.main_guard import check_main_guard
 from poolflow.runners.mapped_items import Item, expand_map, item_names
 from poolflow.runners.prefect_compat import process_pool_max_workers
@@ -214,14 +215,19 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if exc_value is not None:
+            one_line_for(exc_value)
         try:
             if dispatcher is not None:
                 # Queued items start before the engines stop, unless the flow is failing.
                 dispatcher.close(cancel=exc_type is not None)
             if pool is not None and exc_type is not None:
-                # Interrupted or crashed: stop the work now; engine threads then record
-                # their task runs as failed instead of waiting for results.
-                pool.shutdown(kill=True)
+                # Failing: stop the work now; engine threads then record their task runs
+                # as failed instead of waiting for results. Interrupted (Ctrl-C, SIGTERM,
+                # SystemExit): they record them as crashed by that interrupt, as Prefect
+                # records the flow run, instead of one failure traceback per task run.
+                interrupt = None if isinstance(exc_value, Exception) else exc_value
+                pool.shutdown(kill=True, because=interrupt)
             if engines is not None:
                 engines.shutdown(wait=True, cancel_futures=True)
             if pool is not None and exc_type is None:

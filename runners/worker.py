@@ -31,6 +31,7 @@ from poolflow.runners.worker_protocol import (
     JobStarted,
     RunJob,
     Stop,
+    WorkerReady,
     receive_order,
     send,
 )
@@ -158,6 +159,7 @@ def worker_main(
     _route_logging_to(handler)
     if initializer is not None:
         initializer(*initargs)
+    reporter.report(WorkerReady())
     completed = 0
     while maxtasks is None or completed < maxtasks:
         try:

@@ -66,6 +66,7 @@ from poolflow.runners.worker_protocol import (
     JobStarted,
     RunJob,
     Stop,
+    WorkerReady,
     receive_report,
     send,
 )
@@ -154,6 +155,7 @@ class _Job:
     log_prints: bool
     future: PoolFuture
     deadline: float | None = None
+    resent: bool = False  # a worker died starting with it, and it was queued again
 
 
 @dataclass
@@ -163,6 +165,7 @@ class _Worker:
     pid: int
     job: _Job | None = None
     jobs_done: int = 0
+    ready: bool = False  # said WorkerReady: a job it dies in has run
 
 
 class _Wakeup:
@@ -246,6 +249,7 @@ class WorkerPool:
         self._cancelled: set[int] = set()
         self._closing = False
         self._kill_running = False
+        self._shutdown_cause: BaseException | None = None
         # Owned by the manager thread once it runs.
         self._workers: list[_Worker] = []
         self._job_ids = itertools.count(1)
@@ -306,18 +310,23 @@ class WorkerPool:
         self._wakeup.wake()
         return future
 
-    def shutdown(self, *, kill: bool = False, timeout: float = 10.0) -> None:
+    def shutdown(
+        self, *, kill: bool = False, timeout: float = 10.0, because: BaseException | None = None
+    ) -> None:
         """Stop the pool and its workers; safe from any thread.
 
         Queued jobs that never started are cancelled. With ``kill`` running jobs are
         cancelled and their workers killed; otherwise they may finish for up to ``timeout``
         seconds, then they are killed too. The manager thread does all of it; this call
         sets the flags, wakes it and waits for it. Calling again only waits (``kill=True``
-        still kills running jobs).
+        still kills running jobs). With ``because`` (the caller's interrupt, e.g. Ctrl-C)
+        the jobs it cancels raise that instead of ``JobCancelledError``, so the threads
+        waiting on them stop as interrupted rather than failed.
         """
         with self._lock:
             self._closing = True
             self._kill_running = self._kill_running or kill
+            self._shutdown_cause = self._shutdown_cause or because
         self._wakeup.wake()
         manager = self._manager
         if manager is None:  # never started: no workers, no thread
@@ -381,7 +390,7 @@ class WorkerPool:
         """Act on the cancellations and shutdown callers asked for; False once shutting down."""
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
-            closing, kill = self._closing, self._kill_running
+            closing, kill, cause = self._closing, self._kill_running, self._shutdown_cause
             if closing:
                 dropped, self._pending = list(self._pending), collections.deque()
             elif cancelled:
@@ -390,13 +399,15 @@ class WorkerPool:
             else:
                 dropped = []
         for job in dropped:  # the caller-cancelled ones are settled already
-            _settle(job.future, error=JobCancelledError(f"the pool shut down before {job.label} started"))
+            _settle(
+                job.future, error=cause or JobCancelledError(f"the pool shut down before {job.label} started")
+            )
         for worker in list(self._workers):
             running = worker.job
             if running is not None and (kill or running.job_id in cancelled):
                 self._retire(worker)
                 message = f"{running.label} was cancelled; its worker was stopped"
-                _settle(running.future, error=JobCancelledError(message))
+                _settle(running.future, error=cause or JobCancelledError(message))
         return not closing
 
     def _dispatch(self) -> None:
@@ -465,6 +476,9 @@ class WorkerPool:
         return True
 
     def _handle_message(self, worker: _Worker, message: FromWorker) -> None:
+        if isinstance(message, WorkerReady):
+            worker.ready = True
+            return
         job = worker.job
         if job is None or message.job_id != job.job_id:
             return  # a log line from a thread that the worker's previous job left running
@@ -491,13 +505,28 @@ class WorkerPool:
         job = worker.job
         exitcode = worker.process.exitcode
         self._retire(worker)
-        if job is not None:
-            self.worker_deaths += 1
-            reason = describe_exit(exitcode)
+        if job is None:
+            return
+        self.worker_deaths += 1
+        reason = describe_exit(exitcode)
+        if worker.ready:
+            message = f"worker {worker.pid} died with {reason} while running {job.label}"
+        elif not job.resent:
+            # It never ran the job (e.g. Ctrl-C to the group while it imported the script):
+            # the job goes first to the replacement, once; a worker that cannot start fails it.
+            job.resent = True
+            with self._lock:
+                if not self._closing:
+                    self._pending.appendleft(job)
+                    return
+                cause = self._shutdown_cause
             _settle(
-                job.future,
-                error=WorkerDiedError(f"worker {worker.pid} died with {reason} while running {job.label}"),
+                job.future, error=cause or JobCancelledError(f"the pool shut down before {job.label} started")
             )
+            return
+        else:
+            message = f"worker {worker.pid} died with {reason} while starting, before running {job.label}"
+        _settle(job.future, error=WorkerDiedError(message))
 
     def _expire_deadlines(self) -> None:
         now = time.monotonic()

@@ -36,6 +36,12 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class WorkerReady:
+    """The worker has started (main module imported, initializer run) and takes jobs; a
+    worker that dies before saying so never ran the job it was sent."""
+
+
+@dataclass(frozen=True)
 class JobStarted:
     """The worker unpickled job ``job_id`` (a timed one) and is calling it."""
 
@@ -68,7 +74,7 @@ class JobProblem:
 
 
 ToWorker: TypeAlias = RunJob | Stop
-FromWorker: TypeAlias = JobStarted | JobLog | JobResult | JobProblem
+FromWorker: TypeAlias = WorkerReady | JobStarted | JobLog | JobResult | JobProblem
 
 
 def send(conn: Connection, message: ToWorker | FromWorker) -> None:
@@ -87,6 +93,6 @@ def receive_order(conn: Connection) -> ToWorker:
 def receive_report(conn: Connection) -> FromWorker:
     """What a worker tells the parent (blocks; ``EOFError`` once the worker's end is closed)."""
     message = pickle.loads(conn.recv_bytes())
-    if isinstance(message, JobStarted | JobLog | JobResult | JobProblem):
+    if isinstance(message, WorkerReady | JobStarted | JobLog | JobResult | JobProblem):
         return message
     raise TypeError(f"a worker sent {message!r}, which is no report")

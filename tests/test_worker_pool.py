@@ -19,7 +19,17 @@ import cloudpickle
 import psutil
 import pytest
 from helpers import alive
-from pool_jobs import chatty, die, fail, fail_unrebuildably, pid_of_worker, spin, square, touch
+from pool_jobs import (
+    chatty,
+    die,
+    die_first_time,
+    fail,
+    fail_unrebuildably,
+    pid_of_worker,
+    spin,
+    square,
+    touch,
+)
 
 from poolflow.runners.switch_interval import WHILE_POOLS_RUN
 from poolflow.runners.worker import worker_main
@@ -31,6 +41,7 @@ from poolflow.runners.worker_protocol import (
     JobStarted,
     RunJob,
     Stop,
+    WorkerReady,
     receive_report,
     send,
 )
@@ -157,6 +168,7 @@ def test_worker_speaks_the_protocol_over_a_real_pipe() -> None:
     try:
         payload = cloudpickle.dumps((chatty, (21,), {}))
         send(parent, RunJob(job_id=7, payload=payload, log_prints=True))
+        assert receive_report(parent) == WorkerReady(), "a worker says when it has started"
         reports = [receive_report(parent) for _ in range(4)]
         assert reports[:3] == [
             JobStarted(7),
@@ -326,3 +338,29 @@ def test_a_worker_gets_its_next_job_before_the_last_ones_callbacks_run(tmp_path:
     finally:
         pool.shutdown()
     assert seen_during_callback == [True]
+
+
+def test_a_worker_that_dies_while_starting_hands_its_job_to_the_replacement(tmp_path: Path) -> None:
+    """A worker killed before it could take jobs (as by Ctrl-C to the group while it imports the
+    user's script) never ran the job sent to it: the replacement runs it, nothing fails."""
+    marker = str(tmp_path / "died")
+    pool = WorkerPool(1, initializer=die_first_time, initargs=(marker,))
+    pool.start()
+    try:
+        assert pool.submit(square, (7,)).result(timeout=120) == 49
+        assert pool.worker_deaths == 1 and Path(marker).exists()
+    finally:
+        pool.shutdown()
+
+
+def test_a_worker_that_cannot_start_fails_the_job_saying_so() -> None:
+    pool = WorkerPool(1, initializer=die, initargs=("exit",))
+    pool.start()
+    try:
+        with pytest.raises(
+            WorkerDiedError, match=r"died with exit code 3 while starting, before running square"
+        ):
+            pool.submit(square, (7,)).result(timeout=120)
+        assert pool.worker_deaths == 2, "sent once more, to one replacement"
+    finally:
+        pool.shutdown(kill=True)
