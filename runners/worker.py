@@ -2,8 +2,9 @@
 
 A worker receives one ``RunJob`` at a time over its pipe, runs it and answers with the
 messages of ``poolflow.runners.worker_protocol``. While a job runs, its log records (and, if asked,
-its prints) are forwarded to the parent instead of being handled here, and the worker
-asks Linux to kill it if the parent dies, so no worker outlives its pool.
+its prints) are forwarded to the parent instead of being handled here. The process that owns
+the pool decides when workers stop: a worker ignores Ctrl-C and SIGTERM sent to the whole
+process group, and exits at once when its owner dies, so no worker outlives its pool.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import builtins
 import ctypes
 import io
 import logging
+import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -101,11 +104,36 @@ def _forwarding_print(reporter: _Reporter, original: Callable[..., None]) -> Cal
     return print_to_log
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when its parent dies, so no worker is orphaned."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with_owner(owner: int) -> None:
+    """Exit at once when ``owner``, the process that started the pool, dies.
+
+    Under ``spawn`` the owner is this worker's parent, and Linux SIGKILLs the worker when it
+    goes. Under ``forkserver`` the parent is multiprocessing's fork server, which a SIGTERM to
+    the terminal's process group ends (it ignores only SIGINT) while the owner still stops its
+    pool; so there a thread waits on the owner's pidfd instead of on the parent's death.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    if os.getppid() != owner:
+        try:
+            pidfd = os.pidfd_open(owner)
+        except ProcessLookupError:
+            os._exit(1)  # the owner died while this worker started
+        except OSError:
+            pass  # a kernel without pidfds: die with the fork server, as below
+        else:
+            threading.Thread(
+                target=_exit_when_ended, args=(pidfd,), name="poolflow-owner-watch", daemon=True
+            ).start()
+            return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _exit_when_ended(pidfd: int) -> None:
+    """Wait until the process behind ``pidfd`` has ended, then end this one."""
+    select.select([pidfd], [], [])
+    os._exit(1)
 
 
 def _run_job(job: RunJob, reporter: _Reporter, handler: logging.Handler) -> JobResult | JobProblem:
@@ -149,11 +177,14 @@ def worker_main(
     initializer: Callable[..., object] | None,
     initargs: Sequence[Any],
     maxtasks: int | None,
+    owner: int,
 ) -> None:
     """The worker loop: receive a job, run it, send its outcome, until told to stop."""
-    _die_with_parent()
-    # Ctrl-C reaches the whole process group; the parent decides what stops.
+    _die_with_owner(owner)
+    # A terminal's Ctrl-C or SIGTERM reaches the whole process group; the owner decides
+    # what stops, and kills its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     reporter = _Reporter(conn)
     handler = _ForwardingHandler(reporter)
     _route_logging_to(handler)

@@ -2,8 +2,8 @@
 
 ``multiprocessing.Pool`` cannot tell which task a dead worker was running, so a killed
 worker leaves its task's result pending forever. This pool gives every worker its own pipe
-and at most one job at a time; a manager thread watches the pipes, the workers' exit
-sentinels and the jobs' deadlines, so it can
+and at most one job at a time; a manager thread watches the pipes, the workers' exits
+and the jobs' deadlines, so it can
 
 - fail exactly the job of a worker that died (SIGKILL, segfault, ``os._exit``, OOM killer)
   and start a replacement worker;
@@ -22,7 +22,7 @@ Data flow, after CPython's ``concurrent.futures.process``::
                                 |   workers                       |
     future.result() <-----------+-- settles the job's future <----+-- JobResult / JobProblem
     log sinks <-----------------+-- calls the job's log sink <----+-- JobStarted / JobLog
-                                |   exit sentinels, deadlines <---+-- deaths, timeouts
+                                |   exits, deadlines <------------+-- deaths, timeouts
 
 The manager thread owns the workers: only it sends to them, reads from them, kills, joins,
 replaces and closes them. Callers queue jobs, set flags (cancelled job ids, shutting down,
@@ -31,7 +31,10 @@ manager thread to finish. The messages are those of ``poolflow.runners.worker_pr
 
 Workers are started with ``forkserver`` (or ``spawn``), never ``fork``: replacements are
 started from the manager thread, and forking a process that runs threads can leave the
-child holding locks nobody will release (python/cpython#90622, #84559).
+child holding locks nobody will release (python/cpython#90622, #84559). On Linux a worker's
+exit is watched, and the worker killed, through a pidfd rather than through multiprocessing's
+sentinel: under ``forkserver`` that sentinel is a pipe from the fork server, which a SIGTERM
+to the terminal's process group ends while the workers (which ignore it) work on.
 """
 
 from __future__ import annotations
@@ -106,6 +109,18 @@ class RemoteTraceback(Exception):
         return self.text
 
 
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for process ``pid`` (Linux 5.3+), or None where there are none."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None  # it already exited and was reaped: its sentinel says so
+    except OSError:
+        return None
+
+
 def describe_exit(exitcode: int | None) -> str:
     """'exit code 3' or 'SIGKILL' for a process exit code."""
     if exitcode is None:
@@ -166,6 +181,32 @@ class _Worker:
     job: _Job | None = None
     jobs_done: int = 0
     ready: bool = False  # said WorkerReady: a job it dies in has run
+    exit_fd: int | None = None  # a pidfd, readable once the worker has exited (Linux)
+
+    @property
+    def exited(self) -> Any:
+        """What becomes readable when the worker exits."""
+        return self.process.sentinel if self.exit_fd is None else self.exit_fd
+
+    def wait_exit(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` seconds for the worker to exit, then collect its exit code."""
+        if self.exit_fd is not None and not multiprocessing.connection.wait([self.exit_fd], timeout):
+            return
+        self.process.join(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the worker unless it has exited."""
+        with contextlib.suppress(OSError, ValueError):
+            if self.exit_fd is not None:
+                signal.pidfd_send_signal(self.exit_fd, signal.SIGKILL)
+            elif self.process.is_alive():
+                self.process.kill()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.process.close()
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
 
 
 class _Wakeup:
@@ -359,18 +400,13 @@ class WorkerPool:
         parent_conn, child_conn = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=worker_main,
-            args=(child_conn, self.initializer, self.initargs, self.maxtasksperchild),
+            args=(child_conn, self.initializer, self.initargs, self.maxtasksperchild, os.getpid()),
             name="poolflow-worker",
             daemon=True,
         )
         process.start()
         child_conn.close()
-        return _Worker(process, parent_conn, process.pid)
-
-    def _kill(self, worker: _Worker) -> None:
-        if worker.process.is_alive():
-            with contextlib.suppress(OSError, ValueError):
-                worker.process.kill()
+        return _Worker(process, parent_conn, process.pid, exit_fd=_pidfd(process.pid))
 
     def _manage(self) -> None:
         try:
@@ -453,7 +489,7 @@ class WorkerPool:
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         waitables: list[Any] = [self._wakeup.reader]
         for worker in self._workers:
-            waitables += [worker.conn, worker.process.sentinel]
+            waitables += [worker.conn, worker.exited]
         ready = set(multiprocessing.connection.wait(waitables, timeout))
         if self._wakeup.reader in ready:
             self._wakeup.drain()
@@ -463,7 +499,7 @@ class WorkerPool:
             if worker.conn in ready and not self._read_messages(worker):
                 self._reap(worker)
         for worker in list(self._workers):
-            if worker in self._workers and worker.process.sentinel in ready:
+            if worker in self._workers and worker.exited in ready:
                 self._reap(worker)
 
     def _read_messages(self, worker: _Worker) -> bool:
@@ -501,7 +537,7 @@ class WorkerPool:
     def _reap(self, worker: _Worker) -> None:
         """Handle a worker that exited: fail its job, if any, and start a replacement."""
         self._read_messages(worker)  # a result sent just before exiting still counts
-        worker.process.join(1)
+        worker.wait_exit(1)
         job = worker.job
         exitcode = worker.process.exitcode
         self._retire(worker)
@@ -542,9 +578,8 @@ class WorkerPool:
 
     def _retire(self, worker: _Worker) -> None:
         """Kill ``worker`` and put a fresh one in its place (none while shutting down)."""
-        self._kill(worker)
-        worker.process.join(5)
-        worker.conn.close()
+        worker.kill()
+        worker.wait_exit(5)
         index = self._workers.index(worker)
         with self._lock:
             closing = self._closing
@@ -552,7 +587,7 @@ class WorkerPool:
             del self._workers[index]
         else:
             self._workers[index] = self._spawn_worker()
-        worker.process.close()
+        worker.close()
 
     def _fail_everything(self, error: BaseException) -> None:
         """The manager itself failed: no job may wait for it any more."""
@@ -563,7 +598,7 @@ class WorkerPool:
             _settle(job.future, error=error)
         for worker in self._workers:
             if worker.job is not None:
-                self._kill(worker)
+                worker.kill()
                 _settle(worker.job.future, error=error)
 
     def _stop_workers(self) -> None:
@@ -573,11 +608,10 @@ class WorkerPool:
                 send(worker.conn, Stop())
         deadline = time.monotonic() + _EXIT_GRACE
         for worker in self._workers:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            self._kill(worker)
-            worker.process.join()
-            worker.conn.close()
-            worker.process.close()
+            worker.wait_exit(max(0.0, deadline - time.monotonic()))
+            worker.kill()
+            worker.wait_exit(None)
+            worker.close()
         self._workers = []
 
 

@@ -6,9 +6,13 @@ Each fault also has a baseline test showing what plain ``multiprocessing.Pool`` 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing
+import os
 import pickle
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -162,7 +166,7 @@ def test_worker_speaks_the_protocol_over_a_real_pipe() -> None:
     """A bare worker process, driven by hand: every message crosses a real pipe both ways."""
     context = multiprocessing.get_context("forkserver")
     parent, child = context.Pipe(duplex=True)
-    worker = context.Process(target=worker_main, args=(child, None, (), None), daemon=True)
+    worker = context.Process(target=worker_main, args=(child, None, (), None, os.getpid()), daemon=True)
     worker.start()
     child.close()
     try:
@@ -250,6 +254,83 @@ def test_maxtasksperchild_recycles_workers_without_losing_jobs() -> None:
         assert max(jobs_per_worker.values()) == 3 and len(jobs_per_worker) >= 3
     finally:
         pool.shutdown()
+
+
+OWNER = """\
+import os, signal, sys, time
+from poolflow.runners.worker_pool import WorkerPool
+
+def nap(seconds):
+    open("started", "w").close()
+    time.sleep(seconds)
+    return seconds
+
+if __name__ == "__main__":
+    # The owner decides, as Prefect's handler does (a handler: SIG_IGN would be inherited)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    pool = WorkerPool(2, start_method=sys.argv[1])
+    pool.start()
+    future = pool.submit(nap, (float(sys.argv[2]),))
+    while len(pool.worker_pids()) < 2 or not os.path.exists("started"):
+        time.sleep(0.05)
+    print(*pool.worker_pids(), flush=True)
+    print("result", future.result(), flush=True)
+    pool.shutdown()
+"""
+
+
+def _owner(tmp_path: Path, start_method: str, nap: float) -> tuple[subprocess.Popen[str], list[int]]:
+    """A process that owns a pool (in a process group of its own) and the PIDs of its workers,
+    once one of them runs a job that naps for ``nap`` seconds."""
+    (tmp_path / "owner.py").write_text(OWNER)
+    owner = subprocess.Popen(
+        [sys.executable, "owner.py", start_method, str(nap)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert owner.stdout is not None
+    return owner, [int(pid) for pid in owner.stdout.readline().split()]
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_sigterm_to_the_process_group_leaves_the_stopping_to_the_owner(
+    tmp_path: Path, start_method: str
+) -> None:
+    """A terminal's SIGTERM reaches every process of the group, multiprocessing's fork server
+    too (it ignores only SIGINT): the workers stay, and the job in flight finishes."""
+    owner, workers = _owner(tmp_path, start_method, nap=4.0)
+    try:
+        parent = psutil.Process(workers[0]).ppid()  # the fork server, or the owner itself
+        os.killpg(owner.pid, signal.SIGTERM)
+        if start_method == "forkserver":
+            assert parent != owner.pid
+            psutil.wait_procs([psutil.Process(parent)], timeout=3)
+            assert not alive([parent]) and owner.poll() is None, "the fork server ended first"
+        out, _ = owner.communicate(timeout=60)
+        assert owner.returncode == 0
+        assert out.strip() == "result 4.0"
+        assert not alive(workers)
+    finally:
+        owner.kill()
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_workers_end_with_the_process_that_owns_their_pool(tmp_path: Path, start_method: str) -> None:
+    owner, workers = _owner(tmp_path, start_method, nap=600.0)
+    try:
+        assert len(workers) == 2 and alive(workers)
+        owner.kill()
+        owner.wait(30)
+        deadline = time.monotonic() + 5
+        while alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(workers)
+    finally:
+        owner.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(owner.pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- baselines
