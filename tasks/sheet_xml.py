@@ -16,7 +16,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 
-from poolflow.tasks.xlsx import Row, escape_for_xlsx
+from poolflow.tasks.xlsx import Row
+from poolflow.tasks.xlsx_escape import escape_for_xlsx
 
 SPREADSHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 RELATIONSHIP_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"

@@ -8,7 +8,8 @@ formula, number or URL. The rules that keep values exact:
   next column (``text``, ``text_2``, …) and joining the pieces restores it.
 - A sheet holds 1,048,576 rows; later rows spill to ``docs_2``, ``docs_3``, ….
 - Control characters are stored as ``_xHHHH_`` escapes and a literal ``_xHHHH_`` is
-  escaped again; ``ExactWorksheet`` fixes xlsxwriter's escape of overlapping literals.
+  escaped again (``poolflow.tasks.xlsx_escape``); ``ExactWorksheet``
+  (``poolflow.tasks.xlsxwriter_compat``) makes xlsxwriter write them so.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,9 @@ from python_calamine import CalamineWorkbook
 from xlsxwriter.exceptions import FileCreateError
 from xlsxwriter.worksheet import Worksheet
 
+from poolflow.tasks import xlsxwriter_compat
 from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.xlsxwriter_compat import ExactWorksheet
 
 EXCEL_CELL_LIMIT = 32_767  # UTF-16 code units per cell
 EXCEL_MAX_ROWS = 1_048_576  # rows per sheet, header included
@@ -40,32 +42,6 @@ WORKBOOK_OPTIONS = {
 
 Cell = str | int | float
 Row = Sequence[Cell]
-
-# Every underscore that starts an _xHHHH_ sequence is escaped, overlapping ones included
-# (xlsxwriter's own pattern misses "_x005F_x0041_"'s second sequence).
-_LITERAL_ESCAPE = re.compile(r"_(?=x[0-9a-fA-F]{4}_)")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\ufffe\uffff]")
-
-
-def escape_for_xlsx(text: str) -> str:
-    """Escape ``text`` the way Excel stores it in XML (``_xHHHH_``)."""
-    if "_x" in text:
-        text = _LITERAL_ESCAPE.sub("_x005F_", text)
-    return _CONTROL.sub(lambda m: f"_x{ord(m.group()):04X}_", text)
-
-
-class ExactWorksheet(Worksheet):  # type: ignore[misc]
-    """A worksheet whose strings round-trip: literal ``_xHHHH_`` texts and ``<r>…</r>`` texts too."""
-
-    _escape_control_characters = staticmethod(escape_for_xlsx)
-
-    def _xml_rich_inline_string(self, string: str, attributes: list[tuple[str, Any]]) -> None:
-        """Write a string shaped like ``<r>…</r>`` as the plain text it is.
-
-        In constant-memory mode xlsxwriter takes such a string for rich-text XML and writes it
-        unescaped (a title ``<r>x</r>`` would read back empty); we never write rich text.
-        """
-        self._xml_inline_string(string, False, attributes)
 
 
 def utf16_length(text: str) -> int:
@@ -203,9 +179,8 @@ class AtomicWorkbook:
     ``package_in_memory``: the sheets still stream their rows (constant memory, the inline
     strings ``ExactWorksheet`` escapes), but the workbook's parts are put together in memory
     instead of in ~10 named temp files; for a small workbook those files are most of its cost
-    (2,000 one-document artifacts on raw ``Pool(2)``, ``/tmp`` on a disk: 9.05/10.48 s through
-    files, 6.19/4.91 s in memory; ``bench/README.md``). The whole sheet is in memory while the
-    zip is written, so only for workbooks known to be small.
+    (``bench/README.md``). The whole sheet is in memory while the zip is written, so only for
+    workbooks known to be small.
     """
 
     def __init__(self, path: Path, *, package_in_memory: bool = False) -> None:
@@ -213,9 +188,8 @@ class AtomicWorkbook:
         self._target = AtomicTarget(path)
         self._sink = _SinkAfterFailure(self._target.temp)
         self.workbook = xlsxwriter.Workbook(self._sink, WORKBOOK_OPTIONS)
-        # Read by xlsxwriter only when it packages the workbook (``Workbook._store_workbook``);
-        # set through the option, it would also turn the constant-memory sheets off.
-        self.workbook.in_memory = package_in_memory
+        if package_in_memory:
+            xlsxwriter_compat.package_in_memory(self.workbook)
 
     def __enter__(self) -> xlsxwriter.Workbook:
         return self.workbook

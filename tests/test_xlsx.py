@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import xlsxwriter
-from xlsxwriter.worksheet import Worksheet
 
 from poolflow.tasks.xlsx import (
     EXCEL_CELL_LIMIT,
@@ -176,41 +174,3 @@ def test_write_table_replaces_atomically(tmp_path: Path) -> None:
     write_table(path, "s", ["a"], [["new"]])
     assert list(read_sheet(path, "s")) == [["new"]]
     assert [p.name for p in tmp_path.iterdir()] == ["table.xlsx"]
-
-
-def _pinned_version(package: str) -> str:
-    """The version of ``package`` that constraints.txt pins."""
-    for line in (Path(__file__).resolve().parents[1] / "constraints.txt").read_text().splitlines():
-        name, _, version = line.partition("==")
-        if name.strip().lower() == package:
-            return version.strip()
-    return "(not pinned)"
-
-
-def test_xlsxwriter_still_escapes_strings_through_the_method_exactworksheet_overrides(tmp_path: Path) -> None:
-    """``ExactWorksheet`` overrides xlsxwriter's private ``Worksheet._escape_control_characters``;
-    this fails, saying so, as soon as an xlsxwriter release renames it, stops calling it for
-    constant-memory strings, or changes what its own version does."""
-    why = (
-        f"tasks/xlsx.py's ExactWorksheet overrides the private Worksheet._escape_control_characters of "
-        f"xlsxwriter {_pinned_version('xlsxwriter')} (pinned in constraints.txt); xlsxwriter "
-        f"{xlsxwriter.__version__} is installed. Re-read its Worksheet._write_cell and fix the override"
-    )
-    assert callable(getattr(Worksheet, "_escape_control_characters", None)), (
-        f"xlsxwriter's Worksheet has no _escape_control_characters any more. {why}"
-    )
-    text = "a\x01b _x0041_ _x005F_x0041_"
-    # xlsxwriter's own escape misses the overlapping second sequence of "_x005F_x0041_".
-    upstream = Worksheet._escape_control_characters(text)
-    assert upstream == "a_x0001_b _x005F_x0041_ _x005F_x005F_x0041_", (
-        f"xlsxwriter's own escaping changed; the override may be unneeded or wrong now. {why}"
-    )
-    path = tmp_path / "t.xlsx"
-    with AtomicWorkbook(path) as workbook:
-        write_sheet(workbook, "s", ["text"], [[text]])
-    with zipfile.ZipFile(path) as archive:
-        sheet_xml = archive.read("xl/worksheets/sheet1.xml").decode()
-    assert "<t>a_x0001_b _x005F_x0041_ _x005F_x005F_x005F_x0041_</t>" in sheet_xml, (
-        f"a string written through a real workbook was not escaped by the override. {why}"
-    )
-    assert [join_cells(row) for row in read_sheet(path, "s")] == [text]
