@@ -13,8 +13,8 @@ that connect before the app is built wait in its backlog), with these difference
 - The task-run recorder writes its batch every ``flush_interval`` seconds as set, where
   Prefect truncates the setting to whole seconds (``int(flush_interval)``, so 0.5 became
   0: a loop spinning a core). With 1 s, the command waited half a second on average at
-  its end for the last task runs to be stored; with ``local_api``'s 0.1 s, a twentieth.
-  ``test_api_server.py`` fails when Prefect's recorder no longer looks as this expects.
+  its end for the last task runs to be stored; with ``local_api``'s 0.1 s, a twentieth
+  (``poolflow.runners.prefect_compat.honour_recorder_flush_interval``).
 
 Once its command is gone, it has 10 s to finish its shutdown (``exit_if_left_shutting_down``).
 """
@@ -22,24 +22,10 @@ Once its command is gone, it has 10 s to finish its shutdown (``exit_if_left_shu
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from poolflow.runners.prefect_compat import honour_recorder_flush_interval
 from poolflow.startup_gc import building_long_lived_objects
-
-
-def honour_recorder_flush_interval() -> None:
-    """Make Prefect's task-run recorder flush at its ``flush_interval`` setting, fractions included."""
-    from prefect.server.services import task_run_recorder
-    from prefect.settings import get_current_settings
-
-    truncating: Callable[..., Any] = task_run_recorder.consumer
-
-    def consumer(write_batch_size: int, flush_every: float, **options: Any) -> Any:
-        seconds = get_current_settings().server.services.task_run_recorder.flush_interval
-        return truncating(write_batch_size=write_batch_size, flush_every=seconds, **options)
-
-    task_run_recorder.consumer = consumer  # type: ignore[assignment]
 
 
 def walk_every_route(app: Any) -> None:

@@ -45,6 +45,7 @@ from typing import IO, TYPE_CHECKING
 from poolflow import database_stamp
 from poolflow.loopback_ca import loopback_ca_file
 from poolflow.prefect_settings import ApiSettings, differs_from_prefect, prefects_own, read_api_settings
+from poolflow.runners.prefect_compat import EPHEMERAL_SERVER_ENVIRONMENT
 
 if TYPE_CHECKING:
     import httpx
@@ -75,7 +76,7 @@ RECORDER_SETTINGS = {
 # one command's (and they took 0.25 s of its start-up).
 EPHEMERAL_SETTINGS = {
     "PREFECT_UI_ENABLED": "0",
-    "PREFECT__SERVER_EPHEMERAL": "1",
+    **EPHEMERAL_SERVER_ENVIRONMENT,
     "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "0",
 }
 # py-key-value (docket's store, imported with Prefect's server) hooks beartype into the import

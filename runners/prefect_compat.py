@@ -9,8 +9,14 @@ runner reads one way. Each function's docstring names what it relies on, and
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
+from collections.abc import Callable
 from typing import Any
+
+EPHEMERAL_SERVER_ENVIRONMENT = {"PREFECT__SERVER_EPHEMERAL": "1"}
+"""Makes ``prefect.server.api.server.create_app`` start only the services a short-lived API
+needs, as it does for Prefect's own temporary server, which sets this private variable."""
 
 
 def process_pool_max_workers() -> int | None:
@@ -74,3 +80,33 @@ def result_record_bytes(value: Any, *, serializer: Any, expiration: Any, storage
         serializer=serializer, expiration=expiration, storage_key=storage_key, storage_block_id=None
     )
     return bytes(ResultRecord(result=value, metadata=metadata).serialize())
+
+
+def honour_recorder_flush_interval() -> None:
+    """Make Prefect's task-run recorder flush at its ``flush_interval`` setting, fractions included.
+
+    Relies on ``prefect.server.services.task_run_recorder.consumer(write_batch_size,
+    flush_every, ...)``, which the recorder service calls with ``int(flush_interval)``; it is
+    replaced by one that passes the setting as it is. If that function or its parameters are
+    gone, this raises at once, naming the installed Prefect, so that the API server fails to
+    start rather than its recorder failing later (every run would then wait for task runs
+    that are never stored).
+    """
+    import prefect
+    from prefect.server.services import task_run_recorder
+    from prefect.settings import get_current_settings
+
+    truncating: Callable[..., Any] | None = getattr(task_run_recorder, "consumer", None)
+    parameters = inspect.signature(truncating).parameters if callable(truncating) else {}
+    if truncating is None or not {"write_batch_size", "flush_every"} <= set(parameters):
+        raise RuntimeError(
+            f"Prefect {prefect.__version__} changed task_run_recorder.consumer(write_batch_size, "
+            "flush_every, ...); poolflow.runners.prefect_compat.honour_recorder_flush_interval "
+            "needs updating"
+        )
+
+    def consumer(write_batch_size: int, flush_every: float, **options: Any) -> Any:
+        seconds = get_current_settings().server.services.task_run_recorder.flush_interval
+        return truncating(write_batch_size=write_batch_size, flush_every=seconds, **options)
+
+    task_run_recorder.consumer = consumer

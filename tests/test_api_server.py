@@ -19,8 +19,8 @@ from prefect.server.services import task_run_recorder
 from prefect.settings import PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL, temporary_settings
 
 from poolflow import database_stamp
-from poolflow.api_server import honour_recorder_flush_interval
 from poolflow.local_api import LIBRARY_SETTINGS, RECORDER_SETTINGS, local_api
+from poolflow.runners.prefect_compat import honour_recorder_flush_interval
 
 
 def test_prefect_still_truncates_the_recorder_interval_as_the_launcher_expects() -> None:
@@ -34,7 +34,11 @@ def test_prefect_still_truncates_the_recorder_interval_as_the_launcher_expects()
 
 def test_the_launcher_hands_the_recorder_its_fractional_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(task_run_recorder, "consumer", lambda **kwargs: calls.append(kwargs))
+
+    def consumer(write_batch_size: int, flush_every: int, **options: Any) -> None:
+        calls.append({"write_batch_size": write_batch_size, "flush_every": flush_every, **options})
+
+    monkeypatch.setattr(task_run_recorder, "consumer", consumer)
     honour_recorder_flush_interval()
     with temporary_settings(updates={PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL: 0.1}):
         task_run_recorder.consumer(write_batch_size=500, flush_every=0, max_persist_retries=3)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import prefect
+import pytest
 from prefect.client.schemas.objects import TaskRun
 from prefect.settings import PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS, temporary_settings
 
@@ -75,3 +76,30 @@ def test_a_record_from_result_record_bytes_is_read_by_prefects_store(tmp_path: P
         )
     )
     assert store.read("key").result == value, f"{INSTALLED}: ResultRecord's format changed"
+
+
+def test_prefects_api_server_still_reads_the_ephemeral_variable() -> None:
+    """``EPHEMERAL_SERVER_ENVIRONMENT`` keeps the command's server to the services Prefect's own
+    temporary server runs; if ``create_app`` stopped reading it, that server would silently
+    run every service."""
+    import inspect
+
+    from prefect.server.api import server
+
+    (name,) = prefect_compat.EPHEMERAL_SERVER_ENVIRONMENT
+    assert f'os.getenv("{name}")' in inspect.getsource(server.create_app), (
+        f"{INSTALLED}: create_app no longer reads {name}; update prefect_compat.EPHEMERAL_SERVER_ENVIRONMENT"
+    )
+
+
+def test_the_recorder_patch_refuses_a_consumer_it_does_not_know(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Prefect whose recorder consumer takes other arguments stops the API server at start-up."""
+    from prefect.server.services import task_run_recorder
+
+    def consumer(batch_size: int, interval: float) -> None: ...
+
+    monkeypatch.setattr(task_run_recorder, "consumer", consumer)
+    changed = f"Prefect {prefect.__version__} changed task_run_recorder.consumer"
+    with pytest.raises(RuntimeError, match=changed):
+        prefect_compat.honour_recorder_flush_interval()
+    assert task_run_recorder.consumer is consumer
