@@ -109,4 +109,4 @@ def honour_recorder_flush_interval() -> None:
         seconds = get_current_settings().server.services.task_run_recorder.flush_interval
         return truncating(write_batch_size=write_batch_size, flush_every=seconds, **options)
 
-    task_run_recorder.consumer = consumer
+    task_run_recorder.consumer = consumer  # type: ignore[assignment]
