@@ -6,14 +6,14 @@ that connect before the app is built wait in its backlog), with these difference
 ``prefect server start``:
 
 - The app is imported and built with the collector paused (``poolflow.startup_gc``), which
-  cut the server's start-up by 0.6 s.
+  shortens the server's start-up.
 - Before it serves, one request for a path no route has walks the whole router: FastAPI
-  builds each route's request handling when a request first passes it (0.25 s here with
-  the collector paused, more than twice that on the command's first real requests).
+  builds each route's request handling when a request first passes it, which would
+  otherwise slow the command's first real requests.
 - The task-run recorder writes its batch every ``flush_interval`` seconds as set, where
   Prefect truncates the setting to whole seconds (``int(flush_interval)``, so 0.5 became
-  0: a loop spinning a core). With 1 s, the command waited half a second on average at
-  its end for the last task runs to be stored; with ``local_api``'s 0.1 s, a twentieth
+  0: a loop spinning a core). The command waits at its end for its last task runs to be
+  stored, on average half an interval: ``local_api`` sets 0.1 s
   (``poolflow.runners.prefect_compat.honour_recorder_flush_interval``).
 
 Once its command is gone, it has 10 s to finish its shutdown (``exit_if_left_shutting_down``).

@@ -20,8 +20,7 @@ from pathlib import Path
 STAMP_NAME = ".poolflow-api-database.json"
 # What Prefect skips when the stamp says the database is current. The memo of block
 # registrations goes too: Prefect checks it before asking whether to register at all, and
-# that check imports every installed collection (prefect_dask, hence Dask: 0.25 s of the
-# server's 2.6 s start-up here, measured from spawn to its first answer).
+# that check imports every installed collection (prefect_dask, hence Dask) on every start.
 SKIP_SETTINGS = {
     "PREFECT_API_DATABASE_MIGRATE_ON_START": "0",
     "PREFECT_API_BLOCKS_REGISTER_ON_START": "0",

@@ -73,15 +73,14 @@ RECORDER_SETTINGS = {
 # What Prefect's own ephemeral server sets: no UI, only the services a short-lived API needs;
 # of those, not the automations' triggers and actions either: they react to events while a
 # server lives, which is the job of a long-running server (`prefect server start`), not of
-# one command's (and they took 0.25 s of its start-up).
+# one command's, and starting them delays the first answer.
 EPHEMERAL_SETTINGS = {
     "PREFECT_UI_ENABLED": "0",
     **EPHEMERAL_SERVER_ENVIRONMENT,
     "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "0",
 }
 # py-key-value (docket's store, imported with Prefect's server) hooks beartype into the import
-# of its whole package, checks that only ever warn; without them the server answered 0.05 s
-# sooner (2.33-2.39 s against 2.40-2.43 s from exec, 4 alternating starts each).
+# of its whole package, checks that only ever warn and slow the server's start-up.
 LIBRARY_SETTINGS = {"PY_KEY_VALUE_DISABLE_BEARTYPE": "true"}
 START_TIMEOUT = float(os.environ.get("POOLFLOW_API_START_TIMEOUT", "600"))
 REACH_TIMEOUT = 3.0  # seconds a configured API gets to answer before a run starts
@@ -213,7 +212,7 @@ class LocalApiServer:
 
         By then the command has what it needs from the server (its flow run and task runs
         stored, its logs and events sent), and the server stores what it still holds as it
-        shuts down, which took 0.13-0.22 s the command no longer waits for. A thread reaps
+        shuts down, which the command does not wait for. A thread reaps
         it, with SIGKILL after ``_STOP_GRACE`` seconds; should the command end first, the
         server's own watchdog (``poolflow.api_server``) bounds its shutdown the same way.
         """

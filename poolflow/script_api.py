@@ -1,7 +1,7 @@
 """The command's fast API for a user's own flows: ``poolflow exec -- CMD`` and ``prefect_api()``.
 
 Without an API URL, a flow script run as ``python my_flow.py`` makes Prefect start its
-ephemeral server: 16 s and more here before the first task. ``poolflow exec -- python
+ephemeral server, many seconds before the first task. ``poolflow exec -- python
 my_flow.py`` runs the script against the API server the ``poolflow`` command uses instead
 (``poolflow.local_api``: a few seconds, the first run's database creation waited for, the
 server ended with the command even on ``kill -9``). With an API URL in Prefect's settings,

@@ -3,12 +3,9 @@
 Importing Prefect (and, in the API server, building its app) creates hundreds of thousands
 of objects that live as long as the process: modules, classes, pydantic schemas, SQLAlchemy
 tables, routes. The cyclic collector runs every few hundred allocations and finds nothing to
-free among them, which cost a quarter of the time: ``import prefect.server.api.server`` took
-2.6 s with it and 2.0 s without (the command's flow imports 1.45 → 1.2 s; timed with
-``python -c 'import gc, time; gc.disable(); t = time.perf_counter(); import
-prefect.server.api.server; print(time.perf_counter() - t)'``, with and without the
-``gc.disable()``). ``gc.freeze``
-then moves what was built out of every later collection, so the run does not re-scan it.
+free among them, a large share of the import time (compare ``python -X importtime`` of
+``prefect.server.api.server`` with and without ``gc.disable()``). ``gc.freeze`` then moves
+what was built out of every later collection, so the run does not re-scan it.
 """
 
 from __future__ import annotations

@@ -22,8 +22,7 @@ from poolflow.startup_gc import building_long_lived_objects
 # Loaded by a flow run only when it gets there, after the server answered: FastAPI (0.3 s:
 # Prefect encodes the flow's parameters with its ``jsonable_encoder``), Prefect's engines and
 # its graph module, poolflow's runner and the command's summary table. Loaded while the server
-# starts instead, they cost the command nothing (measured from the server's answer to the
-# first job sent to a worker: 0.40-0.47 s before).
+# starts instead, they are ready when the flow run needs them.
 FLOW_RUN_MODULES = (
     "fastapi.encoders",
     "prefect.flow_engine",

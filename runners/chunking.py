@@ -19,10 +19,9 @@ from typing import Literal, Protocol
 
 ChunkSize = int | Literal["auto"]
 
-# A task run costs the API server ~30 ms of CPU (its state events, recorded and persisted).
-# With 3 s instead of 1 s, 1,000 items of ~0.11 s on two workers make 30 task runs, not 64,
-# and over their items phase the server used 1.74/1.57 CPU-s instead of 2.72/2.66 and the
-# flow process 1.44/1.32 instead of 1.67/1.61 (bench.workload poolflow, alternating runs).
+# Each task run costs the API server CPU for its state events (received, recorded, persisted)
+# on the cores the workers use: chunks of a few seconds of work keep that cost small beside
+# the work while keeping the progress and the retry unit fine-grained (bench/README.md).
 DEFAULT_TARGET_SECONDS = 3.0
 DEFAULT_MAX_CHUNK = 1000
 _SMOOTHING = 0.3  # weight of the newest duration in the moving average

@@ -4,10 +4,9 @@ A pool's manager thread hands every worker its next job (``poolflow.runners.work
 thread of the flow process holds the GIL (Prefect's engine recording a task run, a chunk
 settling its items), the manager waits for it, and CPython makes a thread that holds the GIL
 give it up only after ``sys.getswitchinterval()``: 5 ms by default, as long as a short item
-runs. Meanwhile the worker idles. At 0.5 ms, ``poolflow run`` on 2,000 one-document files
-spent a median 12.70 s in its items phase instead of 14.35 s (7 alternating runs each; the
-whole command 17.80 s instead of 19.18 s); the cost is more frequent GIL hand-offs between
-the flow's threads, which are mostly waiting.
+runs. Meanwhile the worker idles. A 0.5 ms interval lets the manager in promptly; the cost
+is more frequent GIL hand-offs between the flow's threads, which are mostly waiting (the
+measurements: bench/README.md).
 
 The first running pool sets it (never lengthening a shorter setting); the last one to stop
 puts back what it found.
