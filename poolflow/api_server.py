@@ -1,6 +1,6 @@
 """The process that serves Prefect's API for one ``poolflow`` command (see ``local_api``).
 
-Usage: ``python -m poolflow.api_server FD``. Prefect's own app (``create_app``) under
+Usage: ``python -m poolflow.api_server FD PARENT``. Prefect's own app (``create_app``) under
 uvicorn, serving on the listening socket ``FD`` that ``local_api`` made and passed on (clients
 that connect before the app is built wait in its backlog), with these differences from
 ``prefect server start``:
@@ -44,16 +44,16 @@ def walk_every_route(app: Any) -> None:
     asyncio.run(unmatched())
 
 
-def exit_if_left_shutting_down(grace: float = 10.0) -> None:
-    """Once the command that started this server is gone, give the server ``grace`` seconds,
-    then end it. The command does not wait for its server's shutdown (``local_api``), and
-    its death sends the server SIGTERM (a second one is harmless: uvicorn forces an exit
-    only on a repeated SIGINT); a shutdown that hangs must not leave the server behind."""
+def exit_if_left_shutting_down(parent: int, grace: float = 10.0) -> None:
+    """Once ``parent``, the command that started this server, is gone, give the server
+    ``grace`` seconds, then end it. The command does not wait for its server's shutdown
+    (``local_api``), and its death sends the server SIGTERM (a second one is harmless:
+    uvicorn forces an exit only on a repeated SIGINT); a shutdown that hangs must not leave
+    the server behind. The command passes its PID: ``os.getppid()`` read here would already
+    be another process's if the command died while this one started."""
     import os
     import threading
     import time
-
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -67,8 +67,8 @@ def exit_if_left_shutting_down(grace: float = 10.0) -> None:
 def main(argv: list[str]) -> None:
     import socket
 
-    (fd,) = argv
-    exit_if_left_shutting_down()
+    fd, parent = argv
+    exit_if_left_shutting_down(int(parent))
     listening = socket.socket(fileno=int(fd))
     with building_long_lived_objects():
         import uvicorn

@@ -19,7 +19,7 @@ under uvicorn, on a free loopback port, against the database in ``PREFECT_HOME``
   current (``poolflow.database_stamp``) and runs no automation services.
 
 ```
-poolflow command ──Popen──► python -m poolflow.api_server PORT  (Prefect's app under uvicorn)
+poolflow command ──Popen──► python -m poolflow.api_server FD PID  (Prefect's app under uvicorn)
    │  PREFECT_API_URL=http://127.0.0.1:PORT/api     (PDEATHSIG: SIGTERM when we die)
    └─ flow run, task runs, events ──HTTP/websocket──►  SQLite in PREFECT_HOME
 ```
@@ -158,7 +158,7 @@ class LocalApiServer:
         env = {**os.environ, **RECORDER_SETTINGS, **EPHEMERAL_SETTINGS, **LIBRARY_SETTINGS, **skipped}
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "poolflow.api_server", str(self._socket.fileno())],
+            [sys.executable, "-m", "poolflow.api_server", str(self._socket.fileno()), str(os.getpid())],
             env=env,
             pass_fds=(self._socket.fileno(),),
             stdin=subprocess.DEVNULL,

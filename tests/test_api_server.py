@@ -159,16 +159,19 @@ def test_leaving_the_local_api_does_not_wait_for_its_server_which_still_ends(fre
 
 
 def test_a_server_left_behind_by_its_command_ends_after_its_grace() -> None:
-    """The watchdog of ``poolflow.api_server``: a process whose parent is gone exits."""
+    """The watchdog of ``poolflow.api_server``: a process whose parent is gone exits, also when
+    the parent is gone before the watchdog starts (here it exits at once)."""
     child = (
-        "from poolflow.api_server import exit_if_left_shutting_down; import time; "
-        "exit_if_left_shutting_down(grace=1.0); time.sleep(120)"
+        "from poolflow.api_server import exit_if_left_shutting_down; import sys, time; "
+        "exit_if_left_shutting_down(int(sys.argv[1]), grace=1.0); time.sleep(120)"
     )
     parent = (
-        "import subprocess, sys; "
-        f"p = subprocess.Popen([sys.executable, '-c', {child!r}]); print(p.pid, flush=True)"
+        "import os, subprocess, sys; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())]); print(p.pid, flush=True)"
     )
+    started = time.monotonic()
     out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
     orphan = psutil.Process(int(out.stdout))  # its parent has exited; init reaps it
     gone, alive = psutil.wait_procs([orphan], timeout=30)
     assert alive == [] and gone == [orphan]
+    assert time.monotonic() - started < 60, "it outlived its grace"
