@@ -60,6 +60,7 @@ from typing import Any
 import cloudpickle
 
 from poolflow.runners import switch_interval
+from poolflow.runners.multiprocessing_compat import preload_in_fork_server
 from poolflow.runners.worker import worker_main
 from poolflow.runners.worker_protocol import (
     FromWorker,
@@ -82,6 +83,10 @@ DEFAULT_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_s
 
 _EXIT_GRACE = 5.0
 """Seconds stopped workers get to exit on their own before they are killed."""
+FORK_SERVER_PRELOAD = ("poolflow.runners.worker", "prefect.flows", "prefect.tasks", "prefect.context")
+"""Imported once by the fork server, so that every worker starts with them: the worker loop,
+and Prefect, which each worker would otherwise import itself, with the script that started
+the flow or with its first task."""
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +318,8 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start the workers, then the manager thread that owns them from now on."""
+        if self.context.get_start_method() == "forkserver":
+            preload_in_fork_server(FORK_SERVER_PRELOAD)
         self._workers = [self._spawn_worker() for _ in range(self.processes)]
         self._manager = threading.Thread(target=self._manage, name="poolflow-manager", daemon=True)
         switch_interval.pool_started()  # the manager's hand-offs are prompt; undone as it ends

@@ -1,0 +1,35 @@
+"""What ``poolflow.runners.multiprocessing_compat`` relies on is still there in this Python."""
+
+from __future__ import annotations
+
+import multiprocessing.forkserver
+import subprocess
+import sys
+
+PYTHON = f"Python {sys.version.split()[0]}"
+
+
+def test_the_fork_server_still_has_the_private_state_the_preload_reads() -> None:
+    server = multiprocessing.forkserver._forkserver
+    for name in ("_preload_modules", "_forkserver_pid"):
+        assert hasattr(server, name), f"{PYTHON}: ForkServer.{name} is gone; update multiprocessing_compat"
+
+
+def test_a_preloaded_module_is_in_every_worker_and_a_running_server_is_left_alone() -> None:
+    """In a fresh interpreter: a module the workers never import themselves is there in them
+    when the fork server preloaded it; once the server runs, a new preload changes nothing."""
+    script = """\
+import multiprocessing, sys
+from poolflow.runners.multiprocessing_compat import preload_in_fork_server
+
+if __name__ == "__main__":
+    assert preload_in_fork_server(["colorsys"])
+    context = multiprocessing.get_context("forkserver")
+    with context.Pool(1) as pool:
+        print(pool.apply(eval, ("'colorsys' in __import__('sys').modules",)))
+        print(preload_in_fork_server(["wave"]), preload_in_fork_server(["colorsys"]))
+        print(pool.apply(eval, ("'wave' in __import__('sys').modules",)))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "True", "False"], (PYTHON, out.stdout, out.stderr)
