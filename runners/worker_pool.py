@@ -120,10 +120,8 @@ def _pidfd(pid: int) -> int | None:
         return None
     try:
         return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None  # it already exited and was reaped: its sentinel says so
-    except OSError:
-        return None
+    except OSError:  # a kernel without pidfds, or a worker already exited and reaped
+        return None  # either way its sentinel tells
 
 
 def describe_exit(exitcode: int | None) -> str:
