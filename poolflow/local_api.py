@@ -281,6 +281,9 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
             # Plain HTTP: the clients' TLS contexts are never used, so they load one CA, not ~150.
             PREFECT_API_SSL_CERT_FILE: str(loopback_ca_file(settings.home)),
         }
+        # Prefect's event and log workers are one per process and keep the API they started
+        # with: send what they hold there and stop them, so the next ones start on this server.
+        flush_to_api()
         with temporary_settings(updates=updates):
             try:
                 yield server.api_url

@@ -16,7 +16,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.server.services import task_run_recorder
-from prefect.settings import PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL,
+    temporary_settings,
+)
 
 from poolflow import database_stamp
 from poolflow.local_api import LIBRARY_SETTINGS, RECORDER_SETTINGS, local_api
@@ -84,6 +88,36 @@ def test_a_current_database_skips_migrations_and_keeps_every_task_run(fresh_home
     # state before each server stopped
     assert {run.flow_run_id for run in task_runs} == set(ids) and len(task_runs) >= 6
     assert all(run.state is not None and run.state.is_completed() for run in task_runs)
+
+
+@pytest.mark.slow
+def test_a_process_that_reported_to_another_api_reports_to_the_local_one(
+    fresh_home: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect's event and log workers are per process and keep the API they started with: a
+    flow run against another server first must not leave the local API's runs unrecorded."""
+    from prefect import flow, task
+
+    from poolflow.flows.demo import demo
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def plain() -> list[int]:  # Prefect's own thread pool: nothing of ours drains its workers
+        return double.map([1, 2]).result()
+
+    with monkeypatch.context() as elsewhere:
+        elsewhere.setenv("PREFECT_API_URL", prefect_server)
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+            assert plain() == [2, 4]
+    with local_api(say=lambda message: None):
+        state = demo(items=6, processes=2, max_seconds=0.05, return_state=True)
+        with get_client(sync_client=True) as client:
+            flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            task_runs = client.read_task_runs(flow_run_filter=flow_run, limit=100)
+    assert task_runs and all(run.state is not None and run.state.is_completed() for run in task_runs)
 
 
 def test_a_stamp_stops_matching_when_the_database_or_prefect_changes(
