@@ -49,11 +49,19 @@ def prefect_server() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def prefect_api(prefect_server: str) -> Iterator[str]:
-    """Point this test process's Prefect client at the session's server."""
+@pytest.fixture
+def prefect_api(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point this test process's Prefect client at the session's server, for one test.
+
+    Per test, not per session: a test that asks for no API (``local_api``'s tests) must not
+    find the URL left behind by whichever test ran before it in the same process. In the
+    environment too: Prefect's own threads (its log and event workers, the thread of its
+    process pool that forwards its workers' events) do not see ``temporary_settings``, which is
+    a context variable, and would start an ephemeral server of their own.
+    """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
         yield prefect_server
 

@@ -219,6 +219,7 @@ def main(kind: str, source: str, api_url: str, key: str) -> None:
 # ------------------------------------------------------------------------- the tests
 
 _outcomes: dict[tuple[str, str], dict[str, Any]] = {}
+RUN_MARK = "POOLFLOW_TEST_RUN"  # set to each script's key in its environment
 
 
 @pytest.fixture
@@ -230,8 +231,8 @@ def outcome(request: pytest.FixtureRequest, prefect_api: str) -> dict[str, Any]:
         env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
         if source == "environment":
             env["PREFECT_API_URL"] = prefect_api
+        env[RUN_MARK] = key
         Secret(value=f"secret of {key}").save(f"{key}-secret")
-        servers = _api_servers()
         script = subprocess.run(
             [sys.executable, __file__, kind, source, prefect_api, key],
             env=env,
@@ -244,7 +245,6 @@ def outcome(request: pytest.FixtureRequest, prefect_api: str) -> dict[str, Any]:
         _outcomes[kind, source] = {
             **json.loads(lines[-1].removeprefix("OUTCOME ")),
             "key": key,
-            "servers_before": servers,
             "stderr": script.stderr,
         }
     return _outcomes[kind, source]
@@ -310,7 +310,7 @@ def test_what_a_task_sends_reaches_the_flows_api(outcome: dict[str, Any], prefec
         }
         assert f"prefect.task-run.{task_run_id}" in related
     assert "Starting temporary server" not in outcome["stderr"]
-    assert _api_servers() <= outcome["servers_before"], "no worker left an API server of its own"
+    assert not _api_servers(outcome["key"]), "no worker left an API server of its own"
 
 
 def _recorded_task_runs(flow_run_id: str, expected: dict[str, int]) -> dict[str, int]:
@@ -360,17 +360,21 @@ def _events(api_url: str, name: str, expected: int) -> dict[str, dict[str, Any]]
     raise AssertionError(f"{len(found)} of {expected} events named {name} reached the API")
 
 
-def _api_servers() -> set[int]:
-    """Processes that run a Prefect API server under uvicorn."""
+def _api_servers(key: str) -> set[int]:
+    """Processes started by the script of ``key`` (its mark is in their environment, which every
+    descendant inherits, orphaned or not) that run a Prefect API server under uvicorn. Other
+    tests' servers, in this process or beside it, carry no such mark."""
+    mark = f"{RUN_MARK}={key}".encode()
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            environment = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"uvicorn" in command and b"prefect" in command:
+        if b"uvicorn" in command and b"prefect" in command and mark in environment:
             pids.add(int(entry.name))
     return pids
 
