@@ -51,8 +51,12 @@ chromium:
 libreoffice:
 	@test -x /usr/bin/soffice || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libreoffice-calc-nogui >/dev/null)
 
+# The suite mostly waits on real servers and subprocesses: TEST_WORKERS pytest-xdist workers
+# overlap those waits on 2 cores. Each test module runs whole on one worker (--dist loadfile),
+# so its module fixtures are made once and its tests keep their order.
+TEST_WORKERS ?= 4
 test: lint chromium libreoffice
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The soak cases (minutes of load each), left out of `make test`; CI runs them as a stage.
 soak: $(TEST_STAMP)
