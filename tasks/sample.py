@@ -23,8 +23,15 @@ _REMNANTS = (
 _TRICKY_LINES = ("=SUM(A1:A9)", "+82 2 123 4567", "-1", "@멘션", "제어문자\x01포함", "_x0041_ 이스케이프")
 
 
-def _sentence(rng: random.Random) -> str:
-    words = ["".join(rng.choices(_SYLLABLES, k=rng.randint(1, 4))) for _ in range(rng.randint(4, 14))]
+_VOCABULARY = 4096  # distinct words per corpus: drawing whole words keeps generation fast
+
+
+def _vocabulary(rng: random.Random) -> list[str]:
+    return ["".join(rng.choices(_SYLLABLES, k=rng.randint(1, 4))) for _ in range(_VOCABULARY)]
+
+
+def _sentence(rng: random.Random, vocabulary: list[str]) -> str:
+    words = rng.choices(vocabulary, k=rng.randint(4, 14))
     if rng.random() < 0.1:
         words.append(rng.choice(_EMOJI))
     if rng.random() < 0.15:
@@ -32,19 +39,21 @@ def _sentence(rng: random.Random) -> str:
     return " ".join(words) + "."
 
 
-def _paragraphs(rng: random.Random, characters: int) -> str:
+def _paragraphs(rng: random.Random, vocabulary: list[str], characters: int) -> str:
     lines: list[str] = []
     size = 0
     while size < characters:
-        line = " ".join(_sentence(rng) for _ in range(rng.randint(1, 6)))
+        line = " ".join(_sentence(rng, vocabulary) for _ in range(rng.randint(1, 6)))
         lines.append(line)
         size += len(line) + 2
     return "\n\n".join(lines)
 
 
-def _document(rng: random.Random, doc_id: int, characters: int, extra: str = "") -> str:
+def _document(
+    rng: random.Random, vocabulary: list[str], doc_id: int, characters: int, extra: str = ""
+) -> str:
     title = "".join(rng.choices(_SYLLABLES, k=rng.randint(2, 6)))
-    body = _paragraphs(rng, characters) + extra
+    body = _paragraphs(rng, vocabulary, characters) + extra
     return (
         f'<doc id="{doc_id}" url="https://ko.wikipedia.org/wiki?curid={doc_id}" title="{title}">\n'
         f"{title}\n\n{body}\n\n</doc>\n"
@@ -54,6 +63,7 @@ def _document(rng: random.Random, doc_id: int, characters: int, extra: str = "")
 def write_sample_corpus(root: Path, files: int = 20, docs_per_file: int = 40, seed: int = 7) -> int:
     """Write ``files`` WikiExtractor files under ``root/AA``; return the number of documents."""
     rng = random.Random(seed)
+    vocabulary = _vocabulary(rng)
     folder = root / "AA"
     folder.mkdir(parents=True, exist_ok=True)
     doc_id = 5
@@ -69,7 +79,7 @@ def write_sample_corpus(root: Path, files: int = 20, docs_per_file: int = 40, se
                 extra = "\n" + "\n".join(rng.sample(_TRICKY_LINES, 3))
             if index == 2 and number == files // 2:
                 extra = "\n<!-- 닫히지 않은 주석"  # swallows later documents in html5lib
-            parts.append(_document(rng, doc_id, characters, extra))
+            parts.append(_document(rng, vocabulary, doc_id, characters, extra))
             doc_id += rng.randint(1, 9)
             total += 1
         (folder / f"wiki_{number:02d}").write_text("".join(parts), encoding="utf-8")
