@@ -46,6 +46,9 @@ def prefect_server() -> Iterator[str]:
     try:
         yield server.api_url
     finally:
+        from poolflow.local_api import flush_to_api
+
+        flush_to_api()  # the logs Prefect still holds for it, rather than failing at exit
         server.stop()
 
 
@@ -55,9 +58,11 @@ def prefect_api(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
     Per test, not per session: a test that asks for no API (``local_api``'s tests) must not
     find the URL left behind by whichever test ran before it in the same process. In the
-    environment too: Prefect's own threads (its log and event workers, the thread of its
-    process pool that forwards its workers' events) do not see ``temporary_settings``, which is
-    a context variable, and would start an ephemeral server of their own.
+    environment too, for the processes a test starts (Prefect's process pool workers read it
+    there). Threads of Prefect's that run outside the context (its log worker, the thread of
+    its process pool that forwards events) use the settings Prefect read when imported: a test
+    of Prefect's own ``ProcessPoolTaskRunner`` can still make them start Prefect's ephemeral
+    server, which Prefect stops at exit.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -108,3 +111,33 @@ def run_without_file_permission_override(script: str, cwd: Path) -> subprocess.C
     caps = "-dac_override,-dac_read_search"
     drop = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, "--"] if os.geteuid() == 0 else []
     return subprocess.run([*drop, sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd)
+
+
+@functools.cache
+def _migrated_template() -> Path:
+    """A Prefect home whose database a command's API server has created, once per test process."""
+    home = Path(tempfile.mkdtemp(prefix="poolflow-test-template-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    script = "from poolflow.local_api import local_api\nwith local_api(say=print):\n    pass\n"
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=600)
+    return home
+
+
+def seeded_home(home: Path) -> Path:
+    """``home`` with a current Prefect database in it, as a previous command leaves it.
+
+    For tests of what a command does once Prefect's database exists: creating it (about
+    10 CPU-seconds of migrations) is tested where it is the subject (``test_local_api``,
+    ``test_a_current_database_skips_migrations_and_keeps_every_task_run``).
+    """
+    from poolflow import database_stamp
+
+    home.mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.closing(sqlite3.connect(_migrated_template() / "prefect.db")) as source,
+        contextlib.closing(sqlite3.connect(home / "prefect.db")) as copy,
+    ):
+        source.backup(copy)
+    database_stamp.write_stamp(home, home / "prefect.db")
+    return home

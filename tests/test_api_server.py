@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import seeded_home
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.server.services import task_run_recorder
@@ -57,6 +58,12 @@ def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     yield home
 
 
+@pytest.fixture
+def current_home(fresh_home: Path) -> Path:
+    """A new home whose Prefect database exists and is current."""
+    return seeded_home(fresh_home)
+
+
 def _server_environment() -> dict[str, str]:
     """The environment of this process's API server child."""
     (server,) = [p for p in psutil.Process().children() if "poolflow.api_server" in p.cmdline()]
@@ -92,7 +99,7 @@ def test_a_current_database_skips_migrations_and_keeps_every_task_run(fresh_home
 
 @pytest.mark.slow
 def test_a_process_that_reported_to_another_api_reports_to_the_local_one(
-    fresh_home: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+    current_home: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Prefect's event and log workers are per process and keep the API they started with: a
     flow run against another server first must not leave the local API's runs unrecorded."""
@@ -167,7 +174,7 @@ def test_the_server_settings_turn_off_py_key_value_type_checks() -> None:
     assert strategies == ["O1", "O0"]  # checked by default; not with the server's settings
 
 
-def test_clients_of_the_local_api_load_a_one_certificate_ca_file(fresh_home: Path) -> None:
+def test_clients_of_the_local_api_load_a_one_certificate_ca_file(current_home: Path) -> None:
     import ssl
 
     from prefect.settings import PREFECT_API_SSL_CERT_FILE
@@ -175,7 +182,7 @@ def test_clients_of_the_local_api_load_a_one_certificate_ca_file(fresh_home: Pat
     before = PREFECT_API_SSL_CERT_FILE.value()
     with local_api(say=lambda message: None):
         ca_file = PREFECT_API_SSL_CERT_FILE.value()
-        assert ca_file is not None and Path(ca_file).parent == fresh_home
+        assert ca_file is not None and Path(ca_file).parent == current_home
         # what each Prefect client loads when it is made: one certificate, not certifi's ~150
         assert ssl.create_default_context(cafile=ca_file).cert_store_stats()["x509_ca"] == 1
         with get_client(sync_client=True) as client:
@@ -183,7 +190,7 @@ def test_clients_of_the_local_api_load_a_one_certificate_ca_file(fresh_home: Pat
     assert PREFECT_API_SSL_CERT_FILE.value() == before
 
 
-def test_leaving_the_local_api_does_not_wait_for_its_server_which_still_ends(fresh_home: Path) -> None:
+def test_leaving_the_local_api_does_not_wait_for_its_server_which_still_ends(current_home: Path) -> None:
     with local_api(say=lambda message: None):
         (server,) = [p for p in psutil.Process().children() if "poolflow.api_server" in p.cmdline()]
     deadline = time.monotonic() + 30

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from helpers import seeded_home
 
 POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 
@@ -83,6 +84,7 @@ def _home_of(process: psutil.Process) -> str | None:
 
 
 def test_exec_keeps_the_commands_exit_code(project: Path) -> None:
+    seeded_home(project / "home")
     code = "import sys; sys.exit(7)"
     done = subprocess.run(
         [POOLFLOW, "exec", "--", sys.executable, "-c", code], env=_env(project), timeout=120
@@ -107,6 +109,7 @@ def test_exec_with_a_configured_api_runs_the_script_against_it(project: Path, pr
 
 
 def test_prefect_api_points_this_processes_prefect_at_the_commands_server(project: Path) -> None:
+    seeded_home(project / "home")
     script = (
         "import runpy\n"
         "from poolflow import prefect_api\n"
