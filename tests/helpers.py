@@ -113,12 +113,19 @@ def run_without_file_permission_override(script: str, cwd: Path) -> subprocess.C
     return subprocess.run([*drop, sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd)
 
 
+def prefect_free_env(home: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without any Prefect setting, with ``home`` as Prefect's home,
+    analytics off and ``settings`` added: a user's shell with nothing configured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", **settings)
+    return env
+
+
 @functools.cache
 def _migrated_template() -> Path:
     """A Prefect home whose database a command's API server has created, once per test process."""
     home = Path(tempfile.mkdtemp(prefix="poolflow-test-template-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = prefect_free_env(home)
     script = "from poolflow.local_api import local_api\nwith local_api(say=print):\n    pass\n"
     subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=600)
     return home

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from helpers import prefect_free_env
 
 from poolflow.runners.main_guard import GUARD
 
@@ -49,8 +49,7 @@ def _run(
 ) -> tuple[subprocess.CompletedProcess[str], float, list[int]]:
     script = tmp_path / "my_flow.py"
     script.write_text(text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=api_url)
+    env = prefect_free_env(tmp_path / "home", PREFECT_API_URL=api_url)
     before = {p.pid for p in psutil.process_iter()}
     started = time.monotonic()
     done = subprocess.run(

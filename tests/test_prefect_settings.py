@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import prefect_free_env
 
 from poolflow.prefect_settings import from_prefect, read_api_settings
 
@@ -47,10 +48,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def _clean_env(tmp_path: Path) -> dict[str, str]:
     """This process's environment without any Prefect setting, with a private home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(tmp_path / "home")
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    return env
+    return prefect_free_env(tmp_path / "home")
 
 
 def _toml_table(keys: tuple[str, ...], value: str) -> str:

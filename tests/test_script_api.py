@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from helpers import seeded_home
+from helpers import prefect_free_env, seeded_home
 
 POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 
@@ -44,9 +43,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", **settings)
-    return env
+    return prefect_free_env(tmp_path / "home", **settings)
 
 
 def _lines(done: subprocess.CompletedProcess[str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import prefect_free_env
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
@@ -131,9 +132,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", TERM="dumb")
-    return env
+    return prefect_free_env(home, TERM="dumb")
 
 
 def _interrupt(

@@ -7,12 +7,12 @@ the runner's worker processes, and the ``poolflow`` command works from that fold
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import prefect_free_env
 
 POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 
@@ -64,11 +64,7 @@ def user_project(tmp_path: Path) -> Path:
 
 
 def _env(tmp_path: Path, api_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false"
-    )
-    return env
+    return prefect_free_env(tmp_path / "home", PREFECT_API_URL=api_url)
 
 
 def test_a_flow_script_in_a_project_with_its_own_tasks_runners_flows_and_deployments(
