@@ -93,9 +93,14 @@ def build_deployments(settings: DeploymentSettings) -> list[RunnerDeployment]:
 def serve_deployments(settings: DeploymentSettings) -> None:
     """Register the deployments and run their flow runs from this process until stopped.
 
+    One flow run at a time: each uses every core, and two runs of ``wiki-report`` share an
+    output folder, so a run that comes due while another runs waits for it (Prefect shows it
+    ``Late``) instead of starting beside it and failing on the folder's lock. A schedule
+    shorter than a run therefore runs back to back rather than piling up processes.
+
     Note: when ``serve`` stops, Prefect pauses these deployments and deletes their future
     scheduled runs; they come back when serving starts again.
     """
     from prefect import serve
 
-    serve(*build_deployments(settings))
+    serve(*build_deployments(settings), limit=1)

@@ -88,6 +88,10 @@ def test_interval_schedule_fires_a_run_that_completes(tmp_path: Path, prefect_se
                 time.sleep(1)
         assert completed, "no scheduled run completed"
         assert (serving.out / "report.xlsx").exists()
+        # Runs due every 5 s wait for the one running: none starts beside it and fails on the
+        # output folder's lock.
+        failed = [r.state.message for r in ours if r.state is not None and r.state.is_failed()]
+        assert failed == [], failed
     finally:
         stop_process_group(serving.process)
 

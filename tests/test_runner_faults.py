@@ -127,7 +127,16 @@ def test_interrupted_run_stops_cleanly_and_resumes(
     if not embedded:
         env["PREFECT_API_URL"] = prefect_server
     args = [POOLFLOW, "run", str(corpus), "-o", str(out), "--processes", "2"]
-    run = subprocess.Popen(args, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the run, as a shell gives a foreground job, even when the
+    # tests were started in the background (which ignores SIGINT).
+    run = subprocess.Popen(
+        args,
+        env=env,
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while len(list(out.rglob("*.xlsx"))) < 3 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.1)

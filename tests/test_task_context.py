@@ -49,7 +49,7 @@ RUNNERS: dict[str, Callable[[], TaskRunner[Any]]] = {
 CASES = [("chunked", "environment"), ("chunksize-1", "environment"), ("prefect", "environment")]
 CASES += [("chunked", "temporary_settings"), ("chunksize-1", "temporary_settings")]
 FAN_OUT = [1, 2, 3]
-DEPTH = 5
+DEPTH = 2
 
 # ------------------------------------------------------------------ the user's tasks
 

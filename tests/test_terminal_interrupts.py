@@ -58,6 +58,9 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the terminal's session leader
+            # As a shell does for a foreground job: Ctrl-C's default action, even when the
+            # tests themselves were started in the background (which ignores SIGINT).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.chdir(cwd)
             os.execve(argv[0], argv, env)
         self.output = b""
@@ -121,7 +124,7 @@ def _flow_run_states(home: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("corpus")
-    os.system(f"{POOLFLOW} sample {folder} --files 120 --docs 150 >/dev/null")
+    os.system(f"{POOLFLOW} sample {folder} --files 60 --docs 150 >/dev/null")
     return folder
 
 
