@@ -2,7 +2,7 @@
 
 The server takes seconds to answer (``poolflow.local_api``), and the command's own start-up
 work need not wait for it: the worker pool that the flow's ``MultiprocessingTaskRunner``
-will adopt starts (``poolflow.runners.warm_pool``), then ``prepare`` (importing Prefect and the
+will adopt starts (``prestarted``), then ``prepare`` (importing Prefect and the
 flows, or building a benchmark's flow) runs with the collector paused
 (``poolflow.startup_gc``), and so do the imports that Prefect and poolflow would otherwise
 make only once the flow run starts (``FLOW_RUN_MODULES``). The commands and the benchmarks
@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable, Iterator
 
 from poolflow.local_api import Say, local_api
-from poolflow.runners.warm_pool import prestarted
+from poolflow.runners.worker_pool import WorkerPool, park, unpark
 from poolflow.startup_gc import building_long_lived_objects
 
 # Loaded by a flow run only when it gets there, after the server answered: FastAPI (0.3 s:
@@ -31,6 +31,20 @@ FLOW_RUN_MODULES = (
     "poolflow.runners.multiprocessing_runner",
     "poolflow.summary",
 )
+
+
+@contextlib.contextmanager
+def prestarted(processes: int) -> Iterator[WorkerPool]:
+    """A pool of ``processes`` workers started now, for a ``MultiprocessingTaskRunner`` entered
+    inside the block with the same settings to adopt; stopped at the end if none did."""
+    pool = WorkerPool(processes)
+    pool.start()
+    park(pool)
+    try:
+        yield pool
+    finally:
+        if unpark(pool):
+            pool.shutdown()
 
 
 @contextlib.contextmanager

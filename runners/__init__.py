@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # "X as X" marks each name as re-exported
     from poolflow.runners.choice import make_task_runner as make_task_runner
     from poolflow.runners.multiprocessing_runner import MultiprocessingTaskRunner as MultiprocessingTaskRunner
-    from poolflow.runners.warm_pool import prestarted as prestarted
     from poolflow.runners.worker_pool import JobCancelledError as JobCancelledError
     from poolflow.runners.worker_pool import JobTimeoutError as JobTimeoutError
     from poolflow.runners.worker_pool import WorkerDiedError as WorkerDiedError
@@ -25,7 +24,6 @@ _EXPORTS = {
     "JobTimeoutError": "poolflow.runners.worker_pool",
     "JobCancelledError": "poolflow.runners.worker_pool",
     "make_task_runner": "poolflow.runners.choice",
-    "prestarted": "poolflow.runners.warm_pool",
 }
 
 __all__ = sorted(_EXPORTS)

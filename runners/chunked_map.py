@@ -1,13 +1,13 @@
 """A chunk: consecutive items of one map, run as one Prefect task run, settled per item.
 
 The runner's ``map``/``imap`` turn every item into an ``ItemFuture`` at once
-(``poolflow.runners.mapped_items``) and queue it; ``poolflow.runners.chunk_dispatcher`` forms chunks when an
-engine thread is free and starts each as one task run. The chunk's function
-(``Chunk.run_attempt``, on the engine thread inside that task run) sends every item to the
-worker pool as its own job, so timeouts, dead-worker attribution and log forwarding stay
-per item; each item's outcome settles its own future. The chunk raises at the end if any
-item failed: the task run ends ``Failed`` and Prefect's retries rerun the function, which
-runs only the items not yet succeeded.
+(``poolflow.runners.mapped_items``) and queue it; the ``ChunkDispatcher`` thread forms a chunk
+when an engine thread is free (so automatic sizing uses the latest measured durations) and
+starts it as one task run. The chunk's function (``Chunk.run_attempt``, on the engine thread
+inside that task run) sends every item to the worker pool as its own job, so timeouts,
+dead-worker attribution and log forwarding stay per item; each item's outcome settles its own
+future. The chunk raises at the end if any item failed: the task run ends ``Failed`` and
+Prefect's retries rerun the function, which runs only the items not yet succeeded.
 
 Per item, as with one task run per item: upstream futures in its arguments are resolved
 (a failed upstream fails just that item), and with ``persist_result`` and a cache policy
@@ -17,23 +17,25 @@ reuses every item that succeeded before (``poolflow.runners.item_cache``).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import copy
 import inspect
+import threading
 import uuid
-from collections.abc import Awaitable, Callable
-from contextvars import copy_context
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import Context, copy_context
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import RunInput, RunType, State, TaskRun
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.futures import PrefectFuture
 from prefect.logging.loggers import get_run_logger
 from prefect.states import Completed, Failed
 from prefect.utilities.asyncutils import run_coro_as_sync
-from prefect.utilities.callables import (
-    parameters_to_args_kwargs,
-)
+from prefect.utilities.callables import parameters_to_args_kwargs
 from prefect.utilities.engine import (
     collect_task_run_inputs_sync,
     link_state_to_result,
@@ -42,13 +44,13 @@ from prefect.utilities.engine import (
 
 from poolflow.runners.chunking import ChunkSizer
 from poolflow.runners.item_cache import ItemCache
-from poolflow.runners.mapped_items import Item, split_name
+from poolflow.runners.mapped_items import UNASSIGNED, Item, split_name
 from poolflow.runners.worker_context import TaskRunInfo, call_timed_in_task_run, portable_function
+from poolflow.runners.worker_pool import LogSink, log_sink_in_context
 
 if TYPE_CHECKING:
     from prefect.tasks import Task
 
-LogSink = Callable[[int, str], None]
 SubmitJob = Callable[..., concurrent.futures.Future[Any]]
 """``WorkerPool.submit`` as the runner exposes it (raises if the runner is not running)."""
 
@@ -180,7 +182,7 @@ class Chunk:
                         cached += 1
                         self._succeeded(item, value, cached=True)
                         continue
-                sink = _item_log_sink(logger, item.label)
+                sink = log_sink_in_context(logger, f"[{item.label}] ")
                 jobs[self._submit(info.named(item.name), item, inputs, sink)] = (item, key)
             except Exception as exc:
                 item.error = exc
@@ -366,11 +368,92 @@ def _run_error(name: str, engine_future: concurrent.futures.Future[Any]) -> Base
     return RuntimeError(f"{name} ended {state.name} without running this item: {state.message}")
 
 
-def _item_log_sink(logger: Any, label: str) -> LogSink:
-    """Emits a worker's log lines through ``logger`` in this context, prefixed with the item."""
-    context = copy_context()
+# ------------------------------------------------------------------ forming chunks
 
-    def log_sink(level: int, message: str) -> None:
-        context.run(logger.log, level, f"[{label}] {message}")
 
-    return log_sink
+@dataclass(eq=False)
+class Batch:
+    """The items of one ``map`` (or the stream of one ``imap``) and how to run them."""
+
+    task: Task[Any, Any]
+    sizer: ChunkSizer
+    tracked: bool
+    wait_for: list[PrefectFuture[Any]] | None
+    dependencies: dict[str, set[RunInput]] | None
+    context: Context = field(default_factory=copy_context)
+    queue: collections.deque[Item] = field(default_factory=collections.deque)
+
+
+class ChunkDispatcher:
+    """Forms chunks from queued items whenever fewer than ``max_in_flight`` chunks run.
+
+    One thread; batches are served in the order they were queued, so chunks (and task-run
+    ids) come in mapping order.
+    """
+
+    def __init__(self, start_chunk: Callable[[Batch, list[Item]], Chunk], max_in_flight: int) -> None:
+        self.start_chunk = start_chunk
+        self.max_in_flight = max_in_flight
+        self._batches: collections.deque[Batch] = collections.deque()
+        self._in_flight = 0
+        self._closing = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="poolflow-chunks", daemon=True)
+        self._thread.start()
+
+    def add(self, batch: Batch, items: Iterable[Item]) -> None:
+        """Queue ``items`` of ``batch`` (a batch may be added to again, as ``imap`` does)."""
+        with self._condition:
+            if self._closing:
+                raise RuntimeError("The task runner is shutting down")
+            batch.queue.extend(items)
+            if batch not in self._batches:
+                self._batches.append(batch)
+            self._condition.notify_all()
+
+    def chunk_done(self) -> None:
+        with self._condition:
+            self._in_flight -= 1
+            self._condition.notify_all()
+
+    def close(self, *, cancel: bool) -> None:
+        """Stop: start every queued item first, or (``cancel``) fail the queued items."""
+        with self._condition:
+            self._closing = True
+            if cancel:
+                for batch in self._batches:
+                    for item in batch.queue:
+                        item.future.assign(UNASSIGNED)
+                        error = concurrent.futures.CancelledError(f"{item.name} was cancelled before it ran")
+                        item.future.settle(Failed(data=error, message=str(error)), error=error)
+                    batch.queue.clear()
+                self._batches.clear()
+            self._condition.notify_all()
+        self._thread.join()
+
+    def _next(self) -> tuple[Batch, list[Item]] | None:
+        """The next chunk to start, waiting for a free engine slot and queued items."""
+        with self._condition:
+            while True:
+                while self._batches and not self._batches[0].queue:
+                    self._batches.popleft()
+                if self._batches and self._in_flight < self.max_in_flight:
+                    batch = self._batches[0]
+                    size = batch.sizer.next_size(len(batch.queue))
+                    items = [batch.queue.popleft() for _ in range(min(size, len(batch.queue)))]
+                    self._in_flight += 1
+                    return batch, items
+                if self._closing and not self._batches:
+                    return None
+                self._condition.wait()
+
+    def _run(self) -> None:
+        while (work := self._next()) is not None:
+            batch, items = work
+            try:
+                batch.context.run(self.start_chunk, batch, items)
+            except BaseException as exc:  # the runner stopped: these items will not run
+                self.chunk_done()
+                for item in items:
+                    item.future.assign(UNASSIGNED)
+                    item.future.settle(Failed(data=exc, message=f"{type(exc).__name__}: {exc}"), error=exc)

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import uuid
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
@@ -33,19 +34,22 @@ from prefect.logging.loggers import get_run_logger
 from prefect.task_runners import TaskRunner
 from typing_extensions import Self
 
-from poolflow.runners import warm_pool
 from poolflow.runners.cancellation import CancellationWatcher
-from poolflow.runners.chunk_dispatcher import Batch, ChunkDispatcher
-from poolflow.runners.chunked_map import Chunk, per_chunk_warning
+from poolflow.runners.chunked_map import Batch, Chunk, ChunkDispatcher, per_chunk_warning
 from poolflow.runners.chunking import ChunkSize, make_sizer
 from poolflow.runners.interrupt_line import one_line_for
 from poolflow.runners.main_guard import check_main_guard
 from poolflow.runners.mapped_items import Item, expand_map, item_names
 from poolflow.runners.prefect_compat import process_pool_max_workers
 from poolflow.runners.recording import wait_until_recorded
-from poolflow.runners.untracked import run_untracked
 from poolflow.runners.worker_context import TaskRunInfo, call_in_task_run, portable_function
-from poolflow.runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_settings
+from poolflow.runners.worker_pool import (
+    DEFAULT_START_METHOD,
+    WorkerPool,
+    adopt,
+    log_sink_in_context,
+    pool_settings,
+)
 
 if TYPE_CHECKING:
     from prefect.tasks import Task
@@ -182,7 +186,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             "start_method": self.start_method,
         }
         # A pool started while the command's API started, if its settings are these.
-        pool = warm_pool.adopt(pool_settings(self.processes, **options))
+        pool = adopt(pool_settings(self.processes, **options))
         if pool is None:
             pool = WorkerPool(self.processes, **options)
             pool.start()
@@ -277,7 +281,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             self._pending += 1
             self.peak_pending = max(self.peak_pending, self._pending)
         task_run_id = task_run_id or uuid.uuid4()
-        engine = run_task_sync if tracked else functools.partial(run_untracked, run_task_sync)
+        engine = run_task_sync if tracked else functools.partial(_run_untracked, run_task_sync)
         engine_future = self._engines.submit(
             copy_context().run,
             engine,
@@ -319,10 +323,9 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
         At most ``max_pending`` items are read ahead of the results and each result is
         dropped once yielded, so mapping 100,000 items holds ``max_pending`` futures, not
-        100,000. The task runs (chunks, as in ``map``) are untracked (see
-        ``poolflow.runners.untracked``): Prefect does not keep a state per result for the rest of
-        the flow run, and a yielded result passed to another task is not drawn as its
-        dependency.
+        100,000. The task runs (chunks, as in ``map``) are untracked (``_run_untracked``):
+        Prefect does not keep a state per result for the rest of the flow run, and a yielded
+        result passed to another task is not drawn as its dependency.
         """
         window: collections.deque[PrefectConcurrentFuture[Any]] = collections.deque()
         batch = None if self.chunksize == 1 else self._batch(task, tracked=False)
@@ -436,9 +439,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             raise RuntimeError("pool calls must happen inside a task run")
         task_run = context.task_run
         info = TaskRunInfo.of(context)
-        # Worker logs are emitted by the pool's manager thread; they must use this task
-        # run's context (settings, API URL), not that thread's empty one.
-        log_sink = _context_log_sink(get_run_logger(context))
+        log_sink = log_sink_in_context(get_run_logger(context))
         future = self._pool.submit(
             call_in_task_run,
             (fn, info, args, kwargs),
@@ -455,6 +456,30 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             raise
 
 
+def _run_untracked(engine: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Call ``engine(**kwargs)`` without leaving per-result bookkeeping in the flow run's context.
+
+    Prefect links every task result to its final state in the flow run context
+    (``run_results``, keyed by ``id(result)``) and records the assets each task run passes
+    downstream (``task_run_assets``), so that a result handed to another task shows up as a
+    dependency. Those entries live as long as the flow run, about 5 KB per task run: half a
+    gigabyte for 100,000 streamed items. Here the engine gets a copy of the flow run context
+    whose two maps read through to the flow run's (the run's inputs keep their lineage) but
+    keep their writes, which are dropped when the call returns.
+    """
+    flow_context = FlowRunContext.get()
+    if flow_context is None:
+        return engine(**kwargs)
+    scratch = flow_context.model_copy(
+        update={
+            "run_results": ChainMap({}, flow_context.run_results),
+            "task_run_assets": ChainMap({}, flow_context.task_run_assets),
+        }
+    )
+    with scratch:
+        return engine(**kwargs)
+
+
 def _task_run_ids(packed: bytearray) -> Iterator[uuid.UUID]:
     """The task-run ids stored 16 bytes each in ``packed``."""
     for start in range(0, len(packed), 16):
@@ -465,13 +490,3 @@ def _flow_or_module_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
     """The flow run's logger (its lines reach the API), or this module's outside a flow run."""
     context = FlowRunContext.get()
     return get_run_logger(context) if context is not None else logging.getLogger(__name__)
-
-
-def _context_log_sink(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Callable[[int, str], None]:
-    """A log sink that emits through ``logger`` inside a copy of the current context."""
-    context = copy_context()
-
-    def log_sink(level: int, message: str) -> None:
-        context.run(logger.log, level, message)
-
-    return log_sink

@@ -27,7 +27,7 @@ Data flow, after CPython's ``concurrent.futures.process``::
 The manager thread owns the workers: only it sends to them, reads from them, kills, joins,
 replaces and closes them. Callers queue jobs, set flags (cancelled job ids, shutting down,
 kill) under the pool's lock and wake the manager; ``shutdown()`` then only waits for the
-manager thread to finish. The messages are those of ``poolflow.runners.worker_protocol``.
+manager thread to finish. The messages are those of ``poolflow.runners.worker``.
 
 Workers are started with ``forkserver`` (or ``spawn``), never ``fork``: replacements are
 started from the manager thread, and forking a process that runs threads can leave the
@@ -53,6 +53,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextvars import copy_context
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -61,8 +62,7 @@ import cloudpickle
 
 from poolflow.runners import switch_interval
 from poolflow.runners.multiprocessing_compat import preload_in_fork_server
-from poolflow.runners.worker import worker_main
-from poolflow.runners.worker_protocol import (
+from poolflow.runners.worker import (
     FromWorker,
     JobLog,
     JobProblem,
@@ -73,6 +73,7 @@ from poolflow.runners.worker_protocol import (
     WorkerReady,
     receive_report,
     send,
+    worker_main,
 )
 
 LogSink = Callable[[int, str], None]
@@ -134,6 +135,18 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             return f"signal {-exitcode}"
     return f"exit code {exitcode}"
+
+
+def log_sink_in_context(logger: logging.Logger | logging.LoggerAdapter[Any], prefix: str = "") -> LogSink:
+    """A log sink that emits each line, after ``prefix``, through ``logger`` in a copy of the
+    caller's context: the manager thread calls it, and a task run's logger must see that task
+    run's context (its settings, its API), not the manager thread's empty one."""
+    context = copy_context()
+
+    def log_sink(level: int, message: str) -> None:
+        context.run(logger.log, level, prefix + message)
+
+    return log_sink
 
 
 class PoolFuture(concurrent.futures.Future[Any]):
@@ -618,6 +631,38 @@ class WorkerPool:
             worker.wait_exit(None)
             worker.close()
         self._workers = []
+
+
+# Started pools waiting for a runner: a command starts its pool while its API server starts
+# (``poolflow.warm_start``), and the runner entered with the same settings adopts it.
+_shelf_lock = threading.Lock()
+_shelf: list[WorkerPool] = []
+
+
+def park(pool: WorkerPool) -> None:
+    """Offer the started ``pool`` to the next runner entered with its settings."""
+    with _shelf_lock:
+        _shelf.append(pool)
+
+
+def unpark(pool: WorkerPool) -> bool:
+    """Take ``pool`` back; False if a runner adopted it (it then belongs to that runner)."""
+    with _shelf_lock:
+        parked = pool in _shelf
+        if parked:
+            _shelf.remove(pool)
+    return parked
+
+
+def adopt(wanted: tuple[object, ...]) -> WorkerPool | None:
+    """A parked pool whose ``settings()`` are ``wanted`` (``pool_settings`` of the
+    ``WorkerPool`` arguments), taken off the shelf, or None."""
+    with _shelf_lock:
+        for pool in _shelf:
+            if pool.settings() == wanted:
+                _shelf.remove(pool)
+                return pool
+    return None
 
 
 def _settle(

@@ -21,7 +21,8 @@ from prefect.states import State
 from prefect.utilities.annotations import unmapped
 from prefect_helpers import task_runs
 
-from poolflow.runners import MultiprocessingTaskRunner, prestarted
+from poolflow.runners import MultiprocessingTaskRunner
+from poolflow.warm_start import prestarted
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

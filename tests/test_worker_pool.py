@@ -36,9 +36,7 @@ from pool_jobs import (
 )
 
 from poolflow.runners.switch_interval import WHILE_POOLS_RUN
-from poolflow.runners.worker import worker_main
-from poolflow.runners.worker_pool import JobCancelledError, JobTimeoutError, WorkerDiedError, WorkerPool
-from poolflow.runners.worker_protocol import (
+from poolflow.runners.worker import (
     JobLog,
     JobProblem,
     JobResult,
@@ -48,7 +46,9 @@ from poolflow.runners.worker_protocol import (
     WorkerReady,
     receive_report,
     send,
+    worker_main,
 )
+from poolflow.runners.worker_pool import JobCancelledError, JobTimeoutError, WorkerDiedError, WorkerPool
 
 START_METHODS = ["spawn", "forkserver"]
 
