@@ -1,26 +1,38 @@
 """``python -m bench.user_script``: a Prefect user's own flow script, as users run it.
 
 Each mode is a whole command, timed from its start to its exit, in a fresh process tree and
-a fresh output folder, with no API configured (a ``PREFECT_HOME`` whose database exists):
+a fresh output folder. ``--api none`` (default): no API configured (a ``PREFECT_HOME`` whose
+database exists); ``--api server``: a ``prefect server start`` with Prefect's default settings,
+started once on a free loopback port before anything is timed (the server deployments and the
+UI use), named in ``PREFECT_API_URL``. The modes:
 
 - ``pool``: the same per-file job (``parse_item``: parse, write its xlsx) on a raw
   ``multiprocessing.Pool``, no Prefect: the bar to meet;
 - ``empty``: a flow with no tasks, run with ``python``: Prefect's own fixed cost;
 - ``script``: ``python my_flow.py`` (``task.map`` on ``MultiprocessingTaskRunner``);
-- ``exec``: ``poolflow exec -- python my_flow.py``, the same script on the command's API.
+- ``exec``: ``poolflow exec -- python my_flow.py``, the same script on the command's API;
+- ``prefect``: the same script on Prefect's own ``ProcessPoolTaskRunner``, the control.
 
-Rounds alternate the modes; each round's differences against ``pool`` are reported and the
-target is held to their median: ``exec`` ≤ ``pool`` + 4 s. Writes a "User script" section
-into ``bench/results.md``.
+Rounds alternate the modes; each round's differences are reported and the targets are held to
+their medians. No API: ``exec`` ≤ ``pool`` + 4 s. A default server: ``script`` ≤ ``pool`` +
+``empty`` + 1.5 s at 200 files and ≤ 1.05 × ``pool`` + ``empty`` at 1,000; ``prefect`` ≥ 3 ×
+``script`` (both less ``empty``). Writes one section per setting into ``bench/results.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.results_file import write_section
@@ -50,7 +62,7 @@ import sys
 from pathlib import Path
 from prefect import flow, task
 from prefect.utilities.annotations import unmapped
-from poolflow import MultiprocessingTaskRunner
+RUNNER_IMPORT
 from poolflow.tasks.inputs import list_items
 from poolflow.tasks.items import parse_item
 
@@ -60,7 +72,7 @@ def parse(input_dir, item, output_dir):
     return parse_item(input_dir, item, output_dir)
 
 
-@flow(task_runner=MultiprocessingTaskRunner(processes=int(sys.argv[3])))
+@flow(task_runner=RUNNER)
 def parse_all(input_dir, output_dir):
     items = list_items(Path(input_dir), "**/wiki_*")
     futures = parse.map(unmapped(input_dir), items, unmapped(output_dir))
@@ -82,7 +94,20 @@ def empty():
 if __name__ == "__main__":
     empty()
 """
-MODES = ("pool", "empty", "script", "exec")
+# The flow script's runner (its import, its construction): poolflow's, or Prefect's own
+# process pool (the control).
+RUNNERS = {
+    "my_flow.py": (
+        "from poolflow import MultiprocessingTaskRunner",
+        "MultiprocessingTaskRunner(processes=int(sys.argv[3]))",
+    ),
+    "prefect_flow.py": (
+        "from prefect.task_runners import ProcessPoolTaskRunner",
+        "ProcessPoolTaskRunner(max_workers=int(sys.argv[3]))",
+    ),
+}
+MODES = ("pool", "empty", "script", "exec", "prefect")
+DEFAULT_MODES = {"none": "pool,empty,script,exec", "server": "pool,empty,script,prefect"}
 
 
 def command(mode: str, scripts: Path, corpus: Path, output: Path, processes: int) -> list[str]:
@@ -92,7 +117,41 @@ def command(mode: str, scripts: Path, corpus: Path, output: Path, processes: int
         "empty": [sys.executable, str(scripts / "empty_flow.py")],
         "script": [sys.executable, str(scripts / "my_flow.py"), *args],
         "exec": [POOLFLOW, "exec", "--", sys.executable, str(scripts / "my_flow.py"), *args],
+        "prefect": [sys.executable, str(scripts / "prefect_flow.py"), *args],
     }[mode]
+
+
+@contextlib.contextmanager
+def default_server(env: dict[str, str]) -> Iterator[str]:
+    """``prefect server start`` with Prefect's defaults on a free loopback port; yields its API URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - the server writes to it until the block ends
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"prefect server start failed:\n{log.read()[-3000:]!r}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+        log.close()
 
 
 def main() -> None:
@@ -101,27 +160,39 @@ def main() -> None:
     parser.add_argument("--times", type=int, default=10, help="copies of the corpus (10 x 20 = 200 files)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--api", choices=sorted(DEFAULT_MODES), default="none")
+    parser.add_argument("--modes", help=f"some of {','.join(MODES)} (default: by --api)")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of the results.md to update")
     args = parser.parse_args()
-    modes = args.modes.split(",")
+    modes = (args.modes or DEFAULT_MODES[args.api]).split(",")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
         PREFECT_HOME=tempfile.mkdtemp(prefix="poolflow-bench-home-"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
     )
+    with contextlib.ExitStack() as stack:
+        if args.api == "server":
+            env["PREFECT_API_URL"] = stack.enter_context(default_server(env))
+        walls, files = _rounds(args, modes, env)
+    write_section(args.out / "results.md", _section(walls, files, args))
+
+
+def _rounds(
+    args: argparse.Namespace, modes: list[str], env: dict[str, str]
+) -> tuple[dict[str, list[float]], int]:
+    """Each mode's wall times, ``args.rounds`` rounds with the modes alternating; the file count."""
     walls: dict[str, list[float]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="poolflow-user-script-") as work:
         root = Path(work)
         files = build_corpus(args.corpus.resolve(), args.times, root / "corpus")
-        for name, text in (
-            ("pool_script.py", POOL_SCRIPT),
-            ("my_flow.py", FLOW_SCRIPT),
-            ("empty_flow.py", EMPTY_SCRIPT),
-        ):
-            (root / name).write_text(text)
+        (root / "pool_script.py").write_text(POOL_SCRIPT)
+        (root / "empty_flow.py").write_text(EMPTY_SCRIPT)
+        for name, (runner_import, runner) in RUNNERS.items():
+            script = FLOW_SCRIPT.replace("RUNNER_IMPORT", runner_import)
+            (root / name).write_text(script.replace("task_runner=RUNNER", f"task_runner={runner}"))
         # Prefect's database, created once before anything is timed (for both kinds of API).
         measure(command("empty", root, root / "corpus", root / "warm", args.processes), env)
-        measure(command("exec", root, root / "corpus", root / "warm", args.processes), env)
+        if args.api == "none":
+            measure(command("exec", root, root / "corpus", root / "warm", args.processes), env)
         for round_ in range(args.rounds):
             for mode in modes:
                 output = root / f"out-{mode}-{round_}"
@@ -129,13 +200,17 @@ def main() -> None:
                     measure(command(mode, root, root / "corpus", output, args.processes), env).wall
                 )
                 print(f"round {round_ + 1}: {mode} {walls[mode][-1]:.2f} s", flush=True)
-    write_section(args.out / "results.md", _section(walls, files, args))
+    return walls, files
 
 
 def _section(walls: dict[str, list[float]], files: int, args: argparse.Namespace) -> str:
+    if args.api == "none":
+        title, setting = SECTION, "no API configured"
+    else:
+        title, setting = f"{SECTION} on a default prefect server start, {files} files", "default server"
     lines = [
-        f"{SECTION} ({files} files, {args.processes} processes, no API configured, "
-        f"`python -m bench.user_script --times {args.times} --rounds {args.rounds}`)",
+        f"{title} ({files} files, {args.processes} processes, {setting}, "
+        f"`python -m bench.user_script --api {args.api} --times {args.times} --rounds {args.rounds}`)",
         "",
         "| mode | walls (s) | median (s) | over raw Pool, per round (s) | median over raw Pool (s) |",
         "|---|---|---|---|---|",
@@ -147,9 +222,45 @@ def _section(walls: dict[str, list[float]], files: int, args: argparse.Namespace
             f"| {mode} | {', '.join(f'{t:.2f}' for t in times)} | {statistics.median(times):.2f} | "
             f"{', '.join(f'{d:+.2f}' for d in over)} | {f'{statistics.median(over):+.2f}' if over else ''} |"
         )
-    lines.append("")
-    lines.append("Target: `exec` ≤ raw Pool + 4 s (median of per-round differences).")
+    lines += ["", *_verdicts(walls, args.api, files)]
     return "\n".join(lines) + "\n"
+
+
+def _verdicts(walls: dict[str, list[float]], api: str, files: int) -> list[str]:
+    """One line per target this setting has, each with the medians of its per-round values."""
+
+    def median_of(values: Iterator[float]) -> float:
+        return statistics.median(list(values))
+
+    def rounds(*modes: str) -> Iterator[tuple[float, ...]]:
+        return zip(*(walls[mode] for mode in modes), strict=False)
+
+    lines = []
+    if api == "none" and {"pool", "exec"} <= walls.keys():
+        over = median_of(e - p for p, e in rounds("pool", "exec"))
+        lines.append(f"- `exec` − raw Pool: {over:+.2f} s; target ≤ +4 s: {_held(over <= 4)}")
+    if api == "server" and {"pool", "empty", "script"} <= walls.keys():
+        if files <= 200:
+            over = median_of(s - p - e for p, e, s in rounds("pool", "empty", "script"))
+            lines.append(
+                f"- poolflow − (raw Pool + empty flow): {over:+.2f} s; target ≤ +1.5 s: {_held(over <= 1.5)}"
+            )
+        else:
+            ratio = median_of((s - e) / p for p, e, s in rounds("pool", "empty", "script"))
+            lines.append(
+                f"- (poolflow − empty flow) / raw Pool: {ratio:.3f}; target ≤ 1.05: {_held(ratio <= 1.05)}"
+            )
+    if api == "server" and {"empty", "script", "prefect"} <= walls.keys():
+        times = median_of((c - e) / (s - e) for e, s, c in rounds("empty", "script", "prefect"))
+        lines.append(
+            f"- ProcessPoolTaskRunner / poolflow, both less the empty flow: {times:.2f}×; "
+            f"target ≥ 3×: {_held(times >= 3)}"
+        )
+    return lines
+
+
+def _held(held: bool) -> str:
+    return "held" if held else "**not held**"
 
 
 if __name__ == "__main__":

@@ -59,16 +59,24 @@ def prefect_api(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
     Per test, not per session: a test that asks for no API (``local_api``'s tests) must not
     find the URL left behind by whichever test ran before it in the same process. In the
     environment too, for the processes a test starts (Prefect's process pool workers read it
-    there). Threads of Prefect's that run outside the context (its log worker, the thread of
-    its process pool that forwards events) use the settings Prefect read when imported: a test
-    of Prefect's own ``ProcessPoolTaskRunner`` can still make them start Prefect's ephemeral
-    server, which Prefect stops at exit.
+    there).
+
+    Also in the settings Prefect read from the environment when imported, which its threads
+    that run outside any context use: the thread of Prefect's own ``ProcessPoolTaskRunner``
+    that forwards its workers' events and logs would otherwise find no API and start Prefect's
+    ephemeral server in this process (once for ten minutes on a loaded machine).
     """
+    from prefect.context import refresh_global_settings_context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-        yield prefect_server
+    refresh_global_settings_context()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+            yield prefect_server
+    finally:
+        monkeypatch.delenv("PREFECT_API_URL")
+        refresh_global_settings_context()
 
 
 @pytest.fixture(scope="session")
