@@ -54,9 +54,14 @@ libreoffice:
 # The suite mostly waits on real servers and subprocesses: TEST_WORKERS pytest-xdist workers
 # overlap those waits on 2 cores. Each test module runs whole on one worker (--dist loadfile),
 # so its module fixtures are made once and its tests keep their order.
+# mypy runs beside pytest (it needs one core for ~35 s on a fresh clone); either failing fails.
 TEST_WORKERS ?= 4
-test: lint chromium libreoffice
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+test: $(TEST_STAMP) chromium libreoffice
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy poolflow bench > $(VENV)/mypy.log 2>&1 & mypy=$$!; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile; tests=$$?; \
+	wait $$mypy; typed=$$?; cat $(VENV)/mypy.log; test $$tests -eq 0 && test $$typed -eq 0
 
 # The soak cases (minutes of load each), left out of `make test`; CI runs them as a stage.
 soak: $(TEST_STAMP)
@@ -69,13 +74,17 @@ compat: $(RUN_STAMP)
 	$(BIN)/python tests/compat.py --corners $(CORNERS)
 
 # 200 items on every runner; 1,000 and 2,000 items; many short tasks on 32 processes; 2,000
-# tiny files end to end. Each writes its table into bench/results.md.
+# tiny files end to end; a user's own script with no API, then against a default `prefect
+# server start` (200 and 1,000 files, 32 processes). Each writes its table into bench/results.md.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.run --modes pool,poolflow --repeat 100 --rounds 3 --section "1,000 and 2,000 items"
 	$(BIN)/python -m bench.simulation
 	$(BIN)/python -m bench.tiny_files
 	$(BIN)/python -m bench.user_script
+	$(BIN)/python -m bench.user_script --api server
+	$(BIN)/python -m bench.user_script --api server --times 50 --modes pool,empty,script
+	$(BIN)/python -m bench.simulation --api server
 	$(BIN)/python -m bench.task_context
 
 # 700 files end to end against the old script's per-file step; updates bench/results.md.

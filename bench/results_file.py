@@ -11,7 +11,9 @@ def write_section(path: Path, section: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     title = section.split(" (", 1)[0].split("\n", 1)[0]
     text = path.read_text() if path.exists() else ""
-    start = text.find(f"\n{title}")
+    # The title whole: "## User script" is not "## User script on a default prefect server start".
+    starts = [text.find(f"\n{title}{end}") for end in (" (", "\n")]
+    start = max(starts) if min(starts) < 0 else min(starts)
     if start >= 0:
         end = text.find("\n## ", start + 1)
         text = text[:start] + text[end:] if end >= 0 else text[:start]

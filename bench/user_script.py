@@ -24,17 +24,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.default_server import default_server
 from bench.results_file import write_section
 from bench.run import HERE
 from bench.scale import build_corpus, measure
@@ -119,39 +115,6 @@ def command(mode: str, scripts: Path, corpus: Path, output: Path, processes: int
         "exec": [POOLFLOW, "exec", "--", sys.executable, str(scripts / "my_flow.py"), *args],
         "prefect": [sys.executable, str(scripts / "prefect_flow.py"), *args],
     }[mode]
-
-
-@contextlib.contextmanager
-def default_server(env: dict[str, str]) -> Iterator[str]:
-    """``prefect server start`` with Prefect's defaults on a free loopback port; yields its API URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - the server writes to it until the block ends
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"prefect server start failed:\n{log.read()[-3000:]!r}") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
-        log.close()
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ def test_a_50_mb_document_survives_parse_artifact_and_report(tmp_path: Path) -> 
     assert join_cells(rows[1][4:]) == "small\n"
 
 
+@pytest.mark.soak
 def test_sheet_spills_at_the_real_row_limit(tmp_path: Path) -> None:
     path = tmp_path / "big.xlsx"
     with AtomicWorkbook(path) as workbook:

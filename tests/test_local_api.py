@@ -37,6 +37,7 @@ def busy_cores() -> Iterator[None]:
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_first_runs_start_with_fresh_prefect_homes_on_a_busy_machine(
     tmp_path: Path, busy_cores: None
 ) -> None:

@@ -53,7 +53,8 @@ def test_a_task_whose_worker_died_is_retried(tmp_path: Path) -> None:
     assert run.run_count == 2
 
 
-@pytest.mark.parametrize("chunksize", [pytest.param(1, marks=pytest.mark.soak), "auto"])
+@pytest.mark.soak
+@pytest.mark.parametrize("chunksize", [1, "auto"])
 def test_soak_2000_tasks_with_killed_workers_and_timeouts(chunksize: int | str) -> None:
     count, kill_every, spin_every = 2000, 100, 200
 
@@ -114,6 +115,7 @@ def _session_processes(session_id: int) -> list[psutil.Process]:
 
 # Ctrl-C in a terminal signals the whole process group; `kill` and Prefect's runners (on
 # cancellation) send SIGTERM to the flow process alone.
+@pytest.mark.soak
 @pytest.mark.parametrize(
     ("sig", "code", "embedded", "group"),
     [(signal.SIGINT, 130, False, True), (signal.SIGTERM, 143, True, False)],
@@ -162,6 +164,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(
     assert f"done, {len(artifacts)} skipped as current" in rerun.stderr
 
 
+@pytest.mark.soak
 def test_cancelling_a_cli_run_from_the_api_stops_it_and_a_rerun_resumes(
     tmp_path: Path, prefect_server: str
 ) -> None:

@@ -173,6 +173,7 @@ def _interrupt(
 CASES = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 
 
+@pytest.mark.soak
 @pytest.mark.parametrize(("signum", "code", "word"), CASES)
 def test_poolflow_run_stops_within_seconds_marks_its_run_and_resumes(
     tmp_path: Path, corpus: Path, home: Path, signum: int, code: int, word: str
