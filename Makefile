@@ -11,7 +11,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test soak compat ui lint chromium libreoffice bench bench-scale lock clean
+.PHONY: setup run test soak compat ui ruff lint chromium libreoffice bench bench-scale lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,11 @@ run: $(RUN_STAMP)
 ui: $(RUN_STAMP)
 	bash deployments/ui.sh
 
-lint: $(TEST_STAMP)
+ruff: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lint: ruff
 	$(BIN)/mypy poolflow bench
 
 # Browser tests drive Debian's chromium (never a downloaded browser build).
@@ -56,9 +58,7 @@ libreoffice:
 # so its module fixtures are made once and its tests keep their order.
 # mypy runs beside pytest (it needs one core for ~35 s on a fresh clone); either failing fails.
 TEST_WORKERS ?= 4
-test: $(TEST_STAMP) chromium libreoffice
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: ruff chromium libreoffice
 	$(BIN)/mypy poolflow bench > $(VENV)/mypy.log 2>&1 & mypy=$$!; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile; tests=$$?; \
 	wait $$mypy; typed=$$?; cat $(VENV)/mypy.log; test $$tests -eq 0 && test $$typed -eq 0
