@@ -29,13 +29,12 @@ import asyncio
 import contextvars
 import importlib
 import inspect
-import os
 import pickle
 import sys
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -84,10 +83,15 @@ class TaskRunInfo:
 _SNAPSHOTS_KEPT = 4
 _TASK_RUNS_KEPT = 16
 _snapshots: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+_snapshots_lock = threading.Lock()
 
 
 def _flow_snapshot() -> bytes:
-    """The pickled settings and flow run of the current flow run, made once per flow run."""
+    """The pickled settings and flow run of the current flow run, made once per flow run.
+
+    The chunks of a map start their task runs together: the lock makes one of them build the
+    snapshot while the others wait for it, instead of each building its own.
+    """
     from prefect.context import FlowRunContext, get_settings_context
 
     settings_context = get_settings_context()
@@ -95,36 +99,52 @@ def _flow_snapshot() -> bytes:
     flow_run = flow_context.flow_run if flow_context is not None else None
     api_url = str(flow_context.client.api_url) if flow_context is not None else None
     key = (id(settings_context.settings), getattr(flow_run, "id", None), api_url)
-    snapshot = _snapshots.get(key)
-    if snapshot is None:
-        snapshot = _snapshots[key] = _pickle_flow_snapshot(settings_context, flow_context, api_url)
-        while len(_snapshots) > _SNAPSHOTS_KEPT:
-            _snapshots.popitem(last=False)
+    with _snapshots_lock:
+        snapshot = _snapshots.get(key)
+        if snapshot is None:
+            snapshot = _snapshots[key] = _pickle_flow_snapshot(settings_context, flow_context, api_url)
+            while len(_snapshots) > _SNAPSHOTS_KEPT:
+                _snapshots.popitem(last=False)
     return snapshot
 
 
 def _pickle_flow_snapshot(
     settings_context: SettingsContext, flow_context: FlowRunContext | None, api_url: str | None
 ) -> bytes:
-    """The flow process's settings as the environment variables Prefect would read them from
-    (the API URL its client really uses, ephemeral servers off), and the flow run."""
+    """The flow process's settings (with the API URL its client really uses and ephemeral
+    servers off) and its flow run, pickled: a worker unpickles them instead of building
+    ``Settings`` from its environment and files, which costs each worker a tenth of a second."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
-    updates: dict[Any, Any] = {PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}
+    updates: dict[str, Any] = {PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.accessor: False}
     if api_url is not None:
-        updates[PREFECT_API_URL] = api_url.rstrip("/")
-    settings = settings_context.settings.copy_with_update(updates=updates)
+        updates[PREFECT_API_URL.accessor] = api_url.rstrip("/")
     flow = flow_context.flow if flow_context is not None else None
     return pickle.dumps(
         (
             settings_context.profile,
-            settings.to_environment_variables(exclude_unset=True),
+            _with_values(settings_context.settings, updates),
             flow_context.flow_run if flow_context is not None else None,
             getattr(flow, "name", None),
             getattr(flow, "version", None),
             flow_context.log_prints if flow_context is not None else False,
         )
     )
+
+
+def _with_values(model: Any, values: dict[str, Any]) -> Any:
+    """A copy of the settings ``model`` with ``values`` by dotted path (``"api.url"``) replaced."""
+    updates: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for path, value in values.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            updates[head] = value
+    for head, inner in nested.items():
+        updates[head] = _with_values(getattr(model, head), inner)
+    return model.model_copy(update=updates)
 
 
 class _FlowContexts:
@@ -135,13 +155,10 @@ class _FlowContexts:
         from prefect.context import FlowRunContext, SettingsContext
         from prefect.flows import Flow
         from prefect.results import ResultStore
-        from prefect.settings import Settings
         from prefect.task_runners import ThreadPoolTaskRunner
 
         complete_run_context_models()
-        profile, environment, flow_run, flow_name, flow_version, log_prints = pickle.loads(snapshot)
-        with _environment(environment):
-            settings = Settings()
+        profile, settings, flow_run, flow_name, flow_version, log_prints = pickle.loads(snapshot)
         self.settings = SettingsContext(profile=profile, settings=settings)
         self.flow_run: FlowRunContext | None = None
         self.task_runner: ThreadPoolTaskRunner[Any] | None = None
@@ -167,18 +184,6 @@ class _FlowContexts:
         """Stop the nested-task runner (its threads end once their runs do)."""
         if self.task_runner is not None:
             self.task_runner.__exit__(None, None, None)
-
-
-@contextmanager
-def _environment(variables: dict[str, str]) -> Iterator[None]:
-    """``os.environ`` with ``variables`` set, restored afterwards."""
-    saved = os.environ.copy()
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _flow_stand_in() -> None:

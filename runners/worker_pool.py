@@ -328,10 +328,14 @@ class WorkerPool:
         )
 
     def start(self) -> None:
-        """Start the workers, then the manager thread that owns them from now on."""
+        """Start the manager thread, which starts the workers and owns them from then on.
+
+        Returns at once: a fork server's first start imports Prefect, which takes a second
+        or two that the caller (a flow run starting) spends talking to its API meanwhile.
+        Jobs submitted before the workers are up wait in the queue.
+        """
         if self.context.get_start_method() == "forkserver":
             preload_in_fork_server(FORK_SERVER_PRELOAD)
-        self._workers = [self._spawn_worker() for _ in range(self.processes)]
         self._manager = threading.Thread(target=self._manage, name="poolflow-manager", daemon=True)
         switch_interval.pool_started()  # the manager's hand-offs are prompt; undone as it ends
         self._manager.start()
@@ -403,8 +407,15 @@ class WorkerPool:
             logger.warning("the pool's manager thread did not stop within %g s", 2 * timeout)
 
     def worker_pids(self) -> list[int]:
-        """PIDs of the live workers (for tests and diagnostics)."""
+        """PIDs of the live workers (for tests and diagnostics); empty until they are started."""
         return [worker.pid for worker in list(self._workers)]
+
+    def wait_started(self, timeout: float = 60.0) -> list[int]:
+        """Wait until every worker process has been started; their PIDs (for tests)."""
+        deadline = time.monotonic() + timeout
+        while len(pids := self.worker_pids()) < self.processes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return pids
 
     def _request_cancel(self, job_id: int) -> None:
         """Ask the manager to drop or kill job ``job_id``, whose future is already cancelled."""
@@ -428,6 +439,8 @@ class WorkerPool:
 
     def _manage(self) -> None:
         try:
+            for _ in range(self.processes):
+                self._workers.append(self._spawn_worker())
             while self._take_requests() or any(w.job for w in self._workers):
                 self._dispatch()
                 self._wait_for_events()

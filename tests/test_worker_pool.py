@@ -57,6 +57,7 @@ START_METHODS = ["spawn", "forkserver"]
 def pool(request: pytest.FixtureRequest) -> WorkerPool:
     pool = WorkerPool(2, start_method=request.param)
     pool.start()
+    pool.wait_started()
     yield pool
     pids = pool.worker_pids()
     pool.shutdown()
@@ -132,7 +133,7 @@ def test_future_cancel_after_the_job_finished_changes_nothing(pool: WorkerPool) 
 def test_shutdown_from_another_thread(kill: bool) -> None:
     pool = WorkerPool(2, start_method="forkserver")
     pool.start()
-    pids = pool.worker_pids()
+    pids = pool.wait_started()
     running = [pool.submit(spin, (-1.0 if kill else 2.0,)) for _ in range(2)]
     queued = pool.submit(square, (3,), label="square(3)")
     time.sleep(0.5)  # both workers picked up their spin
@@ -212,7 +213,7 @@ def test_worker_speaks_the_protocol_over_a_real_pipe() -> None:
 def test_shutdown_with_kill_stops_everything_promptly() -> None:
     pool = WorkerPool(2, start_method="forkserver")
     pool.start()
-    pids = pool.worker_pids()
+    pids = pool.wait_started()
     running = [pool.submit(spin, (-1,)) for _ in range(3)]
     time.sleep(0.3)
     started = time.monotonic()
