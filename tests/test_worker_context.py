@@ -1,0 +1,69 @@
+"""The flow run's snapshot a worker rebuilds Prefect's contexts from: made once per flow run,
+however many chunks start at the same moment, and carrying the flow's settings as they are."""
+
+from __future__ import annotations
+
+import contextvars
+import pickle
+import threading
+import time
+from typing import Any
+
+import pytest
+from prefect import flow
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, get_current_settings
+
+from poolflow.runners import worker_context
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def test_chunks_starting_together_build_one_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[bytes] = []
+    build = worker_context._pickle_flow_snapshot
+
+    def counted(*args: Any) -> bytes:
+        time.sleep(0.2)  # as long as under load: the other chunks arrive meanwhile
+        built.append(build(*args))
+        return built[-1]
+
+    monkeypatch.setattr(worker_context, "_pickle_flow_snapshot", counted)
+
+    @flow
+    def many_chunks() -> list[bytes]:
+        start = threading.Barrier(8)
+        seen: list[bytes] = []
+
+        def chunk() -> None:
+            start.wait()
+            seen.append(worker_context._flow_snapshot())
+
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(chunk,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return seen
+
+    seen = many_chunks()
+    assert len(seen) == 8 and len(set(seen)) == 1
+    assert len(built) == 1
+
+
+def test_the_snapshot_carries_the_flows_settings_with_its_api_and_no_ephemeral_server(
+    prefect_api: str,
+) -> None:
+    @flow
+    def snapshot() -> bytes:
+        return worker_context._flow_snapshot()
+
+    _, settings, flow_run, name, _, _ = pickle.loads(snapshot())
+    assert name == "snapshot" and flow_run is not None
+    assert settings.api.url == prefect_api.rstrip("/")
+    assert settings.server.ephemeral.enabled is False
+    own = get_current_settings()
+    assert settings.api.url == PREFECT_API_URL.value().rstrip("/")
+    assert own.server.ephemeral.enabled == PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value()
+    # Everything else as the flow process has it.
+    left = settings.model_dump(exclude={"api": {"url"}, "server": {"ephemeral": {"enabled"}}})
+    assert left == own.model_dump(exclude={"api": {"url"}, "server": {"ephemeral": {"enabled"}}})
