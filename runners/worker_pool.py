@@ -176,7 +176,7 @@ class PoolFuture(concurrent.futures.Future[Any]):
         return self.done() and isinstance(self.exception(timeout=0), JobCancelledError)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     job_id: int
     payload: bytes
@@ -189,7 +189,7 @@ class _Job:
     resent: bool = False  # a worker died starting with it, and it was queued again
 
 
-@dataclass
+@dataclass(eq=False)  # one worker is one process: compared by identity, as the manager looks them up
 class _Worker:
     process: Any  # multiprocessing.context.Process of the chosen start method
     conn: Connection
