@@ -49,6 +49,7 @@ from poolflow.runners.worker_pool import (
     adopt,
     log_sink_in_context,
     pool_settings,
+    start_fork_server,
 )
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._ran = bytearray()
         self._lock = threading.Lock()
         self._watcher: CancellationWatcher | None = None
+        start_fork_server(start_method)
 
     def _options(self) -> dict[str, Any]:
         """The constructor arguments this runner was configured with."""

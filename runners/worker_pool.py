@@ -47,6 +47,7 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import pickle
 import signal
@@ -253,6 +254,22 @@ class _Wakeup:
                 self._closed = True
                 os.close(self.reader)
                 os.close(self._writer)
+
+
+def start_fork_server(start_method: str | None) -> None:
+    """Start this process's fork server now, if workers of ``start_method`` come from one.
+
+    A runner is usually made at a script's top level, before its flow run starts: the fork
+    server imports Prefect (``FORK_SERVER_PRELOAD``) meanwhile instead of after the flow run
+    began. Only in a program's main process: a worker importing the script makes the runner
+    too, but runs no flow (multiprocessing names a process it starts before importing the
+    script in it).
+    """
+    method = multiprocessing.get_context(start_method or DEFAULT_START_METHOD).get_start_method()
+    main = multiprocessing.current_process().name == "MainProcess"
+    if method == "forkserver" and main and multiprocessing.parent_process() is None:
+        preload_in_fork_server(FORK_SERVER_PRELOAD)
+        multiprocessing.forkserver.ensure_running()
 
 
 def pool_settings(
