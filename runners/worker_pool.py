@@ -264,12 +264,25 @@ def start_fork_server(start_method: str | None) -> None:
     began. Only in a program's main process: a worker importing the script makes the runner
     too, but runs no flow (multiprocessing names a process it starts before importing the
     script in it).
+
+    The fork server is started with SIGINT ignored (the disposition it inherits; the
+    caller's handler is back as soon as it is spawned): it ignores SIGINT itself only once
+    its imports are done, and a Ctrl-C to the terminal's process group while it imports
+    would kill it, and with it every worker the flow run is about to start.
     """
     method = multiprocessing.get_context(start_method or DEFAULT_START_METHOD).get_start_method()
     main = multiprocessing.current_process().name == "MainProcess"
-    if method == "forkserver" and main and multiprocessing.parent_process() is None:
-        preload_in_fork_server(FORK_SERVER_PRELOAD)
+    if method != "forkserver" or not main or multiprocessing.parent_process() is not None:
+        return
+    preload_in_fork_server(FORK_SERVER_PRELOAD)
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        multiprocessing.forkserver.ensure_running()  # a handler this thread cannot set or restore
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def pool_settings(
@@ -384,8 +397,11 @@ class WorkerPool:
         with self._lock:
             # Checked under the lock: the manager's last sweep of pending jobs happens after
             # ``_closing`` is set, so a job appended here is always settled.
+            # Shut down by an interrupt: a job submitted late stops as interrupted, like the
+            # queued ones the shutdown cancelled, not as a failure.
             if self._closing:
-                raise JobCancelledError("the pool is shut down (flow run cancelled or ending)")
+                message = "the pool is shut down (flow run cancelled or ending)"
+                raise self._shutdown_cause or JobCancelledError(message)
             self._pending.append(job)
         self._wakeup.wake()
         return future
@@ -426,13 +442,6 @@ class WorkerPool:
     def worker_pids(self) -> list[int]:
         """PIDs of the live workers (for tests and diagnostics); empty until they are started."""
         return [worker.pid for worker in list(self._workers)]
-
-    def wait_started(self, timeout: float = 60.0) -> list[int]:
-        """Wait until every worker process has been started; their PIDs (for tests)."""
-        deadline = time.monotonic() + timeout
-        while len(pids := self.worker_pids()) < self.processes and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return pids
 
     def _request_cancel(self, job_id: int) -> None:
         """Ask the manager to drop or kill job ``job_id``, whose future is already cancelled."""

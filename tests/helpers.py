@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -148,3 +148,11 @@ def seeded_home(home: Path) -> Path:
         source.backup(copy)
     database_stamp.write_stamp(home, home / "prefect.db")
     return home
+
+
+def started_workers(pool: Any, timeout: float = 60.0) -> list[int]:
+    """The PIDs of ``pool``'s workers once its manager thread has started all of them."""
+    deadline = time.monotonic() + timeout
+    while len(pids := pool.worker_pids()) < pool.processes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(pids)

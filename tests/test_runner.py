@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import alive
+from helpers import alive, started_workers
 from prefect import flow, get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
@@ -194,14 +194,14 @@ def test_a_runner_adopts_the_pool_prestarted_for_it_and_an_unadopted_pool_stops(
         return {future.result() for future in [where.submit() for _ in range(8)]}
 
     with prestarted(2) as pool:
-        warm = set(pool.wait_started())
+        warm = set(started_workers(pool))
         assert len(warm) == 2 and all(psutil.pid_exists(pid) for pid in warm)
         used = pids()
     assert used <= warm  # the flow's tasks ran on the workers started before it
     assert not alive(list(warm))  # the runner that adopted the pool shut it down at its end
 
     with prestarted(3) as other:  # 3 processes: not what a 2-process runner asks for
-        spare = other.wait_started()
+        spare = started_workers(other)
         assert not pids() & set(spare)
     assert not alive(spare)  # nobody adopted it: stopped when the block ended
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import cloudpickle
 import psutil
 import pytest
-from helpers import alive
+from helpers import alive, started_workers
 from pool_jobs import (
     chatty,
     die,
@@ -57,7 +57,7 @@ START_METHODS = ["spawn", "forkserver"]
 def pool(request: pytest.FixtureRequest) -> WorkerPool:
     pool = WorkerPool(2, start_method=request.param)
     pool.start()
-    pool.wait_started()
+    started_workers(pool)
     yield pool
     pids = pool.worker_pids()
     pool.shutdown()
@@ -133,7 +133,7 @@ def test_future_cancel_after_the_job_finished_changes_nothing(pool: WorkerPool) 
 def test_shutdown_from_another_thread(kill: bool) -> None:
     pool = WorkerPool(2, start_method="forkserver")
     pool.start()
-    pids = pool.wait_started()
+    pids = started_workers(pool)
     running = [pool.submit(spin, (-1.0 if kill else 2.0,)) for _ in range(2)]
     queued = pool.submit(square, (3,), label="square(3)")
     time.sleep(0.5)  # both workers picked up their spin
@@ -154,6 +154,22 @@ def test_shutdown_from_another_thread(kill: bool) -> None:
     with pytest.raises(JobCancelledError, match="shut down"):
         pool.submit(square, (1,))
     pool.shutdown()  # a second call has nothing left to do
+
+
+def test_jobs_queued_or_submitted_after_an_interrupt_stop_as_interrupted() -> None:
+    """Ctrl-C while a flow run starts: the jobs the shutdown cancels and those its task runs
+    submit afterwards raise the interrupt (their runs end Crashed), not a pool error."""
+    pool = WorkerPool(1, start_method="forkserver")
+    pool.start()
+    queued = pool.submit(square, (2,))
+    interrupt = KeyboardInterrupt()
+    pool.shutdown(kill=True, because=interrupt)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        queued.result(timeout=30)
+    assert raised.value is interrupt
+    with pytest.raises(KeyboardInterrupt) as raised:
+        pool.submit(square, (3,))
+    assert raised.value is interrupt
 
 
 @pytest.mark.parametrize("maxtasksperchild", [None, 3])
@@ -213,7 +229,7 @@ def test_worker_speaks_the_protocol_over_a_real_pipe() -> None:
 def test_shutdown_with_kill_stops_everything_promptly() -> None:
     pool = WorkerPool(2, start_method="forkserver")
     pool.start()
-    pids = pool.wait_started()
+    pids = started_workers(pool)
     running = [pool.submit(spin, (-1,)) for _ in range(3)]
     time.sleep(0.3)
     started = time.monotonic()
