@@ -23,20 +23,18 @@ from enum import Enum
 from pathlib import Path
 
 from poolflow.tasks import storage
+from poolflow.tasks.document_rows import DocumentRows
 from poolflow.tasks.parse import Document, parse_text
 from poolflow.tasks.report_parts import PART_SUFFIX, is_current, write_part
 from poolflow.tasks.stats import DocumentStats, document_stats
-from poolflow.tasks.xlsx import EXCEL_MAX_COLUMNS, AtomicWorkbook, read_sheet, split_cell, write_sheet
+from poolflow.tasks.xlsx import EXCEL_MAX_COLUMNS, Row, read_sheet, split_cell
+from poolflow.tasks.xlsx_package import Table, rendered, write_package
 
 ARTIFACT_FORMAT = "poolflow-item/1"
 ITEMS_DIR = "items"
 REPORT_PARTS_DIR = ".poolflow/report-parts"
 DOC_COLUMNS = ["line", "id", "url", "title"]
 MAX_TEXT_CELLS = EXCEL_MAX_COLUMNS - len(DOC_COLUMNS)
-# Inputs up to this size get an artifact put together in memory (``AtomicWorkbook``): its
-# sheet, a little larger than the text, is held while the zip is written. WikiExtractor's
-# files are 1 MB by default; larger ones are packaged through temp files, in bounded memory.
-PACKAGE_IN_MEMORY_BYTES = 16 * 2**20
 
 
 class ItemError(Exception):
@@ -235,8 +233,10 @@ def _noncharacter_warnings(documents: list[Document]) -> list[str]:
     ]
 
 
-def _document_rows(item: str, documents: list[Document]) -> tuple[list[list[str | int]], int]:
-    rows: list[list[str | int]] = []
+def artifact_rows(item: str, documents: list[Document]) -> tuple[list[Row], int]:
+    """The artifact's ``docs`` rows (line, id, url, title, text cells…) and the most text cells in one;
+    ``ItemError`` for a document longer than one Excel row holds."""
+    rows: list[Row] = []
     widest = 1
     for doc in documents:
         pieces = split_cell(doc.text)
@@ -251,12 +251,11 @@ def _document_rows(item: str, documents: list[Document]) -> tuple[list[list[str 
     return rows, widest
 
 
-def _write_report_part(
-    output_dir: Path, item: str, made_from: dict[str, str], rows: list[list[str | int]]
-) -> None:
-    """The item's report part from its artifact rows: the report names the source item where
-    the artifact has the line number."""
-    write_part(report_part_path(output_dir, item), item, made_from, [[item, *row[1:]] for row in rows])
+def _write_report_part(output_dir: Path, item: str, made_from: dict[str, str], rows: DocumentRows) -> None:
+    """The item's report part: its artifact rows with the source item where the artifact has the
+    line number (rendered with the artifact's, or on their own if the artifact is current)."""
+    path = report_part_path(output_dir, item)
+    write_part(path, item, made_from, rows.part(), rows.count, rows.columns)
 
 
 def parse_item(
@@ -291,27 +290,32 @@ def parse_item(
     if current is not None and not source.changed():
         # The artifact was made from these very bytes by this parser: so are these rows.
         if not is_current(report_part_path(output, item), item, made_from):
-            _write_report_part(output, item, made_from, _document_rows(item, parsed.documents)[0])
+            rows = artifact_rows(item, parsed.documents)[0]
+            _write_report_part(output, item, made_from, DocumentRows(item, rows))
         return ItemOutput(current, stats)
     parsed.warnings.extend(_noncharacter_warnings(parsed.documents))
-    rows, widest = _document_rows(item, parsed.documents)
-    with AtomicWorkbook(artifact, package_in_memory=len(source.data) <= PACKAGE_IN_MEMORY_BYTES) as workbook:
-        write_sheet(workbook, "docs", DOC_COLUMNS + text_columns_header(widest), rows)
-        # The end of processing: the artifact holds what was read, the warning says if that is stale.
-        if source.changed():
-            parsed.warnings.append(source.change_warning(item))
-        result = ItemResult(
-            item=item,
-            status=ItemStatus.DONE,
-            documents=len(parsed.documents),
-            characters=sum(len(doc.text) for doc in parsed.documents),
-            text_columns=widest,
-            warnings=len(parsed.warnings),
-        )
-        write_sheet(workbook, "warnings", ["warning"], ([w] for w in parsed.warnings))
-        meta = _meta(item, made_from, result)
-        write_sheet(workbook, "meta", ["key", "value"], meta.items())
-    _write_report_part(output, item, made_from, rows)
+    rows, widest = artifact_rows(item, parsed.documents)
+    # The input is done with (what follows writes what was read): the warning says if it is stale.
+    if source.changed():
+        parsed.warnings.append(source.change_warning(item))
+    result = ItemResult(
+        item=item,
+        status=ItemStatus.DONE,
+        documents=len(parsed.documents),
+        characters=sum(len(doc.text) for doc in parsed.documents),
+        text_columns=widest,
+        warnings=len(parsed.warnings),
+    )
+    documents = DocumentRows(item, rows)
+    meta = _meta(item, made_from, result)
+    tables = [
+        Table("docs", DOC_COLUMNS + text_columns_header(widest), len(rows), documents.take),
+        Table("warnings", ["warning"], len(parsed.warnings), rendered([w] for w in parsed.warnings)),
+        Table("meta", ["key", "value"], len(meta), rendered(meta.items())),
+    ]
+    # One deflating thread: the pool runs an item per core already.
+    write_package(artifact, tables, threads=1)
+    _write_report_part(output, item, made_from, documents)
     timed = replace(result, seconds=round(time.perf_counter() - started, 4))
     return ItemOutput(timed, stats)
 

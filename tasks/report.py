@@ -15,13 +15,11 @@ tests to compare against.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from itertools import chain, islice
 from pathlib import Path
 
 from poolflow.tasks import storage
-from poolflow.tasks.atomic import AtomicTarget
 from poolflow.tasks.items import (
     DOC_COLUMNS,
     ItemResult,
@@ -31,15 +29,14 @@ from poolflow.tasks.items import (
     text_columns_header,
 )
 from poolflow.tasks.report_parts import ReportPart, read_part
-from poolflow.tasks.sheet_xml import SHEET_END, render_row, render_rows, sheet_start, split_placeable_rows
+from poolflow.tasks.sheet_xml import split_placeable_rows
 from poolflow.tasks.stats import STATS_COLUMNS, DocumentStats
-from poolflow.tasks.xlsx import EXCEL_MAX_ROWS, Row, spill_sheet_name
-from poolflow.tasks.xlsx_package import package_parts, sheet_member
-from poolflow.tasks.zip_stream import DeflatedPiece, ZipStreamWriter, inflate_piece
+from poolflow.tasks.xlsx import EXCEL_MAX_ROWS, Row
+from poolflow.tasks.xlsx_package import Table, rendered, write_package
+from poolflow.tasks.zip_stream import DeflatedPiece, inflate_piece
 
 REPORT_NAME = "report.xlsx"
 SUMMARY_COLUMNS = ["file", "status", "documents", "characters", "warnings", "seconds", "error"]
-FIRST_DATA_ROW = 2  # row 1 is the header
 
 
 @dataclass(frozen=True)
@@ -70,21 +67,6 @@ def stats_rows(items: Sequence[ItemResult], stats: Sequence[DocumentStats | None
 def summary_row(r: ItemResult) -> list[str | int | float]:
     """One item's row of the ``summary`` sheet, in ``SUMMARY_COLUMNS`` order."""
     return [r.item, r.status.value, r.documents, r.characters, r.warnings, r.seconds, r.error]
-
-
-# A table hands out its next ``n`` data rows, as XML (numbered from FIRST_DATA_ROW if numbered)
-# or as pieces deflated ahead.
-TakeRows = Callable[[int], Iterator[bytes | DeflatedPiece]]
-
-
-@dataclass(frozen=True)
-class _Table:
-    """One logical sheet: spilled over as many sheets as its rows need."""
-
-    name: str
-    header: list[str]
-    rows: int
-    take: TakeRows
 
 
 def _report_parts(root: Path, items: Sequence[ItemResult], columns: int) -> list[ReportPart]:
@@ -138,34 +120,6 @@ class _PartRows:
             rows -= count
 
 
-def _rendered(rows: Iterator[Row]) -> TakeRows:
-    return lambda n: render_rows(islice(rows, n), FIRST_DATA_ROW)
-
-
-def _sheet_sizes(table: _Table, max_rows: int) -> list[int]:
-    """Data rows on each of the table's sheets (at least one sheet, perhaps header only)."""
-    capacity = max_rows - 1
-    full, rest = divmod(table.rows, capacity)
-    return [capacity] * full + ([rest] if rest or not full else [])
-
-
-def _write_package(path: Path, tables: Sequence[_Table], max_rows: int) -> None:
-    """Stream the workbook of ``tables`` to a temp file beside ``path`` and rename it (with a new
-    file's mode; an OS error names ``path``, see ``poolflow.tasks.atomic``)."""
-    sheets = [
-        (table, spill_sheet_name(table.name, i), n)
-        for table in tables
-        for i, n in enumerate(_sheet_sizes(table, max_rows))
-    ]
-    with AtomicTarget(path) as temp, temp.open("wb") as file, ZipStreamWriter(file) as writer:
-        for name, content in package_parts([name for _, name, _ in sheets]):
-            writer.write_member(name, [content])
-        for index, (table, _, rows) in enumerate(sheets):
-            start = sheet_start(len(table.header), rows + 1) + render_row(1, table.header).encode()
-            writer.write_member(sheet_member(index), chain([start], table.take(rows), [SHEET_END]))
-        writer.finish()
-
-
 def build_report(
     output_dir: str,
     items: Sequence[ItemResult],
@@ -180,17 +134,17 @@ def build_report(
     header = docs_header(items)
     parts = _PartRows(_report_parts(root, items, len(header)))
     tables = [
-        _Table("docs", header, documents, parts.take),
-        _Table(
+        Table("docs", header, documents, parts.take),
+        Table(
             "stats",
             ["source", *STATS_COLUMNS],
             sum(len(columns[0]) for columns in stats if columns is not None),
-            _rendered(stats_rows(items, stats)),
+            rendered(stats_rows(items, stats)),
         ),
-        _Table("summary", SUMMARY_COLUMNS, len(items), _rendered(summary_row(r) for r in items)),
+        Table("summary", SUMMARY_COLUMNS, len(items), rendered(summary_row(r) for r in items)),
     ]
     path = root / REPORT_NAME
-    _write_package(path, tables, max_rows)
+    write_package(path, tables, max_rows)
     failed = sum(1 for r in items if r.status is ItemStatus.FAILED)
     return ReportResult(path=str(path), documents=documents, items=len(items), failed=failed)
 

@@ -3,7 +3,8 @@
 The ``docs`` sheet is every item's documents, item after item, under one header. Each item
 task writes its rows once, as the sheet will hold them, into a *report part* (the item's
 ``REPORT_PARTS_DIR`` file, see ``poolflow.tasks.items``): placeable rows without ``r`` attributes
-(``poolflow.tasks.sheet_xml.render_placeable_row``), which mean the same at any row of any sheet,
+(``poolflow.tasks.sheet_xml``), which mean the same at any row of any sheet, rendered with the
+rows of the item's artifact (``poolflow.tasks.document_rows``) and
 deflated as one piece a zip member may continue (``poolflow.tasks.zip_stream.DeflatedPiece``). The
 report then copies the parts' bytes into its package without inflating them, so the work per
 document runs in parallel in the pool and the report step is close to copying files.
@@ -18,19 +19,16 @@ current (``is_current``) and its item task writes it again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from poolflow.tasks.atomic import AtomicTarget
-from poolflow.tasks.sheet_xml import render_placeable_row
-from poolflow.tasks.xlsx import Row
-from poolflow.tasks.zip_stream import DeflatedPiece, deflate_piece
+from poolflow.tasks.zip_stream import DeflatedPiece
 
 PART_FORMAT = "poolflow-report-part/1"
 PART_SUFFIX = ".docs.part"
 _HEADER_LIMIT = 1 << 16  # bytes: a header line is far shorter; a longer first line is not ours
-_BLOCK_CHARACTERS = 1 << 20  # rendered XML handed to the compressor at a time
 
 
 @dataclass(frozen=True)
@@ -57,31 +55,18 @@ class ReportPart:
         return DeflatedPiece(data, self.crc, self.size)
 
 
-def _xml_blocks(rows: Sequence[Row]) -> Iterator[bytes]:
-    """``rows`` as placeable row XML, in blocks of about ``_BLOCK_CHARACTERS``."""
-    batch: list[str] = []
-    length = 0
-    for row in rows:
-        batch.append(render_placeable_row(row))
-        length += len(batch[-1])
-        if length >= _BLOCK_CHARACTERS:
-            yield "".join(batch).encode("utf-8")
-            batch.clear()
-            length = 0
-    if batch:
-        yield "".join(batch).encode("utf-8")
-
-
-def write_part(path: Path, item: str, made_from: Mapping[str, str], rows: Sequence[Row]) -> ReportPart:
-    """Write ``item``'s ``docs`` rows (source, id, url, title, text…) to the part at ``path``,
-    atomically (an OS error is an ``OutputError`` naming ``path``); return its header."""
-    piece = deflate_piece(_xml_blocks(rows))
+def write_part(
+    path: Path, item: str, made_from: Mapping[str, str], piece: DeflatedPiece, rows: int, columns: int
+) -> ReportPart:
+    """Write ``item``'s ``docs`` rows, ``rows`` placeable rows at most ``columns`` cells wide
+    deflated as ``piece``, to the part at ``path``, atomically (an OS error is an ``OutputError``
+    naming ``path``); return its header."""
     header = {
         "format": PART_FORMAT,
         "item": item,
         "made_from": dict(made_from),
-        "rows": len(rows),
-        "columns": max((len(row) for row in rows), default=0),
+        "rows": rows,
+        "columns": columns,
         "crc": piece.crc,
         "size": piece.size,
         "compressed": len(piece.data),

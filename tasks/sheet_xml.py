@@ -1,14 +1,15 @@
 """Worksheet XML as bytes: rows rendered from values, numbered or placeable anywhere.
 
-The report's rows are written as SpreadsheetML text directly, not through a workbook
-library. A rendered cell follows the same rules as ``poolflow.tasks.xlsx`` (``_xHHHH_`` escapes,
-strings always inline strings, never formulas), so the two writers give equal values.
+The report's rows and the items' artifacts are written as SpreadsheetML text directly, not
+through a workbook library. A rendered cell follows the same rules as ``poolflow.tasks.xlsx``
+(``_xHHHH_`` escapes, strings always inline strings, never formulas), so the two writers give
+equal values.
 
 A numbered row (``render_row``) has ``r`` attributes and leaves empty strings out. A
-placeable row (``render_placeable_row``) has none: SpreadsheetML puts a row without ``r``
-after the row before it and a cell without ``r`` after the cell before it, so a block of
-such rows means the same at any row of any sheet. Its empty cells are written (``<c/>``) so
-that later cells keep their columns; trailing ones are left out.
+placeable row (``render_placeable_cells`` in ``<row>`` tags) has none: SpreadsheetML puts a
+row without ``r`` after the row before it and a cell without ``r`` after the cell before it,
+so a block of such rows means the same at any row of any sheet. Its empty cells are written
+(``<c/>``) so that later cells keep their columns; trailing ones are left out.
 """
 
 from __future__ import annotations
@@ -80,18 +81,21 @@ def render_row(row_number: int, values: Row) -> str:
     return "".join(cells)
 
 
-def render_placeable_row(values: Row) -> str:
-    """One ``<row>`` without ``r`` attributes: it means the same wherever it is placed (module doc)."""
+def render_placeable_cells(values: Row) -> str:
+    """The cells of a placeable row, without its ``<row>`` tags; trailing empty strings left out.
+
+    Cells rendered once can end rows that start differently (an item's artifact and its report
+    part give each document a different first cell).
+    """
     end = len(values)
     while end and values[end - 1] == "":
         end -= 1
-    cells = ["<row>"]
+    cells = []
     for value in values[:end]:
         if isinstance(value, str):
             cells.append(_string_cell("", escape_text(value)) if value else _EMPTY_CELL)
         else:
             cells.append(_number_cell("", value))
-    cells.append("</row>")
     return "".join(cells)
 
 

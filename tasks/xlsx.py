@@ -26,7 +26,6 @@ from python_calamine import CalamineWorkbook
 from xlsxwriter.exceptions import FileCreateError
 from xlsxwriter.worksheet import Worksheet
 
-from poolflow.tasks import xlsxwriter_compat
 from poolflow.tasks.atomic import AtomicTarget
 from poolflow.tasks.xlsxwriter_compat import ExactWorksheet
 
@@ -175,21 +174,13 @@ class AtomicWorkbook:
     A crash or kill leaves either the previous complete file or none, never half of one; the
     file gets the mode the umask gives a new file (see ``poolflow.tasks.atomic``). An OS error while
     creating, writing or renaming it is an ``OutputError`` naming ``path``.
-
-    ``package_in_memory``: the sheets still stream their rows (constant memory, the inline
-    strings ``ExactWorksheet`` escapes), but the workbook's parts are put together in memory
-    instead of in ~10 named temp files; for a small workbook those files are most of its cost
-    (``bench/README.md``). The whole sheet is in memory while the zip is written, so only for
-    workbooks known to be small.
     """
 
-    def __init__(self, path: Path, *, package_in_memory: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self._target = AtomicTarget(path)
         self._sink = _SinkAfterFailure(self._target.temp)
         self.workbook = xlsxwriter.Workbook(self._sink, WORKBOOK_OPTIONS)
-        if package_in_memory:
-            xlsxwriter_compat.package_in_memory(self.workbook)
 
     def __enter__(self) -> xlsxwriter.Workbook:
         return self.workbook

@@ -1,15 +1,34 @@
-"""The parts of a minimal xlsx package around its worksheets: content types, relationships,
-the workbook (sheet names in order) and one default style.
+"""A minimal xlsx package written as a stream: its tables' sheets, spilled by row capacity, and
+the parts around them (content types, relationships, the workbook with its sheet names in
+order, one default style).
 
 Excel, LibreOffice and python-calamine need nothing more to open a workbook of plain cells.
+A table hands out its rows sheet by sheet as rendered XML or as pieces deflated ahead
+(``poolflow.tasks.zip_stream``), so nothing holds a whole sheet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import chain, islice
+from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from poolflow.tasks.sheet_xml import PACKAGE_RELATIONSHIP_NS, RELATIONSHIP_NS, SPREADSHEET_NS
+from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.sheet_xml import (
+    PACKAGE_RELATIONSHIP_NS,
+    RELATIONSHIP_NS,
+    SHEET_END,
+    SPREADSHEET_NS,
+    render_row,
+    render_rows,
+    sheet_start,
+)
+from poolflow.tasks.xlsx import EXCEL_MAX_ROWS, Row, spill_sheet_name
+from poolflow.tasks.zip_stream import DeflatedPiece, ZipStreamWriter
+
+FIRST_DATA_ROW = 2  # row 1 is the header
 
 _XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
 _DOCUMENT_TYPE = f"{RELATIONSHIP_NS}/officeDocument"
@@ -81,3 +100,50 @@ def package_parts(sheet_names: Sequence[str]) -> list[tuple[str, bytes]]:
         "xl/styles.xml": _STYLES,
     }
     return [(name, text.encode("utf-8")) for name, text in parts.items()]
+
+
+# A table hands out its next ``n`` data rows, as XML (numbered from FIRST_DATA_ROW if numbered)
+# or as pieces deflated ahead.
+TakeRows = Callable[[int], Iterator[bytes | DeflatedPiece]]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One logical sheet: spilled over as many sheets as its rows need."""
+
+    name: str
+    header: Sequence[str]
+    rows: int
+    take: TakeRows
+
+
+def rendered(rows: Iterable[Row]) -> TakeRows:
+    """``take`` for rows held as values: each sheet's share rendered as numbered rows."""
+    values = iter(rows)
+    return lambda n: render_rows(islice(values, n), FIRST_DATA_ROW)
+
+
+def _sheet_sizes(table: Table, max_rows: int) -> list[int]:
+    """Data rows on each of the table's sheets (at least one sheet, perhaps header only)."""
+    capacity = max_rows - 1
+    full, rest = divmod(table.rows, capacity)
+    return [capacity] * full + ([rest] if rest or not full else [])
+
+
+def write_package(
+    path: Path, tables: Sequence[Table], max_rows: int = EXCEL_MAX_ROWS, threads: int | None = None
+) -> None:
+    """Stream the workbook of ``tables`` to a temp file beside ``path`` and rename it (with a new
+    file's mode; an OS error names ``path``, see ``poolflow.tasks.atomic``); ``threads`` deflate."""
+    sheets = [
+        (table, spill_sheet_name(table.name, i), n)
+        for table in tables
+        for i, n in enumerate(_sheet_sizes(table, max_rows))
+    ]
+    with AtomicTarget(path) as temp, temp.open("wb") as file, ZipStreamWriter(file, threads) as writer:
+        for name, content in package_parts([name for _, name, _ in sheets]):
+            writer.write_member(name, [content])
+        for index, (table, _, rows) in enumerate(sheets):
+            start = sheet_start(len(table.header), rows + 1) + render_row(1, table.header).encode()
+            writer.write_member(sheet_member(index), chain([start], table.take(rows), [SHEET_END]))
+        writer.finish()

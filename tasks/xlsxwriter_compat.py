@@ -9,15 +9,12 @@ as soon as a release changes any of them:
 - ``Worksheet._xml_rich_inline_string`` and ``Worksheet._xml_inline_string``: what a
   constant-memory worksheet calls to write a string that looks like rich-text XML, and a
   plain one; ``ExactWorksheet`` writes the first as the second.
-- ``Workbook.in_memory``: the attribute ``Workbook._store_workbook`` reads to put the
-  package together in memory instead of in temporary files.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
 from poolflow.tasks.xlsx_escape import escape_for_xlsx
@@ -35,12 +32,3 @@ class ExactWorksheet(Worksheet):  # type: ignore[misc]
         unescaped (a title ``<r>x</r>`` would read back empty); we never write rich text.
         """
         self._xml_inline_string(string, False, attributes)
-
-
-def package_in_memory(workbook: xlsxwriter.Workbook) -> None:
-    """Have ``workbook`` put its parts together in memory when it is closed.
-
-    Set through the ``in_memory`` constructor option, the same switch would also turn the
-    constant-memory worksheets off, so it is set on the workbook after construction.
-    """
-    workbook.in_memory = True

@@ -44,18 +44,33 @@ class DeflatedPiece:
     size: int
 
 
+class PieceDeflater:
+    """Deflates blocks handed to it one at a time into one piece; only the deflated bytes are held."""
+
+    def __init__(self) -> None:
+        self._compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
+        self._deflated: list[bytes] = []
+        self._crc = 0
+        self._size = 0
+
+    def add(self, block: bytes) -> None:
+        """Append ``block`` to the piece."""
+        self._deflated.append(self._compressor.compress(block))
+        self._crc = isal_zlib.crc32(block, self._crc)
+        self._size += len(block)
+
+    def finish(self) -> DeflatedPiece:
+        """The piece of every block added; nothing may be added after."""
+        self._deflated.append(self._compressor.flush(isal_zlib.Z_SYNC_FLUSH))
+        return DeflatedPiece(b"".join(self._deflated), self._crc, self._size)
+
+
 def deflate_piece(blocks: Iterable[bytes]) -> DeflatedPiece:
-    """The concatenation of ``blocks`` as a piece any other piece may precede or follow in a member;
-    only the deflated bytes are held, not the blocks."""
-    compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
-    deflated: list[bytes] = []
-    crc = size = 0
+    """The concatenation of ``blocks`` as a piece any other piece may precede or follow in a member."""
+    deflater = PieceDeflater()
     for block in blocks:
-        deflated.append(compressor.compress(block))
-        crc = isal_zlib.crc32(block, crc)
-        size += len(block)
-    deflated.append(compressor.flush(isal_zlib.Z_SYNC_FLUSH))
-    return DeflatedPiece(b"".join(deflated), crc, size)
+        deflater.add(block)
+    return deflater.finish()
 
 
 def inflate_piece(piece: DeflatedPiece) -> bytes:

@@ -12,6 +12,7 @@ from poolflow.tasks.parse import ParseResult, parse_exact
 from poolflow.tasks.report_parts import read_part, write_part
 from poolflow.tasks.stats import document_stats
 from poolflow.tasks.xlsx import join_cells, read_sheet
+from poolflow.tasks.zip_stream import deflate_piece
 
 DOC = '<doc id="{0}" url="u{0}" title="t{0}">\n{1}</doc>\n'
 
@@ -160,7 +161,7 @@ def test_a_missing_or_stale_report_part_is_rewritten_when_the_artifact_is_curren
     stale_parts = {
         "missing (an output from before report parts)": None,
         "made from another input": lambda: write_part(
-            part, "AA/wiki_00", {**header.made_from, "sha256": "0" * 64}, []
+            part, "AA/wiki_00", {**header.made_from, "sha256": "0" * 64}, deflate_piece([]), 0, 0
         ),
         "cut short": lambda: part.write_bytes(written[:-10]),
     }

@@ -1,4 +1,5 @@
-"""A real spreadsheet application reads the report: LibreOffice Calc gets every document exact."""
+"""A real spreadsheet application reads the report and the artifacts: LibreOffice Calc gets every
+document exact."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from hostile_documents import DOC, HOSTILE
 
 from poolflow.flows.parameters import DEFAULT_PATTERN
 from poolflow.tasks.inputs import list_items
-from poolflow.tasks.items import parse_item, read_input
+from poolflow.tasks.items import artifact_path, parse_item, read_input
 from poolflow.tasks.parse import parse_text
-from poolflow.tasks.report import build_report
+from poolflow.tasks.report import REPORT_NAME, build_report
 
 SOFFICE = "/usr/bin/soffice"
 # Comma-separated, '"'-quoted, UTF-8 (76), from line 1, every sheet (-1) to its own file.
@@ -35,8 +36,8 @@ def soffice() -> str:
     return SOFFICE
 
 
-def _convert_all_sheets(soffice: str, workbook: Path, outdir: Path, profile: Path) -> None:
-    """One CSV per sheet of ``workbook`` in ``outdir`` (``report-docs.csv``, …), by headless Calc."""
+def _convert_all_sheets(soffice: str, workbooks: list[Path], outdir: Path, profile: Path) -> None:
+    """One CSV per sheet of each workbook in ``outdir`` (``report-docs.csv``, …), by headless Calc."""
     command = [
         soffice,
         f"-env:UserInstallation={profile.as_uri()}",
@@ -44,7 +45,7 @@ def _convert_all_sheets(soffice: str, workbook: Path, outdir: Path, profile: Pat
         "--norestore",
         "--convert-to",
         ALL_SHEETS_CSV,
-        str(workbook),
+        *map(str, workbooks),
         "--outdir",
         str(outdir),
     ]
@@ -52,15 +53,20 @@ def _convert_all_sheets(soffice: str, workbook: Path, outdir: Path, profile: Pat
     assert result.returncode == 0, result.stderr
 
 
-def _docs_read_by_libreoffice(soffice: str, report: Path, work: Path) -> list[list[str]]:
-    """The ``docs`` rows of ``report`` as Calc reads them, text columns joined; checks the header."""
-    _convert_all_sheets(soffice, report, work / "csv", work / "profile")
+def _docs_read_by_libreoffice(soffice: str, workbooks: list[Path], work: Path) -> list[list[list[str]]]:
+    """The ``docs`` rows of each workbook as Calc reads them, text columns joined; checks each
+    header (a report's first column is ``source``, an artifact's ``line``)."""
+    _convert_all_sheets(soffice, workbooks, work / "csv", work / "profile")
     shutil.rmtree(work / "profile", ignore_errors=True)
     csv.field_size_limit(sys.maxsize)
-    with (work / "csv" / "report-docs.csv").open(encoding="utf-8", newline="") as file:
-        header, *rows = list(csv.reader(file))
-    assert header[:TEXT_COLUMN] == ["source", "id", "url", "title"]
-    return [[*row[:TEXT_COLUMN], "".join(row[TEXT_COLUMN:])] for row in rows]
+    read = []
+    for workbook in workbooks:
+        with (work / "csv" / f"{workbook.stem}-docs.csv").open(encoding="utf-8", newline="") as file:
+            header, *rows = list(csv.reader(file))
+        first = "source" if workbook.name == REPORT_NAME else "line"
+        assert header[:TEXT_COLUMN] == [first, "id", "url", "title"]
+        read.append([[*row[:TEXT_COLUMN], "".join(row[TEXT_COLUMN:])] for row in rows])
+    return read
 
 
 @pytest.mark.corpus
@@ -71,7 +77,7 @@ def test_libreoffice_reads_every_corpus_document_exactly(corpus: Path, soffice: 
     stats = [out.stats for out in outputs]
     report = build_report(str(output), [out.result for out in outputs], stats)
 
-    rows = _docs_read_by_libreoffice(soffice, Path(report.path), tmp_path)
+    [rows] = _docs_read_by_libreoffice(soffice, [Path(report.path)], tmp_path)
 
     expected = [
         [item, doc.id, doc.url, doc.title, doc.text]
@@ -94,6 +100,12 @@ def test_libreoffice_reads_hostile_documents_exactly(soffice: str, tmp_path: Pat
     results = [parse_item(str(inputs), item, str(tmp_path / "out")).result for item in HOSTILE]
     report = build_report(str(tmp_path / "out"), results, [None] * len(results))
 
-    rows = _docs_read_by_libreoffice(soffice, Path(report.path), tmp_path)
+    artifacts = [artifact_path(tmp_path / "out", item) for item in HOSTILE]  # distinct file names
+    [rows, *artifact_rows] = _docs_read_by_libreoffice(soffice, [Path(report.path), *artifacts], tmp_path)
 
     assert rows == [[item, *doc] for item, docs in HOSTILE.items() for doc in docs]
+    # Each artifact: the line of each document's opening tag (three lines a document) for the source.
+    artifacts_read = dict(zip(HOSTILE, artifact_rows, strict=True))
+    assert artifacts_read == {
+        item: [[str(1 + 3 * n), *doc] for n, doc in enumerate(docs)] for item, docs in HOSTILE.items()
+    }

@@ -10,7 +10,8 @@ import pytest
 from python_calamine import CalamineWorkbook
 
 from poolflow.tasks.atomic import OutputError
-from poolflow.tasks.report_parts import PART_FORMAT, is_current, read_part, write_part
+from poolflow.tasks.document_rows import DocumentRows
+from poolflow.tasks.report_parts import PART_FORMAT, ReportPart, is_current, read_part, write_part
 from poolflow.tasks.sheet_xml import SHEET_END, render_row, sheet_start
 from poolflow.tasks.xlsx import Row, split_cell
 from poolflow.tasks.xlsx_package import package_parts, sheet_member
@@ -23,6 +24,12 @@ ROWS: list[Row] = [
     ["AB/x&y_x0042_<z>", "3", "u3", "", *split_cell("😀" * 20_000 + "가" * 40_000)],
     ["AB/x&y_x0042_<z>", 7, 2.5, "<r>rich?</r>"],
 ]
+
+
+def _write(path: Path, item: str, rows: list[Row]) -> ReportPart:
+    """The part of an item whose documents' rows are ``rows`` (first cell: the item itself)."""
+    documents = DocumentRows(item, rows)
+    return write_part(path, item, MADE_FROM, documents.part(), documents.count, documents.columns)
 
 
 def _sheet_rows(first: list[Row], pieces_between: int, part_path: Path) -> list[list[object]]:
@@ -45,7 +52,7 @@ def _sheet_rows(first: list[Row], pieces_between: int, part_path: Path) -> list[
 
 def test_a_part_round_trips_its_rows_wherever_it_is_placed(tmp_path: Path) -> None:
     path = tmp_path / "parts" / "AB" / "x.docs.part"
-    written = write_part(path, "AB/x&y_x0042_<z>", MADE_FROM, ROWS)
+    written = _write(path, "AB/x&y_x0042_<z>", ROWS)
 
     assert read_part(path) == written
     assert (written.rows, written.columns, written.made_from) == (4, 7, MADE_FROM)
@@ -62,7 +69,7 @@ def test_a_part_round_trips_its_rows_wherever_it_is_placed(tmp_path: Path) -> No
 def test_a_part_that_is_not_whole_or_not_ours_is_not_read(tmp_path: Path) -> None:
     path = tmp_path / "wiki_00.docs.part"
     assert read_part(path) is None  # missing
-    written = write_part(path, "wiki_00", MADE_FROM, ROWS)
+    written = _write(path, "wiki_00", ROWS)
     data = path.read_bytes()
     assert is_current(path, "wiki_00", MADE_FROM)
     assert not is_current(path, "wiki_01", MADE_FROM)
@@ -83,7 +90,7 @@ def test_a_part_that_is_not_whole_or_not_ours_is_not_read(tmp_path: Path) -> Non
 
 
 def test_an_item_without_documents_has_an_empty_part(tmp_path: Path) -> None:
-    written = write_part(tmp_path / "empty.docs.part", "empty", MADE_FROM, [])
+    written = _write(tmp_path / "empty.docs.part", "empty", [])
     assert (written.rows, written.columns, written.size) == (0, 0, 0)
     assert inflate_piece(written.deflated()) == b""
 
@@ -91,4 +98,4 @@ def test_an_item_without_documents_has_an_empty_part(tmp_path: Path) -> None:
 def test_an_unwritable_part_names_its_path(tmp_path: Path) -> None:
     (tmp_path / "blocked").write_text("a file where the folder should be")
     with pytest.raises(OutputError, match=r"blocked/AA/wiki_00\.docs\.part"):
-        write_part(tmp_path / "blocked" / "AA" / "wiki_00.docs.part", "AA/wiki_00", MADE_FROM, ROWS)
+        _write(tmp_path / "blocked" / "AA" / "wiki_00.docs.part", "AA/wiki_00", ROWS)

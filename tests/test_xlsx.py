@@ -7,7 +7,6 @@ import gc
 import io
 import random
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -46,43 +45,18 @@ TRICKY = [
 ]
 
 
-def roundtrip(
-    tmp_path: Path, values: list[str], max_rows: int = 1_048_576, *, package_in_memory: bool = False
-) -> list[str]:
+def roundtrip(tmp_path: Path, values: list[str], max_rows: int = 1_048_576) -> list[str]:
     path = tmp_path / "t.xlsx"
     rows = [[i, *split_cell(v)] for i, v in enumerate(values)]
     width = max(len(r) for r in rows)
-    with AtomicWorkbook(path, package_in_memory=package_in_memory) as workbook:
+    with AtomicWorkbook(path) as workbook:
         write_sheet(workbook, "docs", ["n"] + ["text"] * (width - 1), rows, max_rows)
     return [join_cells(row[1:]) for row in read_sheet(path, "docs")]
 
 
-@pytest.mark.parametrize("package_in_memory", [False, True])
-def test_tricky_strings_round_trip_exactly(tmp_path: Path, package_in_memory: bool) -> None:
+def test_tricky_strings_round_trip_exactly(tmp_path: Path) -> None:
     values = [*TRICKY, "<r><t>rich-looking</t></r>", "x" * (EXCEL_CELL_LIMIT + 5)]
-    assert roundtrip(tmp_path, values, 3, package_in_memory=package_in_memory) == values
-
-
-def test_a_workbook_packaged_in_memory_makes_one_temp_file_per_sheet(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    made: list[str] = []
-    real_mkstemp = tempfile.mkstemp
-
-    def counting_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
-        handle, name = real_mkstemp(*args, **kwargs)
-        made.append(name)
-        return handle, name
-
-    monkeypatch.setattr(tempfile, "mkstemp", counting_mkstemp)
-    counts = []
-    for package_in_memory in (False, True):
-        made.clear()
-        roundtrip(tmp_path, TRICKY, 10, package_in_memory=package_in_memory)  # two sheets
-        counts.append(len(made))
-    # Each constant-memory sheet streams its rows through one temp file either way; packaged
-    # through files, every part of the workbook gets its own as well.
-    assert counts[1] == 2 and counts[0] >= counts[1] + 8
+    assert roundtrip(tmp_path, values, 3) == values
 
 
 def test_strings_are_never_written_as_formulas(tmp_path: Path) -> None:

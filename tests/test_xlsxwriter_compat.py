@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 
 import xlsxwriter
-from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
 from poolflow.tasks.xlsx import AtomicWorkbook, read_sheet, write_sheet
@@ -26,7 +25,7 @@ def _pinned_version(package: str) -> str:
 WHY = (
     f"poolflow.tasks.xlsxwriter_compat relies on it in xlsxwriter {_pinned_version('xlsxwriter')} "
     f"(pinned in constraints.txt); xlsxwriter {xlsxwriter.__version__} is installed. Re-read "
-    "xlsxwriter's Worksheet._write_cell and Workbook._store_workbook and fix the compat module"
+    "xlsxwriter's Worksheet._write_cell and fix the compat module"
 )
 
 
@@ -79,10 +78,3 @@ def test_a_rich_text_shaped_string_still_goes_to_the_method_exact_worksheet_repl
         write_sheet(workbook, "s", ["title"], [[title]])
     assert "&lt;r&gt;x&lt;/r&gt;" in _sheet_xml(path), f"the replacement was not called. {WHY}"
     assert list(read_sheet(path, "s")) == [[title]]
-
-
-def test_the_workbook_still_reads_in_memory_when_it_packages_itself() -> None:
-    """What the attribute does: ``test_a_workbook_packaged_in_memory_makes_one_temp_file_per_sheet``."""
-    assert "self.in_memory" in inspect.getsource(Workbook._store_workbook), (
-        f"Workbook._store_workbook no longer reads self.in_memory. {WHY}"
-    )
