@@ -75,7 +75,8 @@ compat: $(RUN_STAMP)
 
 # 200 items on every runner; 1,000 and 2,000 items; many short tasks on 32 processes; 2,000
 # tiny files end to end; a user's own script with no API, then against a default `prefect
-# server start` (200 and 1,000 files, 32 processes). Each writes its table into bench/results.md.
+# server start` (200 and 1,000 files, 32 processes); 700 files end to end against the lean
+# per-file step; one item's stages. Each writes its table into bench/results.md.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.run --modes pool,poolflow --repeat 100 --rounds 3 --section "1,000 and 2,000 items"
@@ -86,8 +87,10 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.user_script --api server --times 50 --modes pool,empty,script
 	$(BIN)/python -m bench.simulation --api server
 	$(BIN)/python -m bench.task_context
+	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.item_stages
 
-# 700 files end to end against the old script's per-file step; updates bench/results.md.
+# 700 files end to end against the lean and the old script's per-file steps; updates bench/results.md.
 bench-scale: $(BENCH_STAMP)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
