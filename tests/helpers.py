@@ -20,8 +20,16 @@ import psutil
 
 
 def alive(pids: list[int]) -> list[int]:
-    """The processes among ``pids`` that still run (zombies count as gone)."""
-    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    """The processes of ``pids`` still running: not gone, not a zombie, not being torn down
+    (``/proc/PID`` still there without its ``stat``: psutil re-raises that FileNotFoundError)."""
+    return [pid for pid in pids if _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, FileNotFoundError):
+        return False
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import seeded_home
+from helpers import alive, seeded_home
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.server.services import task_run_recorder
@@ -194,9 +194,9 @@ def test_leaving_the_local_api_does_not_wait_for_its_server_which_still_ends(cur
     with local_api(say=lambda message: None):
         (server,) = [p for p in psutil.Process().children() if "poolflow.api_server" in p.cmdline()]
     deadline = time.monotonic() + 30
-    while server.is_running() and server.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+    while alive([server.pid]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE  # ended on its own
+    assert alive([server.pid]) == []  # ended on its own
 
 
 def test_a_server_left_behind_by_its_command_ends_after_its_grace() -> None:
@@ -213,6 +213,6 @@ def test_a_server_left_behind_by_its_command_ends_after_its_grace() -> None:
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
     orphan = psutil.Process(int(out.stdout))  # its parent has exited; init reaps it
-    gone, alive = psutil.wait_procs([orphan], timeout=30)
-    assert alive == [] and gone == [orphan]
+    gone, left = psutil.wait_procs([orphan], timeout=30)
+    assert left == [] and gone == [orphan]
     assert time.monotonic() - started < 60, "it outlived its grace"
