@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import Context, copy_context
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from prefect.cache_policies import NO_CACHE
@@ -43,7 +44,7 @@ from prefect.utilities.engine import (
 )
 
 from poolflow.runners.chunking import ChunkSizer
-from poolflow.runners.item_cache import ItemCache
+from poolflow.runners.item_cache import ItemCache, RecordFile
 from poolflow.runners.mapped_items import UNASSIGNED, Item, split_name
 from poolflow.runners.worker_context import TaskRunInfo, call_timed_in_task_run, portable_function
 from poolflow.runners.worker_pool import LogSink, log_sink_in_context
@@ -106,6 +107,7 @@ class Chunk:
         self.task_run_id = uuid.uuid4()
         self.name = chunk_name(task, items)
         self.reused = 0  # items served from the cache, over all attempts
+        self._final: dict[str, State[Any]] = {}  # per attempt: what items' final states copy
         self.remote = portable_function(task.fn)
         self.keywords = _keyword_parameters(task.fn)
         for item in items:
@@ -166,24 +168,35 @@ class Chunk:
             raise RuntimeError("a chunk must run inside its task run")
         logger = get_run_logger(context)
         cache = ItemCache.for_task(self.task)
+        # Per job: its item, and the cache key its result goes under here (None: the worker
+        # writes the item's record itself, or nothing is cached).
         jobs: dict[concurrent.futures.Future[Any], tuple[Item, str | None]] = {}
         todo = [item for item in self.items if not item.future.settled]
         cached = 0
         resolve = _Resolver()
         info = TaskRunInfo.of(context)
+        item_context = cache.item_context(context) if cache is not None else None
+        self._final = {name: _final_state(name, self.task_run_id) for name in ("Completed", "Cached")}
         for item in todo:
             item.error = None
             try:
                 inputs = resolve(item.parameters)
-                key = cache.key(context, inputs) if cache is not None else None
+                key = (
+                    cache.key(item_context, inputs)
+                    if cache is not None and item_context is not None
+                    else None
+                )
+                record = None
                 if key is not None and cache is not None:
                     hit, value = cache.read(key)
                     if hit:
                         cached += 1
                         self._succeeded(item, value, cached=True)
                         continue
+                    record = cache.record_file(key)
                 sink = log_sink_in_context(logger, f"[{item.label}] ")
-                jobs[self._submit(info.named(item.name), item, inputs, sink)] = (item, key)
+                job = self._submit(info.named(item.name), item, inputs, sink, record)
+                jobs[job] = (item, key if record is None else None)
             except Exception as exc:
                 item.error = exc
         try:
@@ -202,14 +215,21 @@ class Chunk:
             raise self._failure(failed)
         return self._reuse_state()
 
-    def _submit(self, info: TaskRunInfo, item: Item, inputs: dict[str, Any], log_sink: LogSink) -> Any:
+    def _submit(
+        self,
+        info: TaskRunInfo,
+        item: Item,
+        inputs: dict[str, Any],
+        log_sink: LogSink,
+        record: RecordFile | None,
+    ) -> Any:
         if self.keywords is not None and inputs.keys() <= self.keywords:
             args, kwargs = (), inputs  # what Prefect's binding amounts to for such a signature
         else:
             args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
         return self.submit_job(
             call_timed_in_task_run,
-            (self.remote, info, args, kwargs),
+            (self.remote, info, args, kwargs, record.write if record is not None else None),
             label=item.name,
             timeout=self.task.timeout_seconds,
             log_sink=log_sink,
@@ -225,7 +245,7 @@ class Chunk:
         logger: Any,
     ) -> None:
         try:
-            seconds, value = job.result()
+            seconds, value, problem = job.result()
         except Exception as exc:
             item.error = exc
             return
@@ -233,13 +253,14 @@ class Chunk:
         if key is not None and cache is not None:
             try:
                 cache.write(key, value)
-            except Exception as exc:  # the item still succeeded; only reuse is lost
-                logger.warning("[%s] result not cached: %s", item.label, exc)
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:  # the item still succeeded; only reuse is lost
+            logger.warning("[%s] result not cached: %s", item.label, problem)
         self._succeeded(item, value, cached=False)
 
     def _succeeded(self, item: Item, value: Any, *, cached: bool) -> None:
-        state: State[Any] = Completed(data=value, name="Cached" if cached else "Completed")
-        state.state_details.task_run_id = self.task_run_id
+        state = _completed_like(self._final["Cached" if cached else "Completed"], value)
         if self.tracked and FlowRunContext.get() is not None:
             link_state_to_result(state, value, RunType.TASK_RUN)
         item.future.settle(state, value=value)
@@ -292,6 +313,26 @@ class Chunk:
                 fallback = fallback or _run_error(self.name, engine_future)
                 error = fallback
             item.future.settle(_failed_state(error, self.task_run_id), error=error)
+
+
+def _final_state(name: str, task_run_id: uuid.UUID) -> State[Any]:
+    """Prefect's ``Completed`` state named ``name`` for an item of the task run (its trace
+    context is the task run's), the model its items' states are copied from."""
+    state: State[Any] = Completed(name=name)
+    state.state_details.task_run_id = task_run_id
+    return state
+
+
+def _completed_like(model: State[Any], value: Any) -> State[Any]:
+    """A copy of ``model`` holding ``value``, with its own id, time and details (a quarter of
+    building one with ``Completed``, which looks up the trace context each time)."""
+    update = {
+        "id": uuid.uuid4(),
+        "timestamp": datetime.now(timezone.utc),
+        "data": value,
+        "state_details": model.state_details.model_copy(),
+    }
+    return model.model_copy(update=update)
 
 
 def _failed_state(error: BaseException, task_run_id: uuid.UUID) -> State[Any]:

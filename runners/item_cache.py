@@ -12,13 +12,16 @@ the store is a plain local folder (``LocalFileSystem``, no separate metadata sto
 locks), the folder is resolved once: a key whose file is absent is a miss without asking the
 store, and a record is written there directly, as Prefect's own ``ResultRecord`` serializes
 it (``prefect_compat.result_record_bytes``), atomically (``poolflow.tasks.atomic``: a killed
-flow leaves no torn record, and the file gets the mode the umask gives). Reads of present
-records and every other store go through Prefect.
+flow leaves no torn record, and the file gets the mode the umask gives). That write is a
+``RecordFile``, which travels with the item's job, so the worker that made the result
+serializes and writes it, not the flow process. Reads of present records and every other
+store go through Prefect.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
@@ -67,11 +70,16 @@ class ItemCache:
         store = get_result_store().update_for_task(task, _sync=True)  # type: ignore[call-arg]
         return cls(task, policy, cast("ResultStore", store))
 
-    def key(self, context: TaskRunContext, inputs: dict[str, Any]) -> str | None:
+    def item_context(self, context: TaskRunContext) -> TaskRunContext:
+        """A copy of a chunk's task run ``context`` naming the mapped task, for ``key``."""
+        return context.model_copy(update={"task": self.task})
+
+    def key(self, item_context: TaskRunContext, inputs: dict[str, Any]) -> str | None:
         """The item's key, as Prefect computes it for a task run of the item alone: from the
         cache policy, else from ``result_storage_key`` formatted with the item's parameters
-        and ``prefect.runtime``."""
-        item_context = context.model_copy(update={"task": self.task, "parameters": inputs})
+        and ``prefect.runtime``. ``item_context`` (from ``item_context``, reused by the
+        items of one chunk attempt) takes ``inputs`` as its parameters."""
+        item_context.parameters = inputs
         if self.policy is None:
             with item_context:
                 runtime = {name: getattr(prefect.runtime, name) for name in RUNTIME_MODULES}
@@ -99,21 +107,19 @@ class ItemCache:
             return False, None
         return True, record.result
 
-    def write(self, key: str, value: Any) -> None:
-        lifetime = self.task.cache_expiration
-        # Prefect's ``DateTime`` is a datetime its models validate from a stdlib one.
-        expiration = cast(
-            "DateTime | None", None if lifetime is None else datetime.now(timezone.utc) + lifetime
-        )
+    def record_file(self, key: str) -> RecordFile | None:
+        """The record of ``key`` as a file any process can write; None: only the store can."""
         path = self._local_path(key)
         if path is None:
-            self.store.write(value, key=key, expiration=expiration)
-            return
-        record = result_record_bytes(
-            value, serializer=self.store.serializer, expiration=expiration, storage_key=str(path)
-        )
-        with AtomicTarget(path) as temporary:
-            temporary.write_bytes(record)
+            return None
+        return RecordFile(path, self.store.serializer, self.task.cache_expiration)
+
+    def write(self, key: str, value: Any) -> None:
+        record = self.record_file(key)
+        if record is not None:
+            record.write(value)
+        else:
+            self.store.write(value, key=key, expiration=_expiration(self.task.cache_expiration))
 
     def _local_path(self, key: str) -> Path | None:
         """Where ``key``'s record lives in the plain local folder; None: ask the store."""
@@ -121,6 +127,32 @@ class ItemCache:
         if self.folder is None or relative.is_absolute() or ".." in relative.parts:
             return None  # the store refuses keys outside its folder with its own error
         return self.folder / relative
+
+
+@dataclass(frozen=True)
+class RecordFile:
+    """One item's result record in a plain local folder, as Prefect's store would write it."""
+
+    path: Path
+    serializer: Any
+    lifetime: timedelta | None
+
+    def write(self, value: Any) -> None:
+        """Serialize ``value`` and replace the record with it atomically."""
+        record = result_record_bytes(
+            value,
+            serializer=self.serializer,
+            expiration=_expiration(self.lifetime),
+            storage_key=str(self.path),
+        )
+        with AtomicTarget(self.path) as temporary:
+            temporary.write_bytes(record)
+
+
+def _expiration(lifetime: timedelta | None) -> DateTime | None:
+    """When a record written now for ``lifetime`` expires (None: never)."""
+    # Prefect's ``DateTime`` is a datetime its models validate from a stdlib one.
+    return cast("DateTime | None", None if lifetime is None else datetime.now(timezone.utc) + lifetime)
 
 
 def plain_local_folder(store: ResultStore) -> Path | None:

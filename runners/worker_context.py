@@ -336,13 +336,27 @@ def call_in_task_run(
 
 
 def call_timed_in_task_run(
-    fn: Callable[..., Any], info: TaskRunInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[float, Any]:
-    """``call_in_task_run``, returning (seconds the call took in the worker, its result).
+    fn: Callable[..., Any],
+    info: TaskRunInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    keep: Callable[[Any], object] | None = None,
+) -> tuple[float, Any, str | None]:
+    """``call_in_task_run``, returning (seconds the call took in the worker, its result, why
+    ``keep`` failed).
 
     Chunk sizing learns from this duration; timing in the worker leaves out the time an
-    item waited in the pool's queue.
+    item waited in the pool's queue. ``keep`` (an item's result record) is called with the
+    result here, so the flow process neither serializes nor writes it; if it fails, the
+    call still succeeded and only the record is missing.
     """
     started = time.perf_counter()
     result = call_in_task_run(fn, info, args, kwargs)
-    return time.perf_counter() - started, result
+    seconds = time.perf_counter() - started
+    problem = None
+    if keep is not None:
+        try:
+            keep(result)
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+    return seconds, result, problem

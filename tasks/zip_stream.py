@@ -17,7 +17,7 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -94,6 +94,22 @@ class _Member:
 _Written = Future[tuple[int, int, int]]
 
 
+class _InCaller:
+    """Runs each submitted call at once in the caller's thread: one thread needs no pool (a
+    small workbook would spend more starting a thread than deflating)."""
+
+    def submit(self, fn: Callable[..., tuple[int, int, int]], /, *args: object) -> _Written:
+        done: _Written = Future()
+        try:
+            done.set_result(fn(*args))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        """Nothing runs after its call returned."""
+
+
 class ZipStreamWriter:
     """Writes a zip to ``file`` (any writable binary stream) one member at a time.
 
@@ -106,7 +122,11 @@ class ZipStreamWriter:
         self._offset = 0
         self._members: list[_Member] = []
         self._threads = threads or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="poolflow-deflate")
+        self._pool: ThreadPoolExecutor | _InCaller = (
+            ThreadPoolExecutor(self._threads, thread_name_prefix="poolflow-deflate")
+            if self._threads > 1
+            else _InCaller()
+        )
 
     def __enter__(self) -> ZipStreamWriter:
         return self

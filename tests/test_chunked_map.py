@@ -308,6 +308,43 @@ def test_persisted_items_are_cached_one_by_one(tmp_path: Path) -> None:
     assert executions(log) == Counter(range(8))
 
 
+def test_each_items_record_is_kept_and_one_that_cannot_be_written_only_warns(
+    tmp_path: Path,
+) -> None:
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
+    storage = tmp_path / "records"
+
+    @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=3))
+    def stored(n: int) -> list[int]:
+        kept = cached_square.with_options(result_storage=storage)
+        return [f.result() for f in kept.map(range(n), log=str(tmp_path / "runs"))]
+
+    assert stored(4) == [0, 1, 4, 9]
+    records = sorted(storage.iterdir())
+    assert len(records) == 4
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(storage)))
+    assert sorted(store.read(path.name).result for path in records) == [0, 1, 4, 9]
+
+    # The folder is now a file: no record can be written, yet every item succeeds.
+    for path in records:
+        path.unlink()
+    storage.rmdir()
+    storage.write_text("not a folder")
+    state = stored(2, return_state=True)
+    assert state.result() == [0, 1]
+    (run,) = named(task_runs(state), "cached(").values()
+    assert run.state is not None and run.state.is_completed()
+    with get_client(sync_client=True) as client:
+        deadline, warned = time.monotonic() + 10, set[str]()
+        while time.monotonic() < deadline and len(warned) < 2:
+            logs = client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[run.id])))
+            warned = {log.message.split("]")[0] for log in logs if "result not cached: " in log.message}
+            time.sleep(0.2)
+    assert warned == {"[0", "[1"}
+
+
 def test_auto_puts_many_short_items_in_few_task_runs_and_imap_keeps_order() -> None:
     @flow(task_runner=MultiprocessingTaskRunner(2))
     def many() -> tuple[list[int], list[int]]:

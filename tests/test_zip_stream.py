@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import zipfile
 
 import pytest
@@ -11,13 +12,17 @@ import pytest
 from poolflow.tasks.zip_stream import DeflatedPiece, ZipStreamWriter, deflate_piece, inflate_piece
 
 
-def test_members_of_many_deflated_pieces_read_back_exactly() -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_members_of_many_deflated_pieces_read_back_exactly(threads: int) -> None:
     pieces = [os.urandom(1000) + ("한국어 " * n).encode() for n in range(0, 3000, 97)]
     buffer = io.BytesIO()
-    with ZipStreamWriter(buffer, threads=3) as writer:
+    before = threading.active_count()
+    with ZipStreamWriter(buffer, threads=threads) as writer:
         writer.write_member("xl/worksheets/sheet1.xml", pieces)
         writer.write_member("empty.xml", [])
         writer.write_member("한.xml", [b"", b"x", b""])
+        if threads == 1:  # the caller's own: no pool is started for it
+            assert threading.active_count() == before
         writer.finish()
 
     with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
