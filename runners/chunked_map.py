@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextvars import Context, copy_context
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect.cache_policies import NO_CACHE
@@ -44,9 +45,15 @@ from prefect.utilities.engine import (
 )
 
 from poolflow.runners.chunking import ChunkSizer
-from poolflow.runners.item_cache import ItemCache, RecordFile
+from poolflow.runners.item_cache import ItemCache
 from poolflow.runners.mapped_items import UNASSIGNED, Item, split_name
-from poolflow.runners.worker_context import TaskRunInfo, call_timed_in_task_run, portable_function
+from poolflow.runners.worker_context import (
+    ChunkJobs,
+    PickledOnce,
+    TaskRunInfo,
+    call_chunk_item,
+    portable_function,
+)
 from poolflow.runners.worker_pool import LogSink, log_sink_in_context
 
 if TYPE_CHECKING:
@@ -175,6 +182,7 @@ class Chunk:
         cached = 0
         resolve = _Resolver()
         info = TaskRunInfo.of(context)
+        shared = PickledOnce(ChunkJobs(self.remote, info, cache.writer if cache is not None else None))
         item_context = cache.item_context(context) if cache is not None else None
         self._final = {name: _final_state(name, self.task_run_id) for name in ("Completed", "Cached")}
         for item in todo:
@@ -193,9 +201,9 @@ class Chunk:
                         cached += 1
                         self._succeeded(item, value, cached=True)
                         continue
-                    record = cache.record_file(key)
+                    record = cache.record_path(key)
                 sink = log_sink_in_context(logger, f"[{item.label}] ")
-                job = self._submit(info.named(item.name), item, inputs, sink, record)
+                job = self._submit(shared, info.log_prints, item, inputs, sink, record)
                 jobs[job] = (item, key if record is None else None)
             except Exception as exc:
                 item.error = exc
@@ -217,23 +225,24 @@ class Chunk:
 
     def _submit(
         self,
-        info: TaskRunInfo,
+        shared: PickledOnce,
+        log_prints: bool,
         item: Item,
         inputs: dict[str, Any],
         log_sink: LogSink,
-        record: RecordFile | None,
+        record: Path | None,
     ) -> Any:
         if self.keywords is not None and inputs.keys() <= self.keywords:
             args, kwargs = (), inputs  # what Prefect's binding amounts to for such a signature
         else:
             args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
         return self.submit_job(
-            call_timed_in_task_run,
-            (self.remote, info, args, kwargs, record.write if record is not None else None),
+            call_chunk_item,
+            (shared, item.name, args, kwargs, record),
             label=item.name,
             timeout=self.task.timeout_seconds,
             log_sink=log_sink,
-            log_prints=info.log_prints,
+            log_prints=log_prints,
         )
 
     def _settle_job(

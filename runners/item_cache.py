@@ -13,7 +13,7 @@ locks), the folder is resolved once: a key whose file is absent is a miss withou
 store, and a record is written there directly, as Prefect's own ``ResultRecord`` serializes
 it (``prefect_compat.result_record_bytes``), atomically (``poolflow.tasks.atomic``: a killed
 flow leaves no torn record, and the file gets the mode the umask gives). That write is a
-``RecordFile``, which travels with the item's job, so the worker that made the result
+``RecordWriter``'s, which travels with a chunk's jobs, so the worker that made the result
 serializes and writes it, not the flow process. Reads of present records and every other
 store go through Prefect.
 """
@@ -56,6 +56,7 @@ class ItemCache:
     def __init__(self, task: Task[Any, Any], policy: CachePolicy | None, store: ResultStore) -> None:
         self.task, self.policy, self.store = task, policy, store
         self.folder = plain_local_folder(store)
+        self.writer = RecordWriter(store.serializer, task.cache_expiration)
         refresh = task.refresh_cache
         self.refresh = bool(PREFECT_TASKS_REFRESH_CACHE.value() if refresh is None else refresh)
 
@@ -107,17 +108,15 @@ class ItemCache:
             return False, None
         return True, record.result
 
-    def record_file(self, key: str) -> RecordFile | None:
-        """The record of ``key`` as a file any process can write; None: only the store can."""
-        path = self._local_path(key)
-        if path is None:
-            return None
-        return RecordFile(path, self.store.serializer, self.task.cache_expiration)
+    def record_path(self, key: str) -> Path | None:
+        """The file of ``key``'s record, which ``writer`` writes in any process; None: only the
+        store can write it."""
+        return self._local_path(key)
 
     def write(self, key: str, value: Any) -> None:
-        record = self.record_file(key)
-        if record is not None:
-            record.write(value)
+        path = self.record_path(key)
+        if path is not None:
+            self.writer.write(path, value)
         else:
             self.store.write(value, key=key, expiration=_expiration(self.task.cache_expiration))
 
@@ -130,22 +129,18 @@ class ItemCache:
 
 
 @dataclass(frozen=True)
-class RecordFile:
-    """One item's result record in a plain local folder, as Prefect's store would write it."""
+class RecordWriter:
+    """Writes items' result records in a plain local folder, as Prefect's store would."""
 
-    path: Path
     serializer: Any
     lifetime: timedelta | None
 
-    def write(self, value: Any) -> None:
-        """Serialize ``value`` and replace the record with it atomically."""
+    def write(self, path: Path, value: Any) -> None:
+        """Serialize ``value`` and replace the record at ``path`` with it atomically."""
         record = result_record_bytes(
-            value,
-            serializer=self.serializer,
-            expiration=_expiration(self.lifetime),
-            storage_key=str(self.path),
+            value, serializer=self.serializer, expiration=_expiration(self.lifetime), storage_key=str(path)
         )
-        with AtomicTarget(self.path) as temporary:
+        with AtomicTarget(path) as temporary:
             temporary.write_bytes(record)
 
 

@@ -10,6 +10,9 @@ Inside the call the task sees Prefect's own contexts as on Prefect's process run
                                                           tags(...)         (TagsContext)
                                                           TaskRunContext    (the real task run)
 
+A chunk's items (``call_chunk_item``) share one ``TaskRunInfo``, pickled once per chunk
+attempt with the function in ``ChunkJobs``; each job names its item.
+
 The flow snapshot (the flow process's settings with the API URL its client really uses,
 the flow run, the flow's name) is pickled once per flow run in the parent and rebuilt once
 per flow run in each worker. So ``prefect.runtime``, ``get_run_logger()``, artifacts,
@@ -37,13 +40,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import cloudpickle
 
 from poolflow.runners.prefect_compat import complete_run_context_models
 
 if TYPE_CHECKING:
     from prefect.context import FlowRunContext, SettingsContext, TaskRunContext
     from prefect.task_runners import ThreadPoolTaskRunner
+
+    from poolflow.runners.item_cache import RecordWriter
 
 
 @dataclass(frozen=True)
@@ -335,28 +343,53 @@ def call_in_task_run(
         flush_events()  # what the task emitted reaches the API before its run ends
 
 
-def call_timed_in_task_run(
-    fn: Callable[..., Any],
-    info: TaskRunInfo,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    keep: Callable[[Any], object] | None = None,
+@dataclass(frozen=True)
+class ChunkJobs:
+    """What every item of one chunk attempt sends to the pool alike: the task's function, the
+    task run and the writer of the items' result records (travels as ``PickledOnce``)."""
+
+    fn: Any  # the task's function, or a ``TaskFunctionRef`` that unpickles as it
+    info: TaskRunInfo
+    writer: RecordWriter | None
+
+
+class PickledOnce:
+    """Pickles as the bytes of ``value`` pickled once, and unpickles as ``value`` again.
+
+    A chunk's items' jobs each copy these bytes, where pickling the function, task run and
+    writer for every item cost more than the rest of its job; a worker unpickles the same
+    bytes once (``_unpickled``), when it unpickles its job, before the job's logging is set.
+    """
+
+    def __init__(self, value: object) -> None:
+        self.blob: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
+        return (_unpickled, (self.blob,))
+
+
+@lru_cache(maxsize=_TASK_RUNS_KEPT)
+def _unpickled(blob: bytes) -> Any:
+    return pickle.loads(blob)
+
+
+def call_chunk_item(
+    jobs: ChunkJobs, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], record: Path | None
 ) -> tuple[float, Any, str | None]:
-    """``call_in_task_run``, returning (seconds the call took in the worker, its result, why
-    ``keep`` failed).
+    """Call a chunk's function as its item ``name``, in Prefect's contexts; return (seconds
+    the call took here, its result, why writing the result's record at ``record`` failed).
 
     Chunk sizing learns from this duration; timing in the worker leaves out the time an
-    item waited in the pool's queue. ``keep`` (an item's result record) is called with the
-    result here, so the flow process neither serializes nor writes it; if it fails, the
-    call still succeeded and only the record is missing.
+    item waited in the pool's queue. The record is written here, so the flow process neither
+    serializes nor writes it; if that fails, the call still succeeded.
     """
     started = time.perf_counter()
-    result = call_in_task_run(fn, info, args, kwargs)
+    result = call_in_task_run(jobs.fn, jobs.info.named(name), args, kwargs)
     seconds = time.perf_counter() - started
     problem = None
-    if keep is not None:
+    if record is not None and jobs.writer is not None:
         try:
-            keep(result)
+            jobs.writer.write(record, result)
         except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}"
     return seconds, result, problem
