@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import Context, copy_context
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +113,6 @@ class Chunk:
         self.task_run_id = uuid.uuid4()
         self.name = chunk_name(task, items)
         self.reused = 0  # items served from the cache, over all attempts
-        self._final: dict[str, State[Any]] = {}  # per attempt: what items' final states copy
         self.remote = portable_function(task.fn)
         self.keywords = _keyword_parameters(task.fn)
         for item in items:
@@ -174,7 +172,7 @@ class Chunk:
         if context is None:
             raise RuntimeError("a chunk must run inside its task run")
         logger = get_run_logger(context)
-        cache = ItemCache.for_task(self.task)
+        cache = ItemCache.for_task(self.task, context)
         # Per job: its item, and the cache key its result goes under here (None: the worker
         # writes the item's record itself, or nothing is cached).
         jobs: dict[concurrent.futures.Future[Any], tuple[Item, str | None]] = {}
@@ -183,17 +181,11 @@ class Chunk:
         resolve = _Resolver()
         info = TaskRunInfo.of(context)
         shared = PickledOnce(ChunkJobs(self.remote, info, cache.writer if cache is not None else None))
-        item_context = cache.item_context(context) if cache is not None else None
-        self._final = {name: _final_state(name, self.task_run_id) for name in ("Completed", "Cached")}
         for item in todo:
             item.error = None
             try:
                 inputs = resolve(item.parameters)
-                key = (
-                    cache.key(item_context, inputs)
-                    if cache is not None and item_context is not None
-                    else None
-                )
+                key = cache.key(inputs) if cache is not None else None
                 record = None
                 if key is not None and cache is not None:
                     hit, value = cache.read(key)
@@ -269,7 +261,8 @@ class Chunk:
         self._succeeded(item, value, cached=False)
 
     def _succeeded(self, item: Item, value: Any, *, cached: bool) -> None:
-        state = _completed_like(self._final["Cached" if cached else "Completed"], value)
+        state: State[Any] = Completed(data=value, name="Cached" if cached else "Completed")
+        state.state_details.task_run_id = self.task_run_id
         if self.tracked and FlowRunContext.get() is not None:
             link_state_to_result(state, value, RunType.TASK_RUN)
         item.future.settle(state, value=value)
@@ -322,26 +315,6 @@ class Chunk:
                 fallback = fallback or _run_error(self.name, engine_future)
                 error = fallback
             item.future.settle(_failed_state(error, self.task_run_id), error=error)
-
-
-def _final_state(name: str, task_run_id: uuid.UUID) -> State[Any]:
-    """Prefect's ``Completed`` state named ``name`` for an item of the task run (its trace
-    context is the task run's), the model its items' states are copied from."""
-    state: State[Any] = Completed(name=name)
-    state.state_details.task_run_id = task_run_id
-    return state
-
-
-def _completed_like(model: State[Any], value: Any) -> State[Any]:
-    """A copy of ``model`` holding ``value``, with its own id, time and details (a quarter of
-    building one with ``Completed``, which looks up the trace context each time)."""
-    update = {
-        "id": uuid.uuid4(),
-        "timestamp": datetime.now(timezone.utc),
-        "data": value,
-        "state_details": model.state_details.model_copy(),
-    }
-    return model.model_copy(update=update)
 
 
 def _failed_state(error: BaseException, task_run_id: uuid.UUID) -> State[Any]:

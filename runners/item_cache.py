@@ -53,33 +53,41 @@ class ItemCache:
     the read but still writes, so the next run reuses the fresh value.
     """
 
-    def __init__(self, task: Task[Any, Any], policy: CachePolicy | None, store: ResultStore) -> None:
+    def __init__(
+        self,
+        task: Task[Any, Any],
+        policy: CachePolicy | None,
+        store: ResultStore,
+        context: TaskRunContext | None = None,
+    ) -> None:
         self.task, self.policy, self.store = task, policy, store
+        # The chunk's task run context naming the mapped task; ``key`` gives it each item's
+        # parameters in turn (one copy per chunk attempt, not one per item).
+        self._item_context = None if context is None else context.model_copy(update={"task": task})
         self.folder = plain_local_folder(store)
         self.writer = RecordWriter(store.serializer, task.cache_expiration)
         refresh = task.refresh_cache
         self.refresh = bool(PREFECT_TASKS_REFRESH_CACHE.value() if refresh is None else refresh)
 
     @classmethod
-    def for_task(cls, task: Task[Any, Any]) -> ItemCache | None:
-        """A cache when ``task`` persists results under a cache policy or a
-        ``result_storage_key`` (Prefect then keys by it), else None."""
+    def for_task(cls, task: Task[Any, Any], context: TaskRunContext) -> ItemCache | None:
+        """A cache for the items of ``task`` run in the task run of ``context``, when ``task``
+        persists results under a cache policy or a ``result_storage_key`` (Prefect then keys
+        by it), else None."""
         given = task.cache_policy
         policy = given if isinstance(given, CachePolicy) and given is not NO_CACHE else None
         if not task.persist_result or (policy is None and task.result_storage_key is None):
             return None
         store = get_result_store().update_for_task(task, _sync=True)  # type: ignore[call-arg]
-        return cls(task, policy, cast("ResultStore", store))
+        return cls(task, policy, cast("ResultStore", store), context)
 
-    def item_context(self, context: TaskRunContext) -> TaskRunContext:
-        """A copy of a chunk's task run ``context`` naming the mapped task, for ``key``."""
-        return context.model_copy(update={"task": self.task})
-
-    def key(self, item_context: TaskRunContext, inputs: dict[str, Any]) -> str | None:
+    def key(self, inputs: dict[str, Any]) -> str | None:
         """The item's key, as Prefect computes it for a task run of the item alone: from the
         cache policy, else from ``result_storage_key`` formatted with the item's parameters
-        and ``prefect.runtime``. ``item_context`` (from ``item_context``, reused by the
-        items of one chunk attempt) takes ``inputs`` as its parameters."""
+        and ``prefect.runtime``."""
+        item_context = self._item_context
+        if item_context is None:
+            raise RuntimeError("an ItemCache made without a task run context computes no keys")
         item_context.parameters = inputs
         if self.policy is None:
             with item_context:

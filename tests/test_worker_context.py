@@ -7,10 +7,11 @@ import contextvars
 import pickle
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect import flow
+from prefect import flow, task
 from prefect.settings import get_current_settings
 
 from poolflow.runners import worker_context
@@ -65,3 +66,42 @@ def test_the_snapshot_carries_the_flows_settings_with_its_api_and_no_ephemeral_s
     # Everything else as the flow process has it.
     left = settings.model_dump(exclude={"api": {"url"}, "server": {"ephemeral": {"enabled"}}})
     assert left == own.model_dump(exclude={"api": {"url"}, "server": {"ephemeral": {"enabled"}}})
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_a_chunks_item_runs_from_jobs_unpickled_once_and_writes_its_own_record(tmp_path: Path) -> None:
+    from prefect.context import TaskRunContext
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+    from prefect.serializers import PickleSerializer
+
+    from poolflow.runners.item_cache import RecordWriter
+
+    (tmp_path / "file").write_text("not a folder")
+
+    @task
+    def in_a_task_run() -> tuple[bool, Any, Any]:
+        context = TaskRunContext.get()
+        assert context is not None
+        jobs = worker_context.ChunkJobs(
+            double, worker_context.TaskRunInfo.of(context), RecordWriter(PickleSerializer(), None)
+        )
+        shared = worker_context.PickledOnce(jobs)
+        first, second = (pickle.loads(pickle.dumps(shared)) for _ in range(2))
+        kept = worker_context.call_chunk_item(first, "double(3)", (3,), {}, tmp_path / "records" / "k")
+        lost = worker_context.call_chunk_item(second, "double(4)", (4,), {}, tmp_path / "file" / "k")
+        return first is second, kept, lost
+
+    @flow
+    def chunk() -> tuple[bool, Any, Any]:
+        return in_a_task_run()
+
+    same, (_, kept, kept_problem), (_, lost, lost_problem) = chunk()
+    assert same  # a worker unpickles a chunk's shared part once
+    assert (kept, kept_problem) == (6, None)
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path / "records")))
+    assert store.read("k").result == 6
+    assert lost == 8 and lost_problem is not None and "file/k" in lost_problem  # the call still succeeded
