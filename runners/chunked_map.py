@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import copy
+import functools
 import inspect
 import threading
 import uuid
@@ -54,6 +55,7 @@ from poolflow.runners.worker_context import (
     portable_function,
 )
 from poolflow.runners.worker_pool import LogSink, log_sink_in_context
+from poolflow.tasks.atomic import remove_temp_files_of
 
 if TYPE_CHECKING:
     from prefect.tasks import Task
@@ -235,6 +237,8 @@ class Chunk:
             timeout=self.task.timeout_seconds,
             log_sink=log_sink,
             log_prints=log_prints,
+            # A worker killed while writing the record leaves its temp file: removed once dead.
+            on_lost=None if record is None else functools.partial(remove_temp_files_of, record),
         )
 
     def _settle_job(

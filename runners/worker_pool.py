@@ -186,6 +186,7 @@ class _Job:
     log_sink: LogSink | None
     log_prints: bool
     future: PoolFuture
+    on_lost: Callable[[], None] | None = None
     deadline: float | None = None
     resent: bool = False  # a worker died starting with it, and it was queued again
 
@@ -380,11 +381,14 @@ class WorkerPool:
         timeout: float | None = None,
         log_sink: LogSink | None = None,
         log_prints: bool = False,
+        on_lost: Callable[[], None] | None = None,
     ) -> PoolFuture:
         """Queue ``fn(*args, **kwargs)``; the future gives its result or raises its error.
 
         Pickling happens here, in the caller's thread, so an unpicklable argument fails
-        this one call at once.
+        this one call at once. ``on_lost`` is called by the manager thread once the worker
+        running the job is dead (killed for a timeout, a cancel or a shutdown, or died), before
+        the future is settled: what that worker left half-written can be cleared then.
         """
         try:
             payload = cloudpickle.dumps((fn, tuple(args), kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
@@ -393,7 +397,7 @@ class WorkerPool:
         job_id = next(self._job_ids)
         label = label or getattr(fn, "__name__", "job")
         future = PoolFuture(label, functools.partial(self._request_cancel, job_id))
-        job = _Job(job_id, payload, label, timeout, log_sink, log_prints, future)
+        job = _Job(job_id, payload, label, timeout, log_sink, log_prints, future, on_lost)
         with self._lock:
             # Checked under the lock: the manager's last sweep of pending jobs happens after
             # ``_closing`` is set, so a job appended here is always settled.
@@ -634,9 +638,15 @@ class WorkerPool:
                 _settle(job.future, error=JobTimeoutError(message))
 
     def _retire(self, worker: _Worker) -> None:
-        """Kill ``worker`` and put a fresh one in its place (none while shutting down)."""
+        """Kill ``worker``, let its job clear up after it, and put a fresh worker in its place
+        (none while shutting down)."""
         worker.kill()
         worker.wait_exit(5)
+        if worker.job is not None and worker.job.on_lost is not None:
+            try:
+                worker.job.on_lost()
+            except Exception:
+                logger.warning("clearing up after %s failed", worker.job.label, exc_info=True)
         index = self._workers.index(worker)
         with self._lock:
             closing = self._closing

@@ -10,6 +10,7 @@ user creates, without reading the umask (a read of ``/proc/self/status``) for ea
 from __future__ import annotations
 
 import fnmatch
+import glob
 import os
 import secrets
 from collections.abc import Iterable
@@ -97,6 +98,18 @@ class AtomicTarget:
             self.discard()
         if isinstance(exc, OSError):
             raise self.failed(exc) from exc
+
+
+def remove_temp_files_of(path: Path) -> int:
+    """Delete the temp files that killed writers of ``path`` left beside it; return how many.
+
+    Only call this once those writers are dead: a live writer's temp file looks the same.
+    """
+    removed = 0
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        temp.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def remove_stale_temp_files(directory: Path, suffixes: Iterable[str]) -> int:

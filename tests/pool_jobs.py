@@ -83,3 +83,11 @@ def touch(path: str) -> str:
     """Create the file ``path``; returns it (a job whose running shows from outside)."""
     Path(path).touch()
     return path
+
+
+def leave_pid(path: str, then: str) -> None:
+    """Write the worker's pid to ``path``, then spin forever (``then="spin"``) or die (as ``die``)."""
+    Path(path).write_text(str(os.getpid()))
+    if then == "spin":
+        spin(-1)
+    die(then)

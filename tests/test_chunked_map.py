@@ -94,6 +94,21 @@ def cached_square(x: int, log: str) -> int:
     return x * x
 
 
+@task(
+    task_run_name="keyed-spin({x})",
+    persist_result=True,
+    cache_key_fn=lambda _context, parameters: f"key-{parameters['x']}",
+    timeout_seconds=3,
+)
+def keyed_spin_or_die(x: int, how: str) -> int:
+    if x == 0:
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        while True:
+            pass
+    return x
+
+
 @task
 def tiny(x: int) -> int:
     return x
@@ -343,6 +358,30 @@ def test_each_items_record_is_kept_and_one_that_cannot_be_written_only_warns(
             warned = {log.message.split("]")[0] for log in logs if "result not cached: " in log.message}
             time.sleep(0.2)
     assert warned == {"[0", "[1"}
+
+
+@pytest.mark.parametrize("how", ["timeout", "sigkill"])
+def test_a_record_half_written_by_a_lost_worker_is_removed(tmp_path: Path, how: str) -> None:
+    """A worker killed while it writes an item's record leaves the record's temp file (here
+    planted, as the kill's timing cannot be chosen): once the worker is dead it is removed.
+    Another record's temp file, whose writer was not lost, is left alone."""
+    storage = tmp_path / "records"
+    storage.mkdir()
+    lost, other = storage / ".key-0.0a1b2c3d.tmp", storage / ".key-1.0a1b2c3d.tmp"
+    lost.write_bytes(b"half a record")
+    other.write_bytes(b"half a record")
+
+    @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=2))
+    def stored() -> list[Any]:
+        kept = keyed_spin_or_die.with_options(result_storage=storage)
+        return [f.result(raise_on_failure=False) for f in kept.map([0, 1], how=how)]
+
+    results = stored()
+    assert isinstance(results[0], JobTimeoutError if how == "timeout" else WorkerDiedError)
+    assert results[1] == 1
+    assert not lost.exists()
+    assert other.exists()
+    assert (storage / "key-1").is_file() and not (storage / "key-0").exists()
 
 
 def test_auto_puts_many_short_items_in_few_task_runs_and_imap_keeps_order() -> None:
