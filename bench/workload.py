@@ -51,7 +51,7 @@ def run_plain(mode: str, work: list[tuple[str, str, str]], processes: int) -> No
         pool.map(_star_parse, work, chunksize=1)
 
 
-# Benchmark modes that run on a Prefect task runner, by poolflow.runners.choice name.
+# Benchmark modes that run on a Prefect task runner, by poolflow.flows.runner_choice name.
 RUNNER_OF_MODE = {
     "poolflow": "multiprocessing",
     "prefect-thread": "thread",
@@ -68,7 +68,7 @@ def prefect_flow(mode: str, work: list[tuple[str, str, str]], processes: int) ->
     """``work`` as a Prefect flow on ``mode``'s task runner (imports Prefect)."""
     from prefect import flow, task
 
-    from poolflow.runners.choice import make_task_runner
+    from poolflow.flows.runner_choice import make_task_runner
 
     parse = task(name="parse")(parse_item)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from poolflow.runners.choice import RUNNERS
+from poolflow.flows.runner_choice import RUNNERS
 from poolflow.tasks import storage
 from poolflow.tasks.parse import PARSERS
 

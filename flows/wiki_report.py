@@ -33,8 +33,8 @@ from poolflow.flows.outcome import Outcome, RunFailed, without_run_failed_traceb
 from poolflow.flows.parameters import DEFAULT_PATTERN, check_wiki_parameters
 from poolflow.flows.progress import wait_with_progress
 from poolflow.flows.report_steps import parquet_step, report_step, step_parameters
+from poolflow.flows.runner_choice import make_task_runner
 from poolflow.flows.task_map import map_task
-from poolflow.runners.choice import make_task_runner
 from poolflow.tasks import storage
 from poolflow.tasks.atomic import OutputError, remove_stale_temp_files
 from poolflow.tasks.inputs import InputListing, list_inputs

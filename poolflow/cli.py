@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
 from poolflow.flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
+from poolflow.flows.runner_choice import RUNNERS
 from poolflow.local_api import ApiStartError, flush_to_api
 from poolflow.local_api import say_on_stderr as say
-from poolflow.runners.choice import RUNNERS
 from poolflow.tasks.parse import PARSERS
 from poolflow.warm_start import api_with_warm_start
 

@@ -1,7 +1,7 @@
 """Prefect task runners for poolflow. Nothing here knows about wiki files.
 
-Attributes load lazily so that ``poolflow.runners.choice.RUNNERS`` can be read without Prefect;
-the type checker reads the ``TYPE_CHECKING`` imports instead, so it sees the real types.
+Attributes load lazily, so importing the package does not import Prefect; the type checker
+reads the ``TYPE_CHECKING`` imports instead, so it sees the real types.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # "X as X" marks each name as re-exported
-    from poolflow.runners.choice import make_task_runner as make_task_runner
     from poolflow.runners.multiprocessing_runner import MultiprocessingTaskRunner as MultiprocessingTaskRunner
     from poolflow.runners.worker_pool import JobCancelledError as JobCancelledError
     from poolflow.runners.worker_pool import JobTimeoutError as JobTimeoutError
@@ -23,7 +22,6 @@ _EXPORTS = {
     "WorkerDiedError": "poolflow.runners.worker_pool",
     "JobTimeoutError": "poolflow.runners.worker_pool",
     "JobCancelledError": "poolflow.runners.worker_pool",
-    "make_task_runner": "poolflow.runners.choice",
 }
 
 __all__ = sorted(_EXPORTS)
