@@ -102,6 +102,18 @@ def _left_behind(session_id: int, grace: float = 30.0) -> list[psutil.Process]:
     return alive
 
 
+def _freeze_workers(command: int) -> list[int]:
+    """SIGSTOP the pool workers of ``command`` (the fork server's children; the fork server
+    itself runs on, so it can end with the command); return their pids."""
+    frozen = []
+    for child in psutil.Process(command).children():
+        for worker in child.children():
+            with contextlib.suppress(psutil.Error):
+                worker.suspend()
+                frozen.append(worker.pid)
+    return frozen
+
+
 def _session_processes(session_id: int) -> list[psutil.Process]:
     alive = []
     for process in psutil.process_iter(["pid"]):
@@ -187,6 +199,11 @@ def test_cancelling_a_cli_run_from_the_api_stops_it_and_a_rerun_resumes(
     deadline = time.monotonic() + 120
     while len(list(out.rglob("*.xlsx"))) < 3 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.1)
+    assert run.poll() is None, f"the run ended before the cancel: {run.communicate()[1][-3000:]}"
+    # The run notices a cancel within its 2 s poll; a fast machine finishes these items
+    # sooner. Its workers are held still meanwhile (SIGSTOP; the SIGKILL that stops them works
+    # all the same), so the cancel cuts the run mid-way on any machine.
+    assert _freeze_workers(run.pid), "no worker to hold still"
     running = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])))
     with get_client(sync_client=True) as client:
         wiki = FlowFilter(name=FlowFilterName(any_=["wiki-report"]))
