@@ -387,8 +387,9 @@ class WorkerPool:
 
         Pickling happens here, in the caller's thread, so an unpicklable argument fails
         this one call at once. ``on_lost`` is called by the manager thread once the worker
-        running the job is dead (killed for a timeout, a cancel or a shutdown, or died), before
-        the future is settled: what that worker left half-written can be cleared then.
+        running the job is dead (killed for a timeout, a cancel or a shutdown, or died): what
+        that worker left half-written can be cleared then. The manager settles the future
+        after it; a future its caller cancelled is settled already.
         """
         try:
             payload = cloudpickle.dumps((fn, tuple(args), kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)

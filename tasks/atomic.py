@@ -100,16 +100,13 @@ class AtomicTarget:
             raise self.failed(exc) from exc
 
 
-def remove_temp_files_of(path: Path) -> int:
-    """Delete the temp files that killed writers of ``path`` left beside it; return how many.
+def remove_temp_files_of(path: Path) -> None:
+    """Delete the temp files that killed writers of ``path`` left beside it.
 
     Only call this once those writers are dead: a live writer's temp file looks the same.
     """
-    removed = 0
     for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         temp.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 def remove_stale_temp_files(directory: Path, suffixes: Iterable[str]) -> int:
