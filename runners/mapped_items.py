@@ -1,6 +1,6 @@
 """Mapped items: one parameter dict, name and future per item of a ``map``.
 
-``expand_map`` expands ``map``'s parameters the way Prefect's ``TaskRunner.map`` does;
+``expand_map`` expands ``map``'s parameters with Prefect's own ``TaskRunner.map``;
 each item gets an ``ItemFuture`` that holds its own final state, value or error, while the
 item runs inside a chunk's task run (``poolflow.runners.chunked_map``).
 """
@@ -16,20 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect.client.schemas.objects import RunInput, State
-from prefect.exceptions import MappingLengthMismatch, MappingMissingIterable
 from prefect.futures import PrefectConcurrentFuture
 from prefect.states import Pending
-from prefect.utilities.annotations import allow_failure, opaque, quote, unmapped
-from prefect.utilities.callables import (
-    collapse_variadic_parameters,
-    explode_variadic_parameter,
-    get_parameter_defaults,
-)
-from prefect.utilities.collections import isiterable
-from prefect.utilities.engine import (
-    collect_task_run_inputs_sync,
-    resolve_inputs_sync,
-)
+from prefect.task_runners import TaskRunner
+from typing_extensions import Self
 
 if TYPE_CHECKING:
     from prefect.tasks import Task
@@ -115,49 +105,39 @@ class Item:
     error: BaseException | None = None
 
 
+class _ItemCollector(TaskRunner[Any]):
+    """A task runner that runs nothing: Prefect's own ``TaskRunner.map`` expands a map's
+    parameters through it, and it keeps each item's parameters and the map's upstream runs."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.calls: list[dict[str, Any]] = []
+        self.dependencies: dict[str, set[RunInput]] = {}
+
+    def duplicate(self) -> Self:
+        return type(self)()
+
+    def submit(  # type: ignore[override]
+        self,
+        task: Task[Any, Any],
+        parameters: dict[str, Any],
+        wait_for: object = None,
+        dependencies: dict[str, set[RunInput]] | None = None,
+    ) -> None:
+        self.calls.append(parameters)
+        self.dependencies = dependencies or {}
+
+
 def expand_map(
     task: Task[Any, Any], parameters: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, set[RunInput]]]:
-    """``map``'s parameters as one parameter dict per item, and the map's upstream runs.
-
-    The rules of Prefect's ``TaskRunner.map``: top-level futures are resolved to find the
-    iterables (and recorded as dependencies), ``unmapped`` and non-iterable values go to
-    every item, ``allow_failure``/``quote``/``opaque`` wrap each item's value again, and
-    defaults and ``**kwargs`` are filled in. The function's signature is read once, not
-    once per item.
-    """
-    dependencies: dict[str, set[RunInput]] = {
-        key: set(collect_task_run_inputs_sync(v, max_depth=0)) for key, v in parameters.items()
-    }
-    parameters = explode_variadic_parameter(task.fn, resolve_inputs_sync(parameters, max_depth=0))
-    mapped: dict[str, list[Any]] = {}
-    static: dict[str, Any] = {}
-    annotations: dict[str, Any] = {}
-    for key, value in parameters.items():
-        if isinstance(value, (allow_failure, opaque, quote)):
-            annotations[key] = value
-            value = value.unwrap()
-        if isinstance(value, unmapped):
-            static[key] = value.value
-        elif isiterable(value):
-            mapped[key] = list(value)
-        else:
-            static[key] = value
-    if not mapped:
-        raise MappingMissingIterable(f"map needs at least one iterable parameter; got {parameters}")
-    lengths = {key: len(values) for key, values in mapped.items()}
-    if len(set(lengths.values())) > 1:
-        raise MappingLengthMismatch(f"mapped parameters differ in length: {lengths}")
-    common = {**get_parameter_defaults(task.fn), **static}
-    keys = set(common) | set(mapped)
-    collapse = bool(keys - set(inspect.signature(task.fn).parameters))
-    calls = []
-    for index in range(next(iter(lengths.values()))):
-        call = {**common, **{key: values[index] for key, values in mapped.items()}}
-        for key, annotation in annotations.items():
-            call[key] = annotation.rewrap(call[key])
-        calls.append(collapse_variadic_parameters(task.fn, call) if collapse else call)
-    return calls, dependencies
+    """``map``'s parameters as one parameter dict per item, and the map's upstream runs,
+    expanded by Prefect's own ``TaskRunner.map`` (``unmapped``, ``allow_failure``, defaults,
+    ``**kwargs``, its errors for a map without iterables or of unequal lengths)."""
+    collector = _ItemCollector()
+    with collector:
+        collector.map(task, parameters)
+    return collector.calls, collector.dependencies
 
 
 def item_names(task: Task[Any, Any], index: int, parameters: dict[str, Any]) -> tuple[str, str]:

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from prefect import flow, task
+from prefect.exceptions import MappingLengthMismatch, MappingMissingIterable
 from prefect.settings import PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.utilities.annotations import allow_failure, unmapped
 
 from poolflow import MultiprocessingTaskRunner
 
@@ -68,3 +70,49 @@ def test_prefects_max_workers_setting_is_the_default_worker_count(kind: str) -> 
 def test_submitting_before_the_runner_is_started_says_so_in_prefects_words(kind: str) -> None:
     with pytest.raises(RuntimeError, match=r"^Task runner is not started$"):
         RUNNERS[kind](1).submit(add_one, {"x": 1})
+
+
+@task
+def combine(x: int, y: int, scale: int = 10, **extra: int) -> int:
+    return (x + y) * scale + sum(extra.values())
+
+
+@task
+def fail(x: int) -> int:
+    raise ValueError(x)
+
+
+@task
+def kind_of(value: object) -> str:
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_map_expands_its_parameters_as_prefect_does(kind: str, prefect_api: str) -> None:
+    """``unmapped``, defaults, ``**kwargs``, ``allow_failure`` and the mapping errors."""
+
+    @flow(task_runner=RUNNERS[kind](2))
+    def mapping() -> dict[str, object]:
+        failed = fail.submit(1)
+        failed.wait()
+        outcome: dict[str, object] = {
+            "defaults": [f.result() for f in combine.map([1, 2], y=unmapped(3))],
+            "static": [f.result() for f in combine.map((1, 2), 3, scale=2)],
+            "kwargs": [f.result() for f in combine.map([1, 2], y=unmapped(3), bonus=[100, 200])],
+            "allowed": [f.result() for f in kind_of.map(allow_failure([failed, failed]))],
+        }
+        for name, parameters in {"unequal": ([1, 2], [1]), "no iterable": (1, 2)}.items():
+            try:
+                combine.map(*parameters)
+            except (MappingLengthMismatch, MappingMissingIterable) as exc:
+                outcome[name] = type(exc).__name__
+        return outcome
+
+    assert mapping() == {
+        "defaults": [40, 50],
+        "static": [8, 10],
+        "kwargs": [140, 250],
+        "allowed": ["ValueError", "ValueError"],
+        "unequal": "MappingLengthMismatch",
+        "no iterable": "MappingMissingIterable",
+    }
