@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import multiprocessing
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from poolflow.local_api import Say, local_api
-from poolflow.runners.worker_pool import WorkerPool, park, unpark
+from poolflow.runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_sources
 from poolflow.startup_gc import building_long_lived_objects
 
 # Loaded by a flow run only when it gets there, after the server answered: FastAPI (0.3 s:
@@ -33,17 +36,44 @@ FLOW_RUN_MODULES = (
 )
 
 
+# Started pools no runner has taken yet (``prestarted``).
+_shelf_lock = threading.Lock()
+_shelf: list[WorkerPool] = []
+
+
+def _take_prestarted(processes: int, options: dict[str, Any]) -> WorkerPool | None:
+    """A prestarted pool for a runner of ``processes`` workers and ``options``, taken off the
+    shelf, or None: prestarted pools have only default options."""
+    if any(options.get(name) for name in ("maxtasksperchild", "initializer", "initargs")):
+        return None
+    method = multiprocessing.get_context(options.get("start_method") or DEFAULT_START_METHOD)
+    with _shelf_lock:
+        for pool in _shelf:
+            if pool.processes == processes and pool.context.get_start_method() == method.get_start_method():
+                _shelf.remove(pool)
+                return pool
+    return None
+
+
+pool_sources.append(_take_prestarted)
+
+
 @contextlib.contextmanager
 def prestarted(processes: int) -> Iterator[WorkerPool]:
     """A pool of ``processes`` workers started now, for a ``MultiprocessingTaskRunner`` entered
-    inside the block with the same settings to adopt; stopped at the end if none did."""
+    inside the block with the same settings to take; stopped at the end if none did."""
     pool = WorkerPool(processes)
     pool.start()
-    park(pool)
+    with _shelf_lock:
+        _shelf.append(pool)
     try:
         yield pool
     finally:
-        if unpark(pool):
+        with _shelf_lock:
+            unclaimed = pool in _shelf
+            if unclaimed:
+                _shelf.remove(pool)
+        if unclaimed:
             pool.shutdown()
 
 

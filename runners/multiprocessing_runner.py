@@ -46,9 +46,8 @@ from poolflow.runners.worker_context import TaskRunInfo, call_in_task_run, porta
 from poolflow.runners.worker_pool import (
     DEFAULT_START_METHOD,
     WorkerPool,
-    adopt,
     log_sink_in_context,
-    pool_settings,
+    pool_sources,
     start_fork_server,
 )
 
@@ -187,8 +186,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             "initargs": self.initargs,
             "start_method": self.start_method,
         }
-        # A pool started while the command's API started, if its settings are these.
-        pool = adopt(pool_settings(self.processes, **options))
+        pool = next(filter(None, (source(self.processes, options) for source in pool_sources)), None)
         if pool is None:
             pool = WorkerPool(self.processes, **options)
             pool.start()

@@ -286,17 +286,12 @@ def start_fork_server(start_method: str | None) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def pool_settings(
-    processes: int | None,
-    *,
-    maxtasksperchild: int | None = None,
-    initializer: Callable[..., object] | None = None,
-    initargs: Sequence[Any] = (),
-    start_method: str | None = None,
-) -> tuple[object, ...]:
-    """``WorkerPool.settings()`` of a pool made with these arguments, without making one."""
-    method = multiprocessing.get_context(start_method or DEFAULT_START_METHOD).get_start_method()
-    return (processes or os.cpu_count() or 1, maxtasksperchild, initializer, tuple(initargs), method)
+PoolSource = Callable[[int, dict[str, Any]], "WorkerPool | None"]
+
+pool_sources: list[PoolSource] = []
+"""Asked in turn, before a runner starts a pool of its own, for a started pool of ``processes``
+workers made with ``options`` (``WorkerPool``'s other arguments), which the runner then owns;
+``poolflow.warm_start`` offers the pool a command starts while its API server starts."""
 
 
 class WorkerPool:
@@ -347,16 +342,6 @@ class WorkerPool:
         self.timeouts = 0
 
     # ----------------------------------------------------------------- public API
-
-    def settings(self) -> tuple[object, ...]:
-        """What the workers are started with: pools with equal settings are interchangeable."""
-        return pool_settings(
-            self.processes,
-            maxtasksperchild=self.maxtasksperchild,
-            initializer=self.initializer,
-            initargs=self.initargs,
-            start_method=self.context.get_start_method(),
-        )
 
     def start(self) -> None:
         """Start the manager thread, which starts the workers and owns them from then on.
@@ -681,38 +666,6 @@ class WorkerPool:
             worker.wait_exit(None)
             worker.close()
         self._workers = []
-
-
-# Started pools waiting for a runner: a command starts its pool while its API server starts
-# (``poolflow.warm_start``), and the runner entered with the same settings adopts it.
-_shelf_lock = threading.Lock()
-_shelf: list[WorkerPool] = []
-
-
-def park(pool: WorkerPool) -> None:
-    """Offer the started ``pool`` to the next runner entered with its settings."""
-    with _shelf_lock:
-        _shelf.append(pool)
-
-
-def unpark(pool: WorkerPool) -> bool:
-    """Take ``pool`` back; False if a runner adopted it (it then belongs to that runner)."""
-    with _shelf_lock:
-        parked = pool in _shelf
-        if parked:
-            _shelf.remove(pool)
-    return parked
-
-
-def adopt(wanted: tuple[object, ...]) -> WorkerPool | None:
-    """A parked pool whose ``settings()`` are ``wanted`` (``pool_settings`` of the
-    ``WorkerPool`` arguments), taken off the shelf, or None."""
-    with _shelf_lock:
-        for pool in _shelf:
-            if pool.settings() == wanted:
-                _shelf.remove(pool)
-                return pool
-    return None
 
 
 def _settle(

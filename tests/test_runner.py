@@ -205,6 +205,15 @@ def test_a_runner_adopts_the_pool_prestarted_for_it_and_an_unadopted_pool_stops(
         assert not pids() & set(spare)
     assert not alive(spare)  # nobody adopted it: stopped when the block ended
 
+    @flow(task_runner=MultiprocessingTaskRunner(2, maxtasksperchild=100))
+    def recycling_pids() -> set[int]:
+        return {future.result() for future in [where.submit() for _ in range(4)]}
+
+    with prestarted(2) as plain:  # a pool without maxtasksperchild is not that runner's either
+        spare = started_workers(plain)
+        assert not recycling_pids() & set(spare)
+    assert not alive(spare)
+
 
 def test_duplicate_and_equality_keep_configuration() -> None:
     runner = MultiprocessingTaskRunner(3, maxtasksperchild=5, start_method="spawn")
