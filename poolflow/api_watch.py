@@ -9,12 +9,11 @@ The person at the terminal needs two lines, not hundreds: this thread polls the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from types import TracebackType
 
 import httpx
 
-Say = Callable[[str], None]
+from poolflow.local_api import Say
 
 
 class ApiWatcher:

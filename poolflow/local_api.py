@@ -28,7 +28,6 @@ poolflow command ──Popen──► python -m poolflow.api_server FD PID  (Pre
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import signal
@@ -46,6 +45,7 @@ from poolflow import database_stamp
 from poolflow.loopback_ca import loopback_ca_file
 from poolflow.prefect_settings import ApiSettings, differs_from_prefect, prefects_own, read_api_settings
 from poolflow.runners.prefect_compat import EPHEMERAL_SERVER_ENVIRONMENT
+from poolflow.runners.worker import die_with_parent
 
 if TYPE_CHECKING:
     import httpx
@@ -84,7 +84,6 @@ EPHEMERAL_SETTINGS = {
 LIBRARY_SETTINGS = {"PY_KEY_VALUE_DISABLE_BEARTYPE": "true"}
 START_TIMEOUT = float(os.environ.get("POOLFLOW_API_START_TIMEOUT", "600"))
 REACH_TIMEOUT = 3.0  # seconds a configured API gets to answer before a run starts
-_PR_SET_PDEATHSIG = 1
 _STILL_WAITING_EVERY = 30.0
 _POLL_EVERY = 0.02  # seconds between health checks: the flow starts at most this late
 _STOP_GRACE = 10.0  # seconds a stopping server gets before it is killed
@@ -96,8 +95,7 @@ class ApiStartError(RuntimeError):
 
 def _terminate_with_parent() -> None:
     """In the server process, before exec: SIGTERM it when the poolflow command dies."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
 
 
 def _listening_socket() -> socket.socket:

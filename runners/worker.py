@@ -202,8 +202,13 @@ def _die_with_owner(owner: int) -> None:
                 target=_exit_when_ended, args=(pidfd,), name="poolflow-owner-watch", daemon=True
             ).start()
             return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent(signal.SIGKILL)
+
+
+def die_with_parent(sig: signal.Signals) -> None:
+    """Have Linux send this process ``sig`` when its parent (the thread that started it) ends."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def _exit_when_ended(pidfd: int) -> None:
