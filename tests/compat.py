@@ -34,7 +34,8 @@ RUNNER_TESTS = [
 ]
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
-PREFECTS = ("3.7", "3.8", "3.9")
+# The oldest is the oldest release pyproject.toml allows, so the floor it declares is tested.
+PREFECTS = ("3.7.5", "3.8", "3.9")
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def check_corner(corner: Corner, work: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corners", choices=["extremes", "all"], default="all")
-    parser.add_argument("--only", help="one corner, e.g. 3.13x3.7 (Python x Prefect)")
+    parser.add_argument("--only", help="one corner, e.g. 3.13x3.7.5 (Python x Prefect)")
     parser.add_argument("--work", type=Path, help="where the virtualenvs go (default: a temp folder)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="poolflow-compat-"))

@@ -103,3 +103,10 @@ def test_the_recorder_patch_refuses_a_consumer_it_does_not_know(monkeypatch: pyt
     with pytest.raises(RuntimeError, match=changed):
         prefect_compat.honour_recorder_flush_interval()
     assert task_run_recorder.consumer is consumer
+
+
+def test_result_record_bytes_builds_the_records_prefects_store_reads() -> None:
+    import prefect.results
+    from prefect._internal.result_records import ResultRecord
+
+    assert prefect.results.ResultRecord is ResultRecord, f"{INSTALLED}: ResultRecord moved"
