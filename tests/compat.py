@@ -50,12 +50,13 @@ class Corner:
 
 def corners(which: str) -> list[Corner]:
     """The corners ``which`` names: ``extremes`` (oldest × oldest, newest × newest) or ``all``
-    (those two, the newest Python with the oldest Prefect, and Python 3.11 with each Prefect
-    series)."""
+    (those two, the newest Python with the oldest Prefect, Python 3.11 with each Prefect
+    series, and Python 3.12 with the middle one)."""
     extremes = [Corner(PYTHONS[0], PREFECTS[0]), Corner(PYTHONS[-1], PREFECTS[-1])]
     if which == "extremes":
         return extremes
-    return [*extremes, Corner(PYTHONS[-1], PREFECTS[0])] + [Corner("3.11", prefect) for prefect in PREFECTS]
+    others = [Corner(PYTHONS[-1], PREFECTS[0]), Corner("3.12", PREFECTS[1])]
+    return [*extremes, *others] + [Corner("3.11", prefect) for prefect in PREFECTS]
 
 
 def pyenv_python(version: str) -> Path:
