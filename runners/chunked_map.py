@@ -106,12 +106,14 @@ class Chunk:
         sizer: ChunkSizer,
         submit_job: SubmitJob,
         tracked: bool,
+        persist: bool,
     ) -> None:
         self.task = task
         self.items = items
         self.sizer = sizer
         self.submit_job = submit_job
         self.tracked = tracked
+        self.persist = persist  # the items' results persist (``item_cache.persists_results``)
         self.task_run_id = uuid.uuid4()
         self.name = chunk_name(task, items)
         self.reused = 0  # items served from the cache, over all attempts
@@ -174,7 +176,7 @@ class Chunk:
         if context is None:
             raise RuntimeError("a chunk must run inside its task run")
         logger = get_run_logger(context)
-        cache = ItemCache.for_task(self.task, context)
+        cache = ItemCache.for_task(self.task, context, self.persist)
         # Per job: its item, and the cache key its result goes under here (None: the worker
         # writes the item's record itself, or nothing is cached).
         jobs: dict[concurrent.futures.Future[Any], tuple[Item, str | None]] = {}
@@ -407,6 +409,7 @@ class Batch:
     tracked: bool
     wait_for: list[PrefectFuture[Any]] | None
     dependencies: dict[str, set[RunInput]] | None
+    persist: bool  # ``item_cache.persists_results`` where the map was called
     context: Context = field(default_factory=copy_context)
     queue: collections.deque[Item] = field(default_factory=collections.deque)
 

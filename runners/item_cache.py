@@ -29,8 +29,8 @@ import prefect.runtime
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
-from prefect.results import get_result_store
-from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
+from prefect.results import get_result_store, should_persist_result
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, get_current_settings
 
 from poolflow.runners.prefect_compat import result_record_bytes
 from poolflow.tasks.atomic import AtomicTarget
@@ -70,13 +70,13 @@ class ItemCache:
         self.refresh = bool(PREFECT_TASKS_REFRESH_CACHE.value() if refresh is None else refresh)
 
     @classmethod
-    def for_task(cls, task: Task[Any, Any], context: TaskRunContext) -> ItemCache | None:
-        """A cache for the items of ``task`` run in the task run of ``context``, when ``task``
-        persists results under a cache policy or a ``result_storage_key`` (Prefect then keys
-        by it), else None."""
+    def for_task(cls, task: Task[Any, Any], context: TaskRunContext, persist: bool) -> ItemCache | None:
+        """A cache for the items of ``task`` run in the task run of ``context``, when their
+        results persist (``persist``: ``persists_results`` where the map was called) under a
+        cache policy or a ``result_storage_key`` (Prefect then keys by it), else None."""
         given = task.cache_policy
         policy = given if isinstance(given, CachePolicy) and given is not NO_CACHE else None
-        if not task.persist_result or (policy is None and task.result_storage_key is None):
+        if not persist or (policy is None and task.result_storage_key is None):
             return None
         store = get_result_store().update_for_task(task, _sync=True)  # type: ignore[call-arg]
         return cls(task, policy, cast("ResultStore", store), context)
@@ -134,6 +134,18 @@ class ItemCache:
         if self.folder is None or relative.is_absolute() or ".." in relative.parts:
             return None  # the store refuses keys outside its folder with its own error
         return self.folder / relative
+
+
+def persists_results(task: Task[Any, Any]) -> bool:
+    """Whether Prefect persists the result of a run of ``task`` started here, as its task engine
+    decides: the task's ``persist_result``, else the ``PREFECT_TASKS_DEFAULT_PERSIST_RESULT``
+    setting, else the enclosing run's (a flow's ``persist_result``, else
+    ``PREFECT_RESULTS_PERSIST_BY_DEFAULT``). Asked where a map is called: a chunk's own task
+    run persists nothing."""
+    if task.persist_result is not None:
+        return task.persist_result
+    default = get_current_settings().tasks.default_persist_result
+    return default if default is not None else should_persist_result()
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from poolflow.runners.cancellation import CancellationWatcher
 from poolflow.runners.chunked_map import Batch, Chunk, ChunkDispatcher, per_chunk_warning
 from poolflow.runners.chunking import ChunkSize, make_sizer
 from poolflow.runners.interrupt_line import one_line_for
+from poolflow.runners.item_cache import persists_results
 from poolflow.runners.main_guard import check_main_guard
 from poolflow.runners.mapped_items import Item, expand_map, item_names
 from poolflow.runners.prefect_compat import process_pool_max_workers
@@ -355,7 +356,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         if warning is not None:
             _flow_or_module_logger().warning(warning)
         sizer = make_sizer(self.chunksize, self.processes)
-        return Batch(task, sizer, tracked, list(wait_for) if wait_for else None, dependencies)
+        wait = list(wait_for) if wait_for else None
+        return Batch(task, sizer, tracked, wait, dependencies, persists_results(task))
 
     def _queue(self, batch: Batch, items: list[Item]) -> None:
         if self._dispatcher is None:
@@ -370,6 +372,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             sizer=batch.sizer,
             submit_job=self._submit_job,
             tracked=batch.tracked,
+            persist=batch.persist,
         )
         dependencies = chunk.dependencies(batch.dependencies)
         future = self._start(

@@ -5,12 +5,18 @@ Each case runs with both runners; a difference shows as one failing parameter.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect import flow, task
 from prefect.exceptions import MappingLengthMismatch, MappingMissingIterable
-from prefect.settings import PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS, temporary_settings
+from prefect.settings import (
+    PREFECT_LOCAL_STORAGE_PATH,
+    PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+    PREFECT_TASKS_RUNNER_PROCESS_POOL_MAX_WORKERS,
+    temporary_settings,
+)
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from prefect.utilities.annotations import allow_failure, unmapped
 
@@ -116,3 +122,33 @@ def test_map_expands_its_parameters_as_prefect_does(kind: str, prefect_api: str)
         "unequal": "MappingLengthMismatch",
         "no iterable": "MappingMissingIterable",
     }
+
+
+@task
+def counted(x: int, runs: str) -> int:
+    """``x`` squared; each run leaves a file in ``runs``, so a reused result leaves none."""
+    import os
+    import uuid
+
+    open(os.path.join(runs, f"{x}-{uuid.uuid4().hex}"), "w").close()
+    return x * x
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_persisting_by_default_caches_each_mapped_item_as_prefect_does(
+    kind: str, prefect_api: str, tmp_path: Path
+) -> None:
+    """Results persisted by Prefect's setting, not by the task: the second identical map in a
+    flow run reuses every item (the default cache policy keys by inputs, source and run)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    @flow(task_runner=RUNNERS[kind](2))
+    def twice() -> list[int]:
+        first = [f.result() for f in counted.map([1, 2, 3], unmapped(str(runs)))]
+        return first + [f.result() for f in counted.map([1, 2, 3], unmapped(str(runs)))]
+
+    updates = {PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}
+    with temporary_settings(updates=updates):
+        assert twice() == [1, 4, 9, 1, 4, 9]
+    assert sorted(path.name.split("-")[0] for path in runs.iterdir()) == ["1", "2", "3"]
