@@ -42,14 +42,20 @@ _shelf: list[WorkerPool] = []
 
 
 def _take_prestarted(processes: int, options: dict[str, Any]) -> WorkerPool | None:
-    """A prestarted pool for a runner of ``processes`` workers and ``options``, taken off the
-    shelf, or None: prestarted pools have only default options."""
-    if any(options.get(name) for name in ("maxtasksperchild", "initializer", "initargs")):
-        return None
+    """A prestarted pool made as a runner of ``processes`` workers and ``options`` would make
+    its own, taken off the shelf, or None."""
     method = multiprocessing.get_context(options.get("start_method") or DEFAULT_START_METHOD)
+    wanted = (
+        processes,
+        options.get("maxtasksperchild"),
+        options.get("initializer"),
+        tuple(options.get("initargs", ())),
+        method.get_start_method(),
+    )
     with _shelf_lock:
         for pool in _shelf:
-            if pool.processes == processes and pool.context.get_start_method() == method.get_start_method():
+            made = (pool.processes, pool.maxtasksperchild, pool.initializer, pool.initargs)
+            if (*made, pool.context.get_start_method()) == wanted:
                 _shelf.remove(pool)
                 return pool
     return None
