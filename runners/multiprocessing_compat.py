@@ -2,15 +2,42 @@
 
 Relies on ``multiprocessing.forkserver._forkserver``, the process-wide ``ForkServer`` whose
 public face is ``set_forkserver_preload``: its ``_preload_modules`` (the list that function
-replaces) and ``_forkserver_pid`` (set while a fork server runs).
-``tests/test_multiprocessing_compat.py`` fails, naming the Python, when they change.
+replaces) and ``_forkserver_pid`` (set while a fork server runs); to start that server by
+forking, also on the rest of its state (``FORK_SERVER_STATE``), on ``forkserver.main``'s
+parameters (``FORK_SERVER_MAIN``) and on ``util.is_abstract_socket_namespace``.
+``tests/test_multiprocessing_compat.py`` fails, naming the Python, when they change; a Python
+whose fork server differs gets the fork server ``multiprocessing`` starts itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import inspect
+import multiprocessing.connection
 import multiprocessing.forkserver
+import os
+import signal
+import socket
+import sys
+import threading
 from collections.abc import Sequence
-from typing import Any
+from multiprocessing import resource_tracker, util
+from typing import Any, NoReturn
+
+connection_module: Any = multiprocessing.connection  # its arbitrary_address is not in typeshed
+
+FORK_SERVER_STATE = frozenset(
+    {
+        "_forkserver_address",
+        "_forkserver_alive_fd",
+        "_forkserver_pid",
+        "_inherited_fds",
+        "_lock",
+        "_preload_modules",
+    }
+)
+FORK_SERVER_MAIN = ("listener_fd", "alive_r", "preload", "main_path", "sys_path")
 
 
 def preload_in_fork_server(modules: Sequence[str]) -> bool:
@@ -29,3 +56,95 @@ def preload_in_fork_server(modules: Sequence[str]) -> bool:
     wanted += [module for module in modules if module not in wanted]
     multiprocessing.forkserver.set_forkserver_preload(wanted)
     return True
+
+
+def can_fork_the_fork_server() -> bool:
+    """Whether this Python's fork server is the one ``fork_the_fork_server`` knows how to start."""
+    server: Any = multiprocessing.forkserver._forkserver
+    return (
+        sys.platform.startswith("linux")
+        and set(vars(server)) == FORK_SERVER_STATE
+        and tuple(inspect.signature(multiprocessing.forkserver.main).parameters) == FORK_SERVER_MAIN
+        and callable(getattr(util, "is_abstract_socket_namespace", None))
+    )
+
+
+def _single_threaded() -> bool:
+    """This process has one OS thread (libraries' own threads counted, not only Python's)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def fork_the_fork_server(preload: Sequence[str]) -> bool:
+    """Start this process's fork server as a copy of this process; False if it cannot be now.
+
+    ``multiprocessing`` starts its fork server as a fresh interpreter that imports ``preload``
+    and the script (``__main__``) before it forks its first worker: a script that makes its
+    runner after importing Prefect waits for the second import of Prefect before its first
+    result. A copy of the script's process has them already and is ready at once. Its workers
+    start from the script as it stood when the copy was made, where a fresh fork server runs
+    the whole script first: task functions, arguments and results travel by cloudpickle,
+    which sends what ``__main__`` defines by value.
+
+    Only a process with a single OS thread is copied (another thread could hold a lock the
+    copy would never see released), only while no fork server runs, and only in a Python
+    whose fork server is the expected one (``can_fork_the_fork_server``).
+    """
+    server: Any = multiprocessing.forkserver._forkserver
+    if not (can_fork_the_fork_server() and _single_threaded()):
+        return False
+    with server._lock:
+        if server._forkserver_pid is not None:
+            return False
+        resource_tracker.ensure_running()
+        address = connection_module.arbitrary_address("AF_UNIX")
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(address)
+            if not util.is_abstract_socket_namespace(address):
+                os.chmod(address, 0o600)
+            listener.listen()
+            alive_r, alive_w = os.pipe()
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:
+                    stream.flush()  # or each worker would print the script's buffered output again
+            # The copy is born ignoring Ctrl-C: a Ctrl-C before it could ignore it would end it.
+            handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    _serve_forks(listener.fileno(), alive_r, preload)
+            finally:
+                signal.signal(signal.SIGINT, handler)
+            os.close(alive_r)
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
+    return True
+
+
+def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str]) -> NoReturn:
+    """In the copy: become a fork server like the one ``multiprocessing`` spawns, never return.
+
+    It keeps only what a spawned fork server gets (standard streams, the listening socket,
+    the read end of the alive pipe, the resource tracker's pipe), so it holds none of the
+    script's files, sockets or locks; Ctrl-C is for the script to handle, as there; every
+    other signal the script handled in Python takes its default action. It ends once every
+    process holding the alive pipe's write end (the script, the workers) has.
+    """
+    try:
+        keep = {0, 1, 2, listener_fd, alive_r, resource_tracker.getfd()}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:
+                with contextlib.suppress(OSError):  # the descriptor listdir used, already closed
+                    os.close(int(name))
+        for number in signal.valid_signals():
+            if callable(signal.getsignal(number)):
+                signal.signal(number, signal.SIG_DFL)
+        server: Any = multiprocessing.forkserver._forkserver
+        server._lock = threading.Lock()  # the script's thread held it when the copy was made
+        gc.freeze()  # the script's objects stay as they are: none is collected (or closes a descriptor) here
+        multiprocessing.forkserver.main(listener_fd, alive_r, list(preload))
+    finally:
+        os._exit(0)

@@ -62,7 +62,7 @@ from typing import Any
 import cloudpickle
 
 from poolflow.runners import switch_interval
-from poolflow.runners.multiprocessing_compat import preload_in_fork_server
+from poolflow.runners.multiprocessing_compat import fork_the_fork_server, preload_in_fork_server
 from poolflow.runners.worker import (
     FromWorker,
     JobLog,
@@ -260,11 +260,13 @@ class _Wakeup:
 def start_fork_server(start_method: str | None) -> None:
     """Start this process's fork server now, if workers of ``start_method`` come from one.
 
-    A runner is usually made at a script's top level, before its flow run starts: the fork
-    server imports Prefect (``FORK_SERVER_PRELOAD``) meanwhile instead of after the flow run
-    began. Only in a program's main process: a worker importing the script makes the runner
-    too, but runs no flow (multiprocessing names a process it starts before importing the
-    script in it).
+    A runner is usually made at a script's top level, before its flow run starts. While the
+    process has a single thread (a script importing its modules), the fork server is a copy
+    of it (``fork_the_fork_server``), with Prefect already imported; otherwise it is the
+    interpreter ``multiprocessing`` starts, which imports Prefect (``FORK_SERVER_PRELOAD``)
+    while the flow run starts. Only in a program's main process: a worker importing the
+    script makes the runner too, but runs no flow (multiprocessing names a process it starts
+    before importing the script in it).
 
     The fork server is started with SIGINT ignored (the disposition it inherits; the
     caller's handler is back as soon as it is spawned): it ignores SIGINT itself only once
@@ -274,6 +276,8 @@ def start_fork_server(start_method: str | None) -> None:
     method = multiprocessing.get_context(start_method or DEFAULT_START_METHOD).get_start_method()
     main = multiprocessing.current_process().name == "MainProcess"
     if method != "forkserver" or not main or multiprocessing.parent_process() is not None:
+        return
+    if fork_the_fork_server(FORK_SERVER_PRELOAD):
         return
     preload_in_fork_server(FORK_SERVER_PRELOAD)
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing.forkserver
 import subprocess
 import sys
+
+from poolflow.runners.multiprocessing_compat import (
+    FORK_SERVER_MAIN,
+    FORK_SERVER_STATE,
+    can_fork_the_fork_server,
+)
 
 PYTHON = f"Python {sys.version.split()[0]}"
 
@@ -13,6 +20,15 @@ def test_the_fork_server_still_has_the_private_state_the_preload_reads() -> None
     server = multiprocessing.forkserver._forkserver
     for name in ("_preload_modules", "_forkserver_pid"):
         assert hasattr(server, name), f"{PYTHON}: ForkServer.{name} is gone; update multiprocessing_compat"
+
+
+def test_the_fork_server_is_still_the_one_a_copy_of_the_script_can_become() -> None:
+    """Else every script's fork server is the spawned one again: correct, a second slower."""
+    server = multiprocessing.forkserver._forkserver
+    assert set(vars(server)) == FORK_SERVER_STATE, f"{PYTHON}: ForkServer's state is {sorted(vars(server))}"
+    parameters = tuple(inspect.signature(multiprocessing.forkserver.main).parameters)
+    assert parameters == FORK_SERVER_MAIN, f"{PYTHON}: forkserver.main takes {parameters}"
+    assert can_fork_the_fork_server(), f"{PYTHON}: multiprocessing.util has no is_abstract_socket_namespace"
 
 
 def test_a_preloaded_module_is_in_every_worker_and_a_running_server_is_left_alone() -> None:
