@@ -27,8 +27,7 @@ from poolflow import MultiprocessingTaskRunner
 if sys.argv[2] == "threaded":  # a thread of the script's own is running when the runner is made
     threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
 runner = MultiprocessingTaskRunner(2, start_method=sys.argv[1])
-server = multiprocessing.forkserver._forkserver._forkserver_pid
-made = " ".join(psutil.Process(server).cmdline()) if server else None
+server = multiprocessing.forkserver._forkserver._forkserver_pid  # set when the runner is made
 
 
 @task
@@ -42,7 +41,10 @@ def look() -> list[list[str]]:
 
 
 if __name__ == "__main__":
-    print(json.dumps({"server": made, "script": " ".join(psutil.Process().cmdline()), "workers": look()}))
+    workers = look()
+    # read once workers came from it: a spawned server's command line is empty until it has exec'd
+    made = " ".join(psutil.Process(server).cmdline()) if server else None
+    print(json.dumps({"server": made, "script": " ".join(psutil.Process().cmdline()), "workers": workers}))
 """
 
 
