@@ -1,14 +1,18 @@
 """A process pool that knows which job each worker runs.
 
 ``multiprocessing.Pool`` cannot tell which task a dead worker was running, so a killed
-worker leaves its task's result pending forever. This pool gives every worker its own pipe
-and at most one job at a time; a manager thread watches the pipes, the workers' exits
-and the jobs' deadlines, so it can
+worker leaves its task's result pending forever. This pool gives every worker its own pipe,
+through which it runs one job at a time, in the order sent (so the job a worker died in is
+the first it had not answered); a manager thread watches the pipes, the workers' exits and
+the jobs' deadlines, so it can
 
 - fail exactly the job of a worker that died (SIGKILL, segfault, ``os._exit``, OOM killer)
   and start a replacement worker;
 - enforce a hard timeout by killing the worker of a job that runs too long;
 - cancel a running job (``future.cancel()``) by killing its worker;
+- keep each busy worker's next job waiting in its pipe, so a worker starts it as soon as
+  it sends a result, not once the manager thread (which shares the flow process's GIL with
+  Prefect's threads) has read that result;
 - forward the log records and (optionally) prints of a running job to the parent.
 
 Data flow, after CPython's ``concurrent.futures.process``::
@@ -16,7 +20,7 @@ Data flow, after CPython's ``concurrent.futures.process``::
     caller threads              |  manager thread (_manage)       |  worker processes
                                 |                                 |  (poolflow.runners.worker)
     submit() --> pending queue -+-> _dispatch --- RunJob ---------+-> one pipe per worker,
-    future.cancel(), shutdown() |                                 |   one job at a time
+    future.cancel(), shutdown() |                                 |   its run and next job
       --> flags under the lock  |                                 |
       --> wakeup pipe ----------+-> wakes; kills, stops, replaces |
                                 |   workers                       |
@@ -55,7 +59,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextvars import copy_context
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -85,6 +89,11 @@ DEFAULT_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_s
 
 _EXIT_GRACE = 5.0
 """Seconds stopped workers get to exit on their own before they are killed."""
+_HANDED = 2
+"""Jobs a worker holds at most: the one it runs and the next, waiting in its pipe."""
+_AHEAD_BYTES = 16 * 1024
+"""The largest call sent to a busy worker: a pipe holds it without blocking the manager
+(a larger one waits until the worker is free, and reads it at once)."""
 FORK_SERVER_PRELOAD = ("poolflow.runners.worker", "prefect.flows", "prefect.tasks", "prefect.context")
 """Imported once by the fork server, so that every worker starts with them: the worker loop,
 and Prefect, which each worker would otherwise import itself, with the script that started
@@ -196,10 +205,17 @@ class _Worker:
     process: Any  # multiprocessing.context.Process of the chosen start method
     conn: Connection
     pid: int
-    job: _Job | None = None
+    # Sent and not answered, in the order the worker runs them: the first runs (or is
+    # about to), the next waits in the pipe.
+    jobs: collections.deque[_Job] = field(default_factory=collections.deque)
     jobs_done: int = 0
     ready: bool = False  # said WorkerReady: a job it dies in has run
     exit_fd: int | None = None  # a pidfd, readable once the worker has exited (Linux)
+
+    @property
+    def job(self) -> _Job | None:
+        """The job the worker runs (or starts next), if any."""
+        return self.jobs[0] if self.jobs else None
 
     @property
     def exited(self) -> Any:
@@ -300,6 +316,12 @@ workers made with ``options`` (``WorkerPool``'s other arguments), which the runn
 
 class WorkerPool:
     """Long-lived worker processes running pickled calls, one job per worker at a time.
+
+    A busy worker also holds its next job, unless that call is large or no more jobs than
+    workers are queued (the last ones then go to whichever worker is free first). A held
+    job counts as started: a worker killed with it queues it again, it is not cancelled by
+    a shutdown that lets running jobs finish, and a cancelled one's worker is killed as
+    soon as it starts it.
 
     Arguments mirror ``multiprocessing.Pool``: ``processes`` (default: CPU count),
     ``maxtasksperchild``, ``initializer``/``initargs`` and the ``start_method`` context
@@ -405,7 +427,7 @@ class WorkerPool:
     ) -> None:
         """Stop the pool and its workers; safe from any thread.
 
-        Queued jobs that never started are cancelled. With ``kill`` running jobs are
+        Queued jobs not yet sent to a worker are cancelled. With ``kill`` running jobs are
         cancelled and their workers killed; otherwise they may finish for up to ``timeout``
         seconds, then they are killed too. The manager thread does all of it; this call
         sets the flags, wakes it and waits for it. Calling again only waits (``kill=True``
@@ -461,7 +483,7 @@ class WorkerPool:
         try:
             for _ in range(self.processes):
                 self._workers.append(self._spawn_worker())
-            while self._take_requests() or any(w.job for w in self._workers):
+            while self._take_requests() or any(w.jobs for w in self._workers):
                 self._dispatch()
                 self._wait_for_events()
                 self._expire_deadlines()
@@ -490,23 +512,28 @@ class WorkerPool:
                 job.future, error=cause or JobCancelledError(f"the pool shut down before {job.label} started")
             )
         for worker in list(self._workers):
+            # A job done before its worker answered was cancelled: also one cancelled while
+            # it waited in the pipe, which the worker runs once it answered the one before.
             running = worker.job
-            if running is not None and (kill or running.job_id in cancelled):
+            if running is not None and (kill or running.future.done()):
                 self._retire(worker)
                 message = f"{running.label} was cancelled; its worker was stopped"
                 _settle(running.future, error=cause or JobCancelledError(message))
         return not closing
 
     def _dispatch(self) -> None:
-        for worker in self._workers:
-            if not self._dispatch_to(worker):
-                return
+        """Hand queued jobs to free workers first, then a next one to each busy worker."""
+        for busy in range(_HANDED):
+            for worker in self._workers:
+                if len(worker.jobs) == busy and not self._hand(worker):
+                    return
 
-    def _dispatch_to(self, worker: _Worker) -> bool:
-        """Send ``worker`` the next queued job if it is free; False when no job is queued."""
-        if worker.job is not None or self._worn_out(worker):
+    def _hand(self, worker: _Worker) -> bool:
+        """Send ``worker`` the next queued job to run (or, if busy, to run next); False when
+        there is none to send it."""
+        if self._worn_out(worker):
             return True
-        job = self._next_job()
+        job = self._next_job(ahead=bool(worker.jobs))
         if job is None:
             return False
         try:
@@ -517,23 +544,31 @@ class WorkerPool:
             with self._lock:
                 self._pending.appendleft(job)
             return True
-        worker.job = job
+        worker.jobs.append(job)
         return True
 
-    def _next_job(self) -> _Job | None:
+    def _next_job(self, *, ahead: bool) -> _Job | None:
         """The oldest queued job, skipping any cancelled since this round began; none once
         shutting down (a worker may ask between the shutdown request and the manager's next
-        sweep of the queue, which cancels what is left in it)."""
+        sweep of the queue, which cancels what is left in it).
+
+        ``ahead``: for a busy worker, only while more jobs than workers are queued (the last
+        ones go to whichever worker is free first) and only a call of ``_AHEAD_BYTES`` at most.
+        """
         with self._lock:
             while self._pending and not self._closing:
-                job = self._pending.popleft()
+                job = self._pending[0]
+                if ahead and (len(self._pending) <= self.processes or len(job.payload) > _AHEAD_BYTES):
+                    return None
+                self._pending.popleft()
                 if not job.future.done():
                     return job
         return None
 
     def _worn_out(self, worker: _Worker) -> bool:
-        """A worker that did ``maxtasksperchild`` jobs is exiting and gets no more."""
-        return self.maxtasksperchild is not None and worker.jobs_done >= self.maxtasksperchild
+        """A worker handed ``maxtasksperchild`` jobs exits after them and gets no more."""
+        limit = self.maxtasksperchild
+        return limit is not None and worker.jobs_done + len(worker.jobs) >= limit
 
     def _wait_for_events(self) -> None:
         deadlines = [w.job.deadline for w in self._workers if w.job and w.job.deadline]
@@ -577,12 +612,12 @@ class WorkerPool:
                 if job.log_sink is not None:
                     job.log_sink(level, text)
             case JobResult() | JobProblem():
-                worker.job = None
+                worker.jobs.popleft()
                 worker.jobs_done += 1
-                # The worker gets its next job before this one's future is settled: settling
-                # runs the caller's callbacks (a chunk records the item), which the worker
-                # need not wait for.
-                self._dispatch_to(worker)
+                # Workers get their next jobs before this one's future is settled: settling
+                # runs the caller's callbacks (a chunk records the item), which no worker
+                # need wait for.
+                self._dispatch()
                 _settle_outcome(job, message)
 
     def _reap(self, worker: _Worker) -> None:
@@ -628,20 +663,30 @@ class WorkerPool:
                 _settle(job.future, error=JobTimeoutError(message))
 
     def _retire(self, worker: _Worker) -> None:
-        """Kill ``worker``, let its job clear up after it, and put a fresh worker in its place
-        (none while shutting down)."""
+        """Kill ``worker``, let its jobs clear up after it, queue the ones it had not started
+        again, and put a fresh worker in its place (none while shutting down). The caller
+        settles the job it was running."""
         worker.kill()
         worker.wait_exit(5)
-        if worker.job is not None and worker.job.on_lost is not None:
-            try:
-                worker.job.on_lost()
-            except Exception:
-                logger.warning("clearing up after %s failed", worker.job.label, exc_info=True)
+        for job in worker.jobs:
+            if job.on_lost is not None:
+                try:
+                    job.on_lost()
+                except Exception:
+                    logger.warning("clearing up after %s failed", job.label, exc_info=True)
+        waiting = list(worker.jobs)[1:]
         index = self._workers.index(worker)
         with self._lock:
-            closing = self._closing
+            closing, cause = self._closing, self._shutdown_cause
+            if not closing:
+                self._pending.extendleft(reversed(waiting))
         if closing:
             del self._workers[index]
+            for job in waiting:
+                _settle(
+                    job.future,
+                    error=cause or JobCancelledError(f"the pool shut down before {job.label} started"),
+                )
         else:
             self._workers[index] = self._spawn_worker()
         worker.close()
@@ -654,9 +699,9 @@ class WorkerPool:
         for job in pending:
             _settle(job.future, error=error)
         for worker in self._workers:
-            if worker.job is not None:
-                worker.kill()
-                _settle(worker.job.future, error=error)
+            worker.kill()
+            for job in worker.jobs:
+                _settle(job.future, error=error)
 
     def _stop_workers(self) -> None:
         """Tell the workers to exit, give them ``_EXIT_GRACE`` seconds, kill the rest."""

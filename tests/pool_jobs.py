@@ -91,3 +91,15 @@ def leave_pid(path: str, then: str) -> None:
     if then == "spin":
         spin(-1)
     die(then)
+
+
+def touch_after(seconds: float, path: str) -> str:
+    """Sleep ``seconds``, then create the file ``path`` (a job whose finishing shows from outside)."""
+    time.sleep(seconds)
+    return touch(path)
+
+
+def die_after(seconds: float) -> None:
+    """Sleep ``seconds``, then kill the worker with SIGKILL."""
+    time.sleep(seconds)
+    die("sigkill")

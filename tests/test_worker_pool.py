@@ -26,6 +26,7 @@ from helpers import alive, started_workers
 from pool_jobs import (
     chatty,
     die,
+    die_after,
     die_first_time,
     fail,
     fail_unrebuildably,
@@ -34,6 +35,7 @@ from pool_jobs import (
     spin,
     square,
     touch,
+    touch_after,
 )
 
 from poolflow.runners.switch_interval import WHILE_POOLS_RUN
@@ -478,6 +480,70 @@ def test_a_worker_gets_its_next_job_before_the_last_ones_callbacks_run(tmp_path:
     finally:
         pool.shutdown()
     assert seen_during_callback == [True]
+
+
+def test_a_busy_worker_runs_its_next_job_while_the_manager_is_held_up(tmp_path: Path) -> None:
+    """A busy worker holds its next job: when it answers, it starts that job at once, and the
+    manager (here held up in a slow callback of the job that just ended) sends it the one
+    after meanwhile, so the worker does not wait for the flow process between jobs."""
+    later = tmp_path / "third-job-ran"
+    seen_during_callback: list[bool] = []
+
+    def slow_callback(_: object) -> None:
+        deadline = time.monotonic() + 30
+        while not later.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen_during_callback.append(later.exists())
+
+    pool = WorkerPool(1)
+    pool.start()
+    try:
+        started_workers(pool)
+        first = pool.submit(spin, (0.5,))
+        second = pool.submit(square, (2,))
+        third = pool.submit(touch, (str(later),))
+        rest = [pool.submit(square, (i,)) for i in range(3)]
+        first.add_done_callback(slow_callback)
+        assert third.result(timeout=60) == str(later)
+        assert second.result(timeout=60) == 4 and [f.result(timeout=60) for f in rest] == [0, 1, 4]
+    finally:
+        pool.shutdown()
+    assert seen_during_callback == [True]
+
+
+@pytest.mark.parametrize("how", ["sigkill", "timeout"])
+def test_the_job_a_lost_worker_held_next_runs_on_its_replacement(how: str) -> None:
+    pool = WorkerPool(1)
+    pool.start()
+    try:
+        lost = pool.submit(die_after, (0.5,)) if how == "sigkill" else pool.submit(spin, (-1,), timeout=0.5)
+        others = [pool.submit(square, (i,)) for i in range(4)]  # the first waits in the lost one's pipe
+        with pytest.raises(WorkerDiedError if how == "sigkill" else JobTimeoutError):
+            lost.result(timeout=60)
+        assert [f.result(timeout=60) for f in others] == [0, 1, 4, 9]
+        assert (pool.worker_deaths, pool.timeouts) == ((1, 0) if how == "sigkill" else (0, 1))
+    finally:
+        pool.shutdown()
+
+
+def test_a_cancelled_job_that_waited_in_a_busy_workers_pipe_does_not_finish(tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled-job-finished"
+    pool = WorkerPool(1)
+    pool.start()
+    try:
+        started_workers(pool)
+        running = pool.submit(spin, (1.0,))
+        waiting = pool.submit(touch_after, (0.5, str(marker)))
+        others = [pool.submit(square, (i,)) for i in range(3)]
+        time.sleep(0.3)  # the worker runs the first and holds the second by now
+        assert waiting.cancel() and waiting.cancelled()
+        assert running.result(timeout=60) is None
+        assert [f.result(timeout=60) for f in others] == [0, 1, 4]
+        time.sleep(1.0)
+        assert not marker.exists()
+        assert pool.worker_deaths == 0  # a cancellation is not a death
+    finally:
+        pool.shutdown()
 
 
 def test_a_worker_that_dies_while_starting_hands_its_job_to_the_replacement(tmp_path: Path) -> None:
