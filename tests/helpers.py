@@ -39,8 +39,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_http(url: str, timeout: float = 90.0) -> None:
-    """Poll ``url`` until it answers 200 or ``timeout`` passes."""
+def wait_for_http(url: str, timeout: float = 90.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers 200 or ``timeout`` passes; with ``process`` (the server),
+    fail at once if it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -48,6 +49,8 @@ def wait_for_http(url: str, timeout: float = 90.0) -> None:
                 if response.status == 200:
                     return
         except OSError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the server of {url} exited with {process.returncode}") from None
             time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
@@ -102,7 +105,12 @@ class PrefectServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for_http(f"{self.api_url}/health")
+        # A first start creates the database: minutes on a loaded 2-core machine (CI's four
+        # test processes each start one), so it gets as long as it lives, within reason.
+        try:
+            wait_for_http(f"{self.api_url}/health", timeout=600, process=self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}; its log:\n{(self.home / 'server.log').read_text()[-3000:]}") from exc
 
     def stop(self) -> None:
         if self.process is not None:
