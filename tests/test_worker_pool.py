@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cloudpickle
@@ -458,24 +458,30 @@ def test_the_switch_interval_is_short_while_any_pool_runs_and_restored_after() -
     assert sys.getswitchinterval() == before
 
 
-def test_a_worker_gets_its_next_job_before_the_last_ones_callbacks_run(tmp_path: Path) -> None:
-    """Settling a future runs its caller's callbacks in the manager thread; the worker that
-    finished it already has its next job meanwhile, instead of idling until they return."""
-    marker = tmp_path / "second-job-ran"
-    seen_during_callback: list[bool] = []
+def _waiting_for(marker: Path, seen: list[bool]) -> Callable[[object], None]:
+    """A done-callback that holds the manager thread up until ``marker`` exists (30 s at
+    most), then notes in ``seen`` whether it did."""
 
     def slow_callback(_: object) -> None:
         deadline = time.monotonic() + 30
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-        seen_during_callback.append(marker.exists())
+        seen.append(marker.exists())
 
+    return slow_callback
+
+
+def test_a_worker_gets_its_next_job_before_the_last_ones_callbacks_run(tmp_path: Path) -> None:
+    """Settling a future runs its caller's callbacks in the manager thread; the worker that
+    finished it already has its next job meanwhile, instead of idling until they return."""
+    marker = tmp_path / "second-job-ran"
+    seen_during_callback: list[bool] = []
     pool = WorkerPool(1)
     pool.start()
     try:
         first = pool.submit(spin, (0.5,))  # long enough to get its callback before it ends
         second = pool.submit(touch, (str(marker),))
-        first.add_done_callback(slow_callback)
+        first.add_done_callback(_waiting_for(marker, seen_during_callback))
         assert second.result(timeout=60) == str(marker)
     finally:
         pool.shutdown()
@@ -488,13 +494,6 @@ def test_a_busy_worker_runs_its_next_job_while_the_manager_is_held_up(tmp_path: 
     after meanwhile, so the worker does not wait for the flow process between jobs."""
     later = tmp_path / "third-job-ran"
     seen_during_callback: list[bool] = []
-
-    def slow_callback(_: object) -> None:
-        deadline = time.monotonic() + 30
-        while not later.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        seen_during_callback.append(later.exists())
-
     pool = WorkerPool(1)
     pool.start()
     try:
@@ -503,7 +502,7 @@ def test_a_busy_worker_runs_its_next_job_while_the_manager_is_held_up(tmp_path: 
         second = pool.submit(square, (2,))
         third = pool.submit(touch, (str(later),))
         rest = [pool.submit(square, (i,)) for i in range(3)]
-        first.add_done_callback(slow_callback)
+        first.add_done_callback(_waiting_for(later, seen_during_callback))
         assert third.result(timeout=60) == str(later)
         assert second.result(timeout=60) == 4 and [f.result(timeout=60) for f in rest] == [0, 1, 4]
     finally:
@@ -531,7 +530,7 @@ def test_a_cancelled_job_that_waited_in_a_busy_workers_pipe_does_not_finish(tmp_
     pool = WorkerPool(1)
     pool.start()
     try:
-        started_workers(pool)
+        holder = started_workers(pool)
         running = pool.submit(spin, (1.0,))
         waiting = pool.submit(touch_after, (0.5, str(marker)))
         others = [pool.submit(square, (i,)) for i in range(3)]
@@ -541,6 +540,8 @@ def test_a_cancelled_job_that_waited_in_a_busy_workers_pipe_does_not_finish(tmp_
         assert [f.result(timeout=60) for f in others] == [0, 1, 4]
         time.sleep(1.0)
         assert not marker.exists()
+        # It had been sent: its worker was stopped as it started it, and replaced.
+        assert pool.worker_pids() != holder
         assert pool.worker_deaths == 0  # a cancellation is not a death
     finally:
         pool.shutdown()
