@@ -118,7 +118,6 @@ class Chunk:
         self.name = chunk_name(task, items)
         self.reused = 0  # items served from the cache, over all attempts
         self.remote = portable_function(task.fn)
-        self.keywords = _keyword_parameters(task.fn)
         for item in items:
             item.future.assign(self.task_run_id)
 
@@ -182,13 +181,12 @@ class Chunk:
         jobs: dict[concurrent.futures.Future[Any], tuple[Item, str | None]] = {}
         todo = [item for item in self.items if not item.future.settled]
         cached = 0
-        resolve = _Resolver()
         info = TaskRunInfo.of(context)
         shared = PickledOnce(ChunkJobs(self.remote, info, cache.writer if cache is not None else None))
         for item in todo:
             item.error = None
             try:
-                inputs = resolve(item.parameters)
+                inputs = resolve_inputs_sync(item.parameters)
                 key = cache.key(inputs) if cache is not None else None
                 record = None
                 if key is not None and cache is not None:
@@ -228,10 +226,7 @@ class Chunk:
         log_sink: LogSink,
         record: Path | None,
     ) -> Any:
-        if self.keywords is not None and inputs.keys() <= self.keywords:
-            args, kwargs = (), inputs  # what Prefect's binding amounts to for such a signature
-        else:
-            args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
+        args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
         return self.submit_job(
             call_chunk_item,
             (shared, item.name, args, kwargs, record),
@@ -333,54 +328,6 @@ def _failed_state(error: BaseException, task_run_id: uuid.UUID) -> State[Any]:
 
 async def _awaited(verdict: Awaitable[Any]) -> Any:
     return await verdict
-
-
-_PLAIN = (int, float, str, bytes, bool, type(None))
-_BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-
-
-def _keyword_parameters(fn: Callable[..., Any]) -> frozenset[str] | None:
-    """The names of ``fn``'s parameters if every one can be passed by keyword, else None.
-
-    Then calling ``fn(**inputs)`` is what Prefect's ``parameters_to_args_kwargs`` arranges
-    for any ``inputs`` of known names, without binding a signature for every item (48 µs).
-    """
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if all(parameter.kind in _BY_KEYWORD for parameter in parameters):
-        return frozenset(parameter.name for parameter in parameters)
-    return None
-
-
-class _Resolver:
-    """Prefect's resolution of futures, states and annotations in parameters, per value.
-
-    Plain scalars need none; a value shared by many items (``unmapped``) is resolved once
-    per chunk attempt (its error, e.g. a failed upstream, is raised for each item).
-    """
-
-    def __init__(self) -> None:
-        self._done: dict[tuple[str, int], tuple[Any, BaseException | None]] = {}
-
-    def __call__(self, parameters: dict[str, Any]) -> dict[str, Any]:
-        resolved = {}
-        for key, value in parameters.items():
-            if isinstance(value, _PLAIN):
-                resolved[key] = value
-                continue
-            known = self._done.get((key, id(value)))
-            if known is None:
-                try:
-                    known = (resolve_inputs_sync({key: value})[key], None)
-                except Exception as exc:
-                    known = (None, exc)
-                self._done[(key, id(value))] = known
-            if known[1] is not None:
-                raise known[1]
-            resolved[key] = known[0]
-        return resolved
 
 
 def _run_error(name: str, engine_future: concurrent.futures.Future[Any]) -> BaseException:
