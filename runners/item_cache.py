@@ -29,10 +29,10 @@ import prefect.runtime
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
-from prefect.results import get_result_store, should_persist_result
+from prefect.results import should_persist_result
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, get_current_settings
 
-from poolflow.runners.prefect_compat import result_record_bytes
+from poolflow.runners.prefect_compat import result_record_bytes, task_result_store
 from poolflow.tasks.atomic import AtomicTarget
 
 if TYPE_CHECKING:
@@ -78,8 +78,7 @@ class ItemCache:
         policy = given if isinstance(given, CachePolicy) and given is not NO_CACHE else None
         if not persist or (policy is None and task.result_storage_key is None):
             return None
-        store = get_result_store().update_for_task(task, _sync=True)  # type: ignore[call-arg]
-        return cls(task, policy, cast("ResultStore", store), context)
+        return cls(task, policy, task_result_store(task), context)
 
     def key(self, inputs: dict[str, Any]) -> str | None:
         """The item's key, as Prefect computes it for a task run of the item alone: from the

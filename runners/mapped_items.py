@@ -34,12 +34,15 @@ class ItemFuture(PrefectConcurrentFuture[Any]):
 
     ``task_run_id`` is the chunk's, known once the item's chunk forms; reading it earlier
     waits for that (items are chunked in the order they were mapped, so a later item's
-    upstream futures always get theirs first).
+    upstream futures always get theirs first). It keeps its own run id and reads and settles
+    its state through the public ``wrapped_future``: none of ``PrefectFuture``'s private
+    attributes is set here.
     """
 
     def __init__(self) -> None:
         super().__init__(task_run_id=UNASSIGNED, wrapped_future=concurrent.futures.Future())
         self._assigned = threading.Event()
+        self._chunk_run_id = UNASSIGNED
         self._value: Any = None
         self._error: BaseException | None = None
         self._claimed = False
@@ -47,19 +50,17 @@ class ItemFuture(PrefectConcurrentFuture[Any]):
     @property
     def task_run_id(self) -> uuid.UUID:
         self._assigned.wait()
-        return self._task_run_id
+        return self._chunk_run_id
 
     @property
     def state(self) -> State[Any]:
-        if self._final_state is not None:
-            return self._final_state
-        if self._wrapped_future.done():
-            state: State[Any] = self._wrapped_future.result()
+        if self.wrapped_future.done():
+            state: State[Any] = self.wrapped_future.result()
             return state
         return Pending()
 
     def assign(self, task_run_id: uuid.UUID) -> None:
-        self._task_run_id = task_run_id
+        self._chunk_run_id = task_run_id
         self._assigned.set()
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
@@ -69,7 +70,7 @@ class ItemFuture(PrefectConcurrentFuture[Any]):
         thread for every item.
         """
         try:
-            self._final_state = self._wrapped_future.result(timeout=timeout)
+            self.wrapped_future.result(timeout=timeout)
         except concurrent.futures.TimeoutError as exc:
             raise TimeoutError(f"item did not complete within {timeout} seconds") from exc
         if self._error is None:
@@ -85,12 +86,12 @@ class ItemFuture(PrefectConcurrentFuture[Any]):
                 return False
             self._claimed = True
         self._value, self._error = value, error
-        self._wrapped_future.set_result(state)
+        self.wrapped_future.set_result(state)
         return True
 
     @property
     def settled(self) -> bool:
-        return self._wrapped_future.done()
+        return self.wrapped_future.done()
 
 
 @dataclass

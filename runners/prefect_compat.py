@@ -66,6 +66,27 @@ def complete_run_context_models() -> None:
     TaskRunContext.model_rebuild(_types_namespace=names)
 
 
+def task_result_store(task: Any) -> Any:
+    """The result store Prefect's task engine uses for a run of ``task`` (its storage,
+    serializer and ``result_storage_key``), built synchronously in any context.
+
+    Relies on ``ResultStore.update_for_task`` taking the private ``_sync=True`` of Prefect's
+    ``async_dispatch``/``sync_compatible`` decorators, which forces the synchronous form: without
+    it, a caller inside an async task's run context would get a coroutine. Raises, naming the
+    installed Prefect, if a store is not what comes back.
+    """
+    import prefect
+    from prefect.results import ResultStore, get_result_store
+
+    store = get_result_store().update_for_task(task, _sync=True)  # type: ignore[call-arg]
+    if not isinstance(store, ResultStore):
+        raise RuntimeError(
+            f"Prefect {prefect.__version__}: ResultStore.update_for_task(task, _sync=True) returned "
+            f"{type(store).__name__}; poolflow.runners.prefect_compat.task_result_store needs updating"
+        )
+    return store
+
+
 def result_record_bytes(value: Any, *, serializer: Any, expiration: Any, storage_key: str) -> bytes:
     """``value`` as Prefect's result store writes a record file: what ``ResultStore.read`` reads.
 

@@ -508,9 +508,7 @@ class WorkerPool:
             else:
                 dropped = []
         for job in dropped:  # the caller-cancelled ones are settled already
-            _settle(
-                job.future, error=cause or JobCancelledError(f"the pool shut down before {job.label} started")
-            )
+            _not_started(job, cause)
         for worker in list(self._workers):
             # A job done before its worker answered was cancelled: also one cancelled while
             # it waited in the pipe, which the worker runs once it answered the one before.
@@ -642,9 +640,7 @@ class WorkerPool:
                     self._pending.appendleft(job)
                     return
                 cause = self._shutdown_cause
-            _settle(
-                job.future, error=cause or JobCancelledError(f"the pool shut down before {job.label} started")
-            )
+            _not_started(job, cause)
             return
         else:
             message = f"worker {worker.pid} died with {reason} while starting, before running {job.label}"
@@ -683,10 +679,7 @@ class WorkerPool:
         if closing:
             del self._workers[index]
             for job in waiting:
-                _settle(
-                    job.future,
-                    error=cause or JobCancelledError(f"the pool shut down before {job.label} started"),
-                )
+                _not_started(job, cause)
         else:
             self._workers[index] = self._spawn_worker()
         worker.close()
@@ -729,6 +722,12 @@ def _settle(
     except concurrent.futures.InvalidStateError:
         return False
     return True
+
+
+def _not_started(job: _Job, cause: BaseException | None) -> None:
+    """Fail ``job``, which the shutting-down pool will not start, with the shutdown's cause
+    (the caller's interrupt) or ``JobCancelledError``."""
+    _settle(job.future, error=cause or JobCancelledError(f"the pool shut down before {job.label} started"))
 
 
 def _settle_outcome(job: _Job, outcome: JobResult | JobProblem) -> None:

@@ -113,3 +113,26 @@ def test_result_records_live_where_result_record_bytes_takes_them() -> None:
     except ImportError as exc:
         pytest.fail(f"{INSTALLED}: prefect._internal.result_records is gone ({exc})")
     assert prefect.results.ResultRecord is ResultRecord, f"{INSTALLED}: ResultRecord moved"
+
+
+def test_task_result_store_is_the_tasks_store_even_inside_an_async_context(prefect_api: str) -> None:
+    """Built synchronously from a coroutine too (where Prefect's dispatch would otherwise hand
+    back a coroutine), with the task's own serializer and storage key. (Prefect asks the API
+    for its default storage.)"""
+    import asyncio
+
+    from prefect import task
+    from prefect.results import ResultStore
+    from prefect.serializers import JSONSerializer
+
+    @task(result_serializer="json", result_storage_key="item-{parameters[n]}")
+    def keyed(n: int) -> int:
+        return n
+
+    async def in_a_coroutine() -> object:
+        return prefect_compat.task_result_store(keyed)
+
+    store = asyncio.run(in_a_coroutine())
+    assert isinstance(store, ResultStore), f"{INSTALLED}: {store!r}"
+    assert isinstance(store.serializer, JSONSerializer), f"{INSTALLED}: the task's serializer is not used"
+    assert store.storage_key_fn != ResultStore().storage_key_fn, f"{INSTALLED}: the task's key is not used"
