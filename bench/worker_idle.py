@@ -2,9 +2,12 @@
 
 A user's flow script (``task.map`` of the per-file parse-to-xlsx job, as in
 ``bench.user_script``) on a default ``prefect server start``, with
-``MultiprocessingTaskRunner(processes=2)``, in two variants alternating as fresh processes:
-``held`` (a busy worker holds its next job in its pipe, the runner as shipped) and ``single``
-(one job per worker at a time, as before 9182bec). Each worker's initializer wraps the worker
+``MultiprocessingTaskRunner(processes=2)``, in variants alternating as fresh processes:
+``held`` (a busy worker holds its next job in its pipe, the runner as shipped), ``single``
+(one job per worker at a time, as before 9182bec) and ``held-5ms`` (held, with Python's default
+5 ms thread switch interval instead of the 0.5 ms ``runners/switch_interval.py`` sets while a
+pool runs). ``--tiny N`` maps N one-document files (``bench.tiny_files``' corpus, items of
+~1 ms) instead of copies of the corpus. Each worker's initializer wraps the worker
 loop's ``receive_order`` to add up the time it blocks before each job after its first, and
 the waits over 5 ms among them; on ``Stop`` it appends one JSON line per worker to a file.
 Wall times are printed too, but on a noisy machine the waits are the measure.
@@ -27,9 +30,12 @@ from typing import Any
 from bench.default_server import default_server
 from bench.run import HERE
 from bench.scale import build_corpus
+from bench.tiny_files import write_tiny_corpus
 
 LONG_WAIT = 0.005  # seconds: a wait longer than this is the manager thread held up, not the pipe
-VARIANTS = {"held": 2, "single": 1}  # jobs a worker holds at most (``worker_pool._HANDED``)
+# Per variant: jobs a worker holds at most (``worker_pool._HANDED``), and the switch interval
+# while a pool runs (``switch_interval.WHILE_POOLS_RUN``).
+VARIANTS = {"held": (2, 0.0005), "single": (1, 0.0005), "held-5ms": (2, 0.005)}
 
 SCRIPT = """\
 import sys
@@ -37,12 +43,13 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.utilities.annotations import unmapped
 from poolflow import MultiprocessingTaskRunner
-from poolflow.runners import worker_pool
+from poolflow.runners import switch_interval, worker_pool
 from poolflow.tasks.inputs import list_items
 from poolflow.tasks.items import parse_item
 from bench.worker_idle import count_waits
 
 worker_pool._HANDED = int(sys.argv[3])
+switch_interval.WHILE_POOLS_RUN = float(sys.argv[5])
 
 
 @task
@@ -100,6 +107,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=HERE.parent.parent / "shared" / "corpus" / "kowiki")
     parser.add_argument("--times", type=int, default=50, help="copies of the corpus (50 x 20 = 1,000 files)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tiny", type=int, default=0, help="map this many one-document files instead")
+    parser.add_argument("--variants", default="held,single", help=f"comma-separated: {', '.join(VARIANTS)}")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
@@ -107,19 +116,25 @@ def main() -> None:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONPATH=str(HERE.parent),
     )
-    waits: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
+    waits: dict[str, list[float]] = {name: [] for name in variants}
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="poolflow-idle-") as work:
         env["PREFECT_API_URL"] = stack.enter_context(default_server(env))
         root = Path(work)
-        build_corpus(args.corpus.resolve(), args.times, root / "corpus")
+        if args.tiny:
+            write_tiny_corpus(root / "corpus", args.tiny)
+        else:
+            build_corpus(args.corpus.resolve(), args.times, root / "corpus")
         (root / "my_flow.py").write_text(SCRIPT)
         for round_ in range(args.rounds):
-            for name, handed in VARIANTS.items():
+            for name, (handed, interval) in variants.items():
                 log = root / f"waits-{name}-{round_}.jsonl"
                 output = root / f"out-{name}-{round_}"
                 command = [sys.executable, str(root / "my_flow.py"), str(root / "corpus"), str(output)]
                 started = time.perf_counter()
-                subprocess.run([*command, str(handed), str(log)], env=env, check=True, capture_output=True)
+                subprocess.run(
+                    [*command, str(handed), str(log), str(interval)], env=env, check=True, capture_output=True
+                )
                 wall = time.perf_counter() - started
                 workers = [json.loads(line) for line in log.read_text().splitlines()]
                 waits[name] += [worker["waited"] for worker in workers]
