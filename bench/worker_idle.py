@@ -4,12 +4,13 @@ A user's flow script (``task.map`` of the per-file parse-to-xlsx job, as in
 ``bench.user_script``) on a default ``prefect server start``, with
 ``MultiprocessingTaskRunner(processes=2)``, in variants alternating as fresh processes:
 ``held`` (a busy worker holds its next job in its pipe, the runner as shipped), ``single``
-(one job per worker at a time, as before 9182bec) and ``held-5ms`` (held, with Python's default
-5 ms thread switch interval instead of the 0.5 ms ``runners/switch_interval.py`` sets while a
-pool runs). ``--tiny N`` maps N one-document files (``bench.tiny_files``' corpus, items of
-~1 ms) instead of copies of the corpus. Each worker's initializer wraps the worker
-loop's ``receive_order`` to add up the time it blocks before each job after its first, and
-the waits over 5 ms among them; on ``Stop`` it appends one JSON line per worker to a file.
+(one job per worker at a time, and a 0.5 ms thread switch interval in the flow process: the
+runner before 9182bec) and ``held-0.5ms`` (held, with that 0.5 ms interval instead of
+Python's default 5 ms: the runner from 9182bec until the interval was dropped). ``--tiny N``
+maps N one-document files (``bench.tiny_files``' corpus, items of ~1 ms) instead of copies
+of the corpus. Each worker's initializer wraps the worker loop's ``receive_order`` to add
+up the time it blocks before each job after its first, and the waits over 5 ms among them;
+on ``Stop`` it appends one JSON line per worker to a file.
 Wall times are printed too, but on a noisy machine the waits are the measure.
 """
 
@@ -33,9 +34,9 @@ from bench.scale import build_corpus
 from bench.tiny_files import write_tiny_corpus
 
 LONG_WAIT = 0.005  # seconds: a wait longer than this is the manager thread held up, not the pipe
-# Per variant: jobs a worker holds at most (``worker_pool._HANDED``), and the switch interval
-# while a pool runs (``switch_interval.WHILE_POOLS_RUN``).
-VARIANTS = {"held": (2, 0.0005), "single": (1, 0.0005), "held-5ms": (2, 0.005)}
+# Per variant: jobs a worker holds at most (``worker_pool._HANDED``), and the thread switch
+# interval of the flow process (None: Python's own).
+VARIANTS = {"held": (2, None), "single": (1, 0.0005), "held-0.5ms": (2, 0.0005)}
 
 SCRIPT = """\
 import sys
@@ -43,13 +44,14 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.utilities.annotations import unmapped
 from poolflow import MultiprocessingTaskRunner
-from poolflow.runners import switch_interval, worker_pool
+from poolflow.runners import worker_pool
 from poolflow.tasks.inputs import list_items
 from poolflow.tasks.items import parse_item
 from bench.worker_idle import count_waits
 
 worker_pool._HANDED = int(sys.argv[3])
-switch_interval.WHILE_POOLS_RUN = float(sys.argv[5])
+if sys.argv[5] != "None":
+    sys.setswitchinterval(float(sys.argv[5]))
 
 
 @task

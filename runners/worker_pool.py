@@ -65,7 +65,6 @@ from typing import Any
 
 import cloudpickle
 
-from poolflow.runners import switch_interval
 from poolflow.runners.multiprocessing_compat import fork_the_fork_server, preload_in_fork_server
 from poolflow.runners.worker import (
     FromWorker,
@@ -379,7 +378,6 @@ class WorkerPool:
         if self.context.get_start_method() == "forkserver":
             preload_in_fork_server(FORK_SERVER_PRELOAD)
         self._manager = threading.Thread(target=self._manage, name="poolflow-manager", daemon=True)
-        switch_interval.pool_started()  # the manager's hand-offs are prompt; undone as it ends
         self._manager.start()
 
     def submit(
@@ -493,7 +491,6 @@ class WorkerPool:
         finally:
             self._stop_workers()
             self._wakeup.close()
-            switch_interval.pool_stopped()
 
     def _take_requests(self) -> bool:
         """Act on the cancellations and shutdown callers asked for; False once shutting down."""

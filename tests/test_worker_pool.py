@@ -38,7 +38,6 @@ from pool_jobs import (
     touch_after,
 )
 
-from poolflow.runners.switch_interval import WHILE_POOLS_RUN
 from poolflow.runners.worker import (
     JobLog,
     JobProblem,
@@ -442,19 +441,17 @@ def test_baseline_plain_pool_timeout_leaves_the_worker_spinning() -> None:
         plain.terminate()
 
 
-def test_the_switch_interval_is_short_while_any_pool_runs_and_restored_after() -> None:
+def test_a_running_pool_leaves_the_switch_interval_as_it_found_it() -> None:
+    """No process-wide setting of the caller's process changes while a pool runs (a busy
+    worker's next job waits in its pipe, so the manager thread need not be scheduled sooner)."""
     before = sys.getswitchinterval()
-    first, second = WorkerPool(1), WorkerPool(1)
-    first.start()
-    second.start()
+    pool = WorkerPool(1)
+    pool.start()
     try:
-        assert sys.getswitchinterval() == min(before, WHILE_POOLS_RUN)
-        first.shutdown()
-        assert sys.getswitchinterval() == min(before, WHILE_POOLS_RUN)  # the second still runs
-        assert second.submit(square, (3,)).result(timeout=60) == 9
+        assert pool.submit(square, (3,)).result(timeout=60) == 9
+        assert sys.getswitchinterval() == before
     finally:
-        first.shutdown()
-        second.shutdown()
+        pool.shutdown()
     assert sys.getswitchinterval() == before
 
 
