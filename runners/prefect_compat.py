@@ -12,7 +12,11 @@ import functools
 import inspect
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.results import ResultStore
+    from prefect.tasks import Task
 
 EPHEMERAL_SERVER_ENVIRONMENT = {"PREFECT__SERVER_EPHEMERAL": "1"}
 """Makes ``prefect.server.api.server.create_app`` start only the services a short-lived API
@@ -66,7 +70,7 @@ def complete_run_context_models() -> None:
     TaskRunContext.model_rebuild(_types_namespace=names)
 
 
-def task_result_store(task: Any) -> Any:
+def task_result_store(task: Task[Any, Any]) -> ResultStore:
     """The result store Prefect's task engine uses for a run of ``task`` (its storage,
     serializer and ``result_storage_key``), built synchronously in any context.
 
