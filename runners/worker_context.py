@@ -124,35 +124,20 @@ def _pickle_flow_snapshot(
     ``Settings`` from its environment and files, which costs each worker a tenth of a second."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
-    updates: dict[str, Any] = {PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.accessor: False}
+    updates: dict[Any, Any] = {PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}
     if api_url is not None:
-        updates[PREFECT_API_URL.accessor] = api_url.rstrip("/")
+        updates[PREFECT_API_URL] = api_url.rstrip("/")
     flow = flow_context.flow if flow_context is not None else None
     return pickle.dumps(
         (
             settings_context.profile,
-            _with_values(settings_context.settings, updates),
+            settings_context.settings.copy_with_update(updates=updates),
             flow_context.flow_run if flow_context is not None else None,
             getattr(flow, "name", None),
             getattr(flow, "version", None),
             flow_context.log_prints if flow_context is not None else False,
         )
     )
-
-
-def _with_values(model: Any, values: dict[str, Any]) -> Any:
-    """A copy of the settings ``model`` with ``values`` by dotted path (``"api.url"``) replaced."""
-    updates: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for path, value in values.items():
-        head, _, rest = path.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            updates[head] = value
-    for head, inner in nested.items():
-        updates[head] = _with_values(getattr(model, head), inner)
-    return model.model_copy(update=updates)
 
 
 class _FlowContexts:
