@@ -378,6 +378,7 @@ def _settled_states(bound: int, baseline: int, patience: float = 30.0) -> int:
 
 
 def test_imap_keeps_no_state_per_result_but_records_input_lineage() -> None:
+    items = 100  # per phase: streamed, then mapped
     slack = 3 * 8  # max_pending runs, a few States each
 
     @flow(task_runner=MultiprocessingTaskRunner(2, max_pending=8, chunksize=1))
@@ -387,12 +388,12 @@ def test_imap_keeps_no_state_per_result_but_records_input_lineage() -> None:
         runner = context.task_runner
         numbers = numbers_below.submit(1000).result()
         before = len(context.run_results), len(context.task_run_assets), _live_states()
-        streamed = list(runner.imap(offset, ({"numbers": numbers, "x": x} for x in range(200))))
+        streamed = list(runner.imap(offset, ({"numbers": numbers, "x": x} for x in range(items))))
         settled = _settled_states(slack, baseline=before[2]) + before[2]
         middle = len(context.run_results), len(context.task_run_assets), settled
-        mapped = [f.result() for f in offset.map(unmapped(numbers), range(200))]
+        mapped = [f.result() for f in offset.map(unmapped(numbers), range(items))]
         after = len(context.run_results), len(context.task_run_assets), _live_states()
-        assert streamed == mapped == [499_500 + x for x in range(200)]  # both keep their results
+        assert streamed == mapped == [499_500 + x for x in range(items)]  # both keep their results
         return {
             "streamed_results": middle[0] - before[0],
             "streamed_assets": middle[1] - before[1],
@@ -410,11 +411,11 @@ def test_imap_keeps_no_state_per_result_but_records_input_lineage() -> None:
     # Live States are counted with gc once in-flight runs let go of theirs: a few may stay a
     # moment longer (freed during the next phase), so allow slack far below one per result.
     assert held["streamed_states"] <= slack, held
-    assert held["mapped_results"] == held["mapped_assets"] == 200, held
-    assert held["mapped_states"] >= 200 - slack, held
+    assert held["mapped_results"] == held["mapped_assets"] == items, held
+    assert held["mapped_states"] >= items - slack, held
     runs = task_runs(state)
     upstream = next(run.id for run in runs if run.name.startswith("numbers_below"))
     offsets = [run for run in runs if run.name.startswith("offset(")]
-    assert len(offsets) == 400
+    assert len(offsets) == 2 * items
     for run in offsets:  # streamed runs still record where their inputs came from
         assert [getattr(i, "id", None) for i in run.task_inputs["numbers"]] == [upstream]
