@@ -204,18 +204,15 @@ def _task_object(module: str, qualname: str, name: str, fn: Callable[..., Any]) 
     return Task(fn=fn, name=name)
 
 
-@lru_cache(maxsize=256)
-def _signature(fn: Callable[..., Any]) -> inspect.Signature:
-    return inspect.signature(fn)
-
-
 def _parameters(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The call's arguments by parameter name, as ``prefect.runtime.task_run.parameters`` shows."""
-    if not args:
-        return kwargs
+    """The call's arguments by parameter name, as ``prefect.runtime.task_run.parameters`` shows
+    them: bound by Prefect's own ``get_call_parameters``; the keywords alone if they do not bind."""
+    from prefect.exceptions import ParameterBindError
+    from prefect.utilities.callables import get_call_parameters
+
     try:
-        return dict(_signature(fn).bind_partial(*args, **kwargs).arguments)
-    except (TypeError, ValueError):
+        return get_call_parameters(fn, args, kwargs, apply_defaults=False)
+    except (ParameterBindError, ValueError):
         return kwargs
 
 
