@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import PrefectServer, free_port, stop_process_group, wait_for_http
+from helpers import PrefectServer, free_port, seeded_home, stop_process_group, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("POOLFLOW_CORPUS", REPO.parent / "shared" / "corpus" / "kowiki"))
@@ -38,10 +38,18 @@ os.environ.update(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def current_database() -> None:
+    """This test process's Prefect home starts with a current database, as after a first run
+    (first runs are tested with homes of their own: ``test_local_api``)."""
+    seeded_home(Path(_PREFECT_HOME))
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
-    """A real ``prefect server start`` on a free loopback port; yields its API URL."""
-    server = PrefectServer(Path(tempfile.mkdtemp(prefix="poolflow-test-server-")), free_port())
+    """A real ``prefect server start`` on a free loopback port, its database already current;
+    yields its API URL."""
+    server = PrefectServer(seeded_home(Path(tempfile.mkdtemp(prefix="poolflow-test-server-"))), free_port())
     server.start()
     try:
         yield server.api_url

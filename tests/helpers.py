@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import signal
@@ -139,11 +140,21 @@ def prefect_free_env(home: Path, **settings: str) -> dict[str, str]:
 
 @functools.cache
 def _migrated_template() -> Path:
-    """A Prefect home whose database a command's API server has created, once per test process."""
-    home = Path(tempfile.mkdtemp(prefix="poolflow-test-template-"))
-    env = prefect_free_env(home)
-    script = "from poolflow.local_api import local_api\nwith local_api(say=print):\n    pass\n"
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=600)
+    """A Prefect home whose database a command's API server has created: made once per test
+    run (pytest-xdist's workers share it, under a lock; the first to ask makes it), then only
+    copied. Migrating a new database costs about 10 CPU-seconds, which every test process
+    would otherwise pay for each home it starts a server in."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"pid{os.getpid()}")
+    home = Path(tempfile.gettempdir()) / f"poolflow-test-template-{run}"
+    made = home / "made"
+    with open(f"{home}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            home.mkdir(exist_ok=True)
+            script = "from poolflow.local_api import local_api\nwith local_api(say=print):\n    pass\n"
+            command = [sys.executable, "-c", script]
+            subprocess.run(command, env=prefect_free_env(home), check=True, capture_output=True, timeout=600)
+            made.touch()
     return home
 
 
