@@ -23,7 +23,7 @@ import threading
 import uuid
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from typing_extensions import Self
 from poolflow.runners.cancellation import CancellationWatcher
 from poolflow.runners.chunked_map import Batch, Chunk, ChunkDispatcher, per_chunk_warning
 from poolflow.runners.chunking import ChunkSize, make_sizer
+from poolflow.runners.engine_threads import EngineThreads
 from poolflow.runners.interrupt_line import one_line_for
 from poolflow.runners.item_cache import persists_results
 from poolflow.runners.main_guard import check_main_guard
@@ -60,6 +61,9 @@ NOT_STARTED = "Task runner is not started"
 # Extra engine threads beyond the worker count keep workers fed while the engine records
 # states for tasks that just finished.
 _EXTRA_ENGINE_THREADS = 2
+# Seconds a failing or interrupted runner waits for its engine threads to record how their
+# task runs ended, once the pool is stopped; an engine sleeping through a retry delay is left.
+_ENDING_GRACE = 3.0
 
 
 class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
@@ -114,7 +118,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self.initargs = tuple(initargs)
         self.record_timeout = record_timeout
         self._pool: WorkerPool | None = None
-        self._engines: ThreadPoolExecutor | None = None
+        self._engines: EngineThreads | None = None
         self._pool_tasks: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
         # Finished task runs still to be confirmed as recorded, 16 bytes each.
         self._ran = bytearray()
@@ -192,10 +196,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             pool = WorkerPool(self.processes, **options)
             pool.start()
         self._pool = pool
-        self._engines = ThreadPoolExecutor(
-            max_workers=self.processes + _EXTRA_ENGINE_THREADS,
-            thread_name_prefix="poolflow-engine",
-        )
+        self._engines = EngineThreads(self.processes + _EXTRA_ENGINE_THREADS, "poolflow-engine")
         self._dispatcher = ChunkDispatcher(self._start_chunk, self.processes + _EXTRA_ENGINE_THREADS)
         self._ran = bytearray()
         self.peak_pending = 0
@@ -234,7 +235,14 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                 interrupt = None if isinstance(exc_value, Exception) else exc_value
                 pool.shutdown(kill=True, because=interrupt)
             if engines is not None:
-                engines.shutdown(wait=True, cancel_futures=True)
+                left = engines.shutdown(None if exc_type is None else _ENDING_GRACE)
+                if left:
+                    _flow_or_module_logger().warning(
+                        "%d task runs did not record their end within %g s of the flow run's (e.g. "
+                        "waiting for a retry); they stay in their last state",
+                        len(left),
+                        _ENDING_GRACE,
+                    )
             if pool is not None and exc_type is None:
                 pool.shutdown()
             with self._lock:

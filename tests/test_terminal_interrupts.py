@@ -94,7 +94,9 @@ class Terminal:
                 self.code = os.waitstatus_to_exitcode(status)
                 return self.code
             time.sleep(0.05)
-        os.kill(self.pid, signal.SIGKILL)
+        # The whole group: a process left running would fail the next tests, which share
+        # this module's Prefect home.
+        os.killpg(self.pid, signal.SIGKILL)
         raise AssertionError(f"still running {seconds} s after the signal:\n{self.text[-2000:]}")
 
     @property
@@ -261,6 +263,56 @@ def test_a_users_plain_script_stops_within_seconds_and_its_run_ends(
         assert last.endswith("Finished in state Crashed('Execution was aborted by a termination signal.')")
     crashed = terminal.text.count("Crash detected! Execution was aborted by")
     assert crashed >= 2, "the task runs in flight and the flow run"
+    time.sleep(0.5)
+    assert _left_behind(home) == []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+    assert [run.state_type.value if run.state_type else None for run in runs] == ["CRASHED"]
+
+
+RETRYING_FLOW = """\
+import sys
+
+from prefect import flow, task
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from poolflow import MultiprocessingTaskRunner
+
+
+@task(retries=1, retry_delay_seconds=600)
+def fails_once(x):
+    raise ValueError("the first attempt fails")
+
+
+RUNNER = MultiprocessingTaskRunner(2) if sys.argv[1] == "poolflow" else ProcessPoolTaskRunner(2)
+
+
+@flow(name=sys.argv[2], task_runner=RUNNER)
+def retrying():
+    return [future.result() for future in fails_once.map(range(2))]
+
+
+if __name__ == "__main__":
+    retrying()
+"""
+
+
+# Prefect's own runner is the control for SIGTERM only: on Ctrl-C it waits out the delay.
+@pytest.mark.parametrize(
+    ("runner", "signum"),
+    [("poolflow", signal.SIGINT), ("poolflow", signal.SIGTERM), ("prefect", signal.SIGTERM)],
+)
+def test_a_flow_waiting_out_a_retry_delay_stops_within_seconds(
+    tmp_path: Path, home: Path, prefect_api: str, runner: str, signum: int
+) -> None:
+    """Task runs whose retry is ten minutes away do not hold up a script ended by a signal: it
+    ends as Python ends, and its flow run is recorded Crashed."""
+    name = f"retrying-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "retrying.py").write_text(RETRYING_FLOW)
+    argv = [sys.executable, "retrying.py", runner, name]
+    terminal = _interrupt(argv, home, tmp_path, signum, ready=b"Retry 1/1 will start", api_url=prefect_api)
+    assert terminal.code == -signum, terminal.text[-2000:]
+    assert terminal.seconds < 8
     time.sleep(0.5)
     assert _left_behind(home) == []
     with get_client(sync_client=True) as client:
