@@ -10,7 +10,13 @@ TEST_STAMP := $(VENV)/.test-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 # Packages are installed by uv (itself pinned, and installed into .venv by pip): it fetches and
 # unpacks them in parallel, where pip goes one by one; a fresh .venv fills in seconds.
-INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt
+# --compile-bytecode: uv writes no .pyc files itself, and with PYTHONDONTWRITEBYTECODE set (as on
+# CI machines) Python writes none either, so every process (each worker, server and script)
+# would compile Prefect and its dependencies from source again, twice the CPU of its imports.
+# poolflow itself is installed editable: its .pyc files are written once here (those of a file
+# edited later are stale, and Python reads its source instead).
+INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt
+COMPILE_OWN := $(BIN)/python -m compileall -q poolflow > /dev/null
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup run test soak compat ui ruff lint chromium libreoffice bench bench-scale lock clean
@@ -23,14 +29,17 @@ $(BIN)/uv: | $(VENV)/bin/python
 
 $(RUN_STAMP): pyproject.toml constraints.txt | $(BIN)/uv
 	$(INSTALL) -e .
+	$(COMPILE_OWN)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml constraints.txt | $(BIN)/uv
 	$(INSTALL) -e '.[dev]'
+	$(COMPILE_OWN)
 	touch $@ $(RUN_STAMP)
 
 $(BENCH_STAMP): pyproject.toml constraints.txt | $(BIN)/uv
 	$(INSTALL) -e '.[bench]'
+	$(COMPILE_OWN)
 	touch $@ $(RUN_STAMP)
 
 setup: $(RUN_STAMP)
