@@ -13,10 +13,11 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 # --compile-bytecode: uv writes no .pyc files itself, and with PYTHONDONTWRITEBYTECODE set (as on
 # CI machines) Python writes none either, so every process (each worker, server and script)
 # would compile Prefect and its dependencies from source again, twice the CPU of its imports.
-# poolflow itself is installed editable: its .pyc files are written once here (those of a file
-# edited later are stale, and Python reads its source instead).
+# poolflow itself is installed editable, its subpackages links to the top-level folders (which
+# compileall does not follow): their .pyc files are written once here (a file edited later has
+# a stale one, and Python reads its source instead).
 INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt
-COMPILE_OWN := $(BIN)/python -m compileall -q poolflow > /dev/null
+COMPILE_OWN := $(BIN)/python -m compileall -q poolflow flows tasks runners deployments > /dev/null
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup run test soak compat ui ruff lint chromium libreoffice bench bench-scale lock clean
