@@ -238,8 +238,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                 left = engines.shutdown(None if exc_type is None else _ENDING_GRACE)
                 if left:
                     _flow_or_module_logger().warning(
-                        "%d task runs did not record their end within %g s of the flow run's (e.g. "
-                        "waiting for a retry); they stay in their last state",
+                        "%d task runs did not record their end within %g s of the flow run's end "
+                        "(e.g. one waiting for a retry); they stay in their last state",
                         len(left),
                         _ENDING_GRACE,
                     )
