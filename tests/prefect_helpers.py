@@ -75,12 +75,14 @@ def start_serving(tmp_path: Path, api_url: str, *extra: str) -> Served:
     raise TimeoutError("poolflow serve did not register its deployments")
 
 
-def wait_final(flow_run_id: UUID, timeout: float = 180) -> FlowRun:
+def wait_final(flow_run_id: UUID, timeout: float = 180, *, leaving: UUID | None = None) -> FlowRun:
+    """The flow run once its state is final; ``leaving``: the id of a final state it is known
+    to be leaving (a retry another process asked for, e.g. a browser), which does not count."""
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
+            if run.state is not None and run.state.is_final() and run.state.id != leaving:
                 return run
             time.sleep(0.5)
     raise TimeoutError(f"flow run {flow_run_id} did not finish")
