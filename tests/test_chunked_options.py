@@ -28,7 +28,9 @@ from poolflow import MultiprocessingTaskRunner
 RUNNERS: dict[str, Callable[[], TaskRunner[Any]]] = {
     "chunks-of-3": lambda: MultiprocessingTaskRunner(2, chunksize=3),
     "chunksize-1": lambda: MultiprocessingTaskRunner(2, chunksize=1),
-    "prefect": lambda: ProcessPoolTaskRunner(2),
+    # One worker: the cases are about what Prefect does inside and around a task run, not about
+    # parallelism, and each worker Prefect spawns imports Prefect and this module anew (~4 CPU-s).
+    "prefect": lambda: ProcessPoolTaskRunner(1),
 }
 LIFETIME = 900.0  # seconds a cached item lives: longer than any run here, on however busy a machine
 SHORT_LIFETIME = 5.0  # for the expiry test: counted from each item's write, so load cannot shorten it

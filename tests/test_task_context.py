@@ -42,7 +42,9 @@ from poolflow import MultiprocessingTaskRunner
 RUNNERS: dict[str, Callable[[], TaskRunner[Any]]] = {
     "chunked": lambda: MultiprocessingTaskRunner(2),
     "chunksize-1": lambda: MultiprocessingTaskRunner(2, chunksize=1),
-    "prefect": lambda: ProcessPoolTaskRunner(2),
+    # One worker: the cases are about what Prefect does inside and around a task run, not about
+    # parallelism, and each worker Prefect spawns imports Prefect and this module anew (~4 CPU-s).
+    "prefect": lambda: ProcessPoolTaskRunner(1),
 }
 # Prefect's process pool starts its workers from the environment, so a URL set with
 # ``temporary_settings`` does not reach them (they start a temporary server): no control there.
