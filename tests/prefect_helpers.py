@@ -107,8 +107,8 @@ def retry_like_the_ui(api_url: str, flow_run_id: UUID) -> None:
     assert response.json()["status"] == "ACCEPT"
 
 
-def start_failing_run(served: Served) -> UUID:
-    """Break one input, run the deployment, wait until it fails on that item."""
+def start_failing_run(served: Served) -> FlowRun:
+    """Break one input, run the deployment, wait until it fails on that item; the failed run."""
     (served.corpus / "AA" / "wiki_02").write_bytes(BROKEN)
     from prefect.deployments import run_deployment
 
@@ -117,7 +117,7 @@ def start_failing_run(served: Served) -> UUID:
     finished = wait_final(flow_run.id)
     assert finished.state is not None and finished.state.is_failed()
     assert (finished.state.message or "").startswith("1 of 4 items failed; see the summary sheet of ")
-    return flow_run.id
+    return finished
 
 
 def fix_input(served: Served) -> None:

@@ -29,7 +29,7 @@ RUNNERS: dict[str, Callable[[], TaskRunner[Any]]] = {
     "chunks-of-3": lambda: MultiprocessingTaskRunner(2, chunksize=3),
     "chunksize-1": lambda: MultiprocessingTaskRunner(2, chunksize=1),
     # One worker: the cases are about what Prefect does inside and around a task run, not about
-    # parallelism, and each worker Prefect spawns imports Prefect and this module anew (~4 CPU-s).
+    # parallelism, and each worker Prefect spawns imports Prefect and this module anew.
     "prefect": lambda: ProcessPoolTaskRunner(1),
 }
 LIFETIME = 900.0  # seconds a cached item lives: longer than any run here, on however busy a machine

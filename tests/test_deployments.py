@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def test_retry_through_the_ui_api_reruns_only_the_failed_item(served: Served, prefect_server: str) -> None:
-    flow_run_id = start_failing_run(served)
+    flow_run_id = start_failing_run(served).id
     assert executions(flow_run_id) == {"ran": 4, "failed": 1}
     # A run whose items failed is a clean Failed state: Prefect's engine resolves it into the
     # run's exception without complaint (the item's own error is logged, no engine traceback).

@@ -43,7 +43,7 @@ RUNNERS: dict[str, Callable[[], TaskRunner[Any]]] = {
     "chunked": lambda: MultiprocessingTaskRunner(2),
     "chunksize-1": lambda: MultiprocessingTaskRunner(2, chunksize=1),
     # One worker: the cases are about what Prefect does inside and around a task run, not about
-    # parallelism, and each worker Prefect spawns imports Prefect and this module anew (~4 CPU-s).
+    # parallelism, and each worker Prefect spawns imports Prefect and this module anew.
     "prefect": lambda: ProcessPoolTaskRunner(1),
 }
 # Prefect's process pool starts its workers from the environment, so a URL set with

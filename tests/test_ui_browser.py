@@ -47,9 +47,8 @@ def browser() -> Iterator[object]:
 def test_retry_button_in_the_ui_reruns_only_the_failed_item(
     served: Served, prefect_server: str, browser: object, tmp_path: Path
 ) -> None:
-    flow_run_id = start_failing_run(served)
-    failed = wait_final(flow_run_id).state
-    assert failed is not None
+    failed = start_failing_run(served)
+    flow_run_id = failed.id
     fix_input(served)
     ui = prefect_server.removesuffix("/api")
     ui_host = urlparse(ui).netloc
@@ -72,7 +71,7 @@ def test_retry_button_in_the_ui_reruns_only_the_failed_item(
         raise
 
     # The click returns before the UI's request lands: until then the run is still Failed.
-    finished = wait_final(flow_run_id, leaving=failed.id)
+    finished = wait_final(flow_run_id, leaving=failed.state_id)
     assert finished.state is not None and finished.state.is_completed(), finished.state
     # Across both attempts: 4 + 1 items ran (one failed), 3 were reused from the cache.
     assert executions(flow_run_id) == {"ran": 5, "failed": 1, "cached": 3}
