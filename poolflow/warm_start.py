@@ -1,12 +1,14 @@
 """What a command does while Prefect's API server starts: start its workers, load its flows.
 
 The server takes seconds to answer (``poolflow.local_api``), and the command's own start-up
-work need not wait for it: the worker pool that the flow's ``MultiprocessingTaskRunner``
-will adopt starts (``prestarted``), then ``prepare`` (importing Prefect and the
-flows, or building a benchmark's flow) runs with the collector paused
-(``poolflow.startup_gc``), and so do the imports that Prefect and poolflow would otherwise
-make only once the flow run starts (``FLOW_RUN_MODULES``). The commands and the benchmarks
-start this way.
+work need not wait for it: ``prepare`` (importing Prefect and the flows, or building a
+benchmark's flow) runs with the collector paused (``poolflow.startup_gc``), and so do the
+imports that Prefect and poolflow would otherwise make only once the flow run starts
+(``FLOW_RUN_MODULES``); then the worker pool that the flow's ``MultiprocessingTaskRunner``
+will adopt starts (``prestarted``). In that order the fork server is a copy of this
+process, Prefect and the flows already imported (``start_fork_server``), where a pool
+started first spawns one that imports them again, on the cores the server starts on.
+The commands and the benchmarks start this way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from poolflow.local_api import Say, local_api
-from poolflow.runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_sources
+from poolflow.runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_sources, start_fork_server
 from poolflow.startup_gc import building_long_lived_objects
 
 # Loaded by a flow run only when it gets there, after the server answered: FastAPI (0.3 s:
@@ -87,18 +89,19 @@ def prestarted(processes: int) -> Iterator[WorkerPool]:
 def api_with_warm_start(
     say: Say, prepare: Callable[[], object], pool_processes: int | None
 ) -> Iterator[str | None]:
-    """``local_api`` (yields its URL, None for a configured one), with a pool of
-    ``pool_processes`` workers (None: the flow's runner is not poolflow's) started and
-    ``prepare`` run while the server starts; a pool no runner adopted stops at the end."""
+    """``local_api`` (yields its URL, None for a configured one), with ``prepare`` run and
+    then a pool of ``pool_processes`` workers (None: the flow's runner is not poolflow's)
+    started while the server starts; a pool no runner adopted stops at the end."""
     with contextlib.ExitStack() as warm:
 
         def while_starting() -> None:
-            if pool_processes is not None:
-                warm.enter_context(prestarted(pool_processes))
             with building_long_lived_objects():
                 prepare()
                 for module in FLOW_RUN_MODULES:
                     importlib.import_module(module)
+            if pool_processes is not None:
+                start_fork_server(None)
+                warm.enter_context(prestarted(pool_processes))
 
         with local_api(say, while_starting=while_starting) as url:
             yield url

@@ -145,6 +145,7 @@ def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str]) -> NoRe
         server: Any = multiprocessing.forkserver._forkserver
         server._lock = threading.Lock()  # the script's thread held it when the copy was made
         gc.freeze()  # the script's objects stay as they are: none is collected (or closes a descriptor) here
+        gc.enable()  # as in a fork server multiprocessing spawns, whatever the script's collector was doing
         multiprocessing.forkserver.main(listener_fd, alive_r, list(preload))
     finally:
         os._exit(0)

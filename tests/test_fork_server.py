@@ -1,5 +1,6 @@
 """The fork server starts when a script makes its runner: a copy of the script's process when
-that process has a single thread (Prefect already imported, ready at once), else the
+that process has a single thread (Prefect already imported, ready at once; its workers collect
+garbage whatever the script's collector did), else the
 interpreter multiprocessing starts (which imports Prefect while the script starts its flow
 run). No worker starts one of its own, and none of them outlives a script killed with
 SIGKILL."""
@@ -19,25 +20,29 @@ import psutil
 import pytest
 
 SCRIPT = """\
-import json, multiprocessing.forkserver, sys, threading, time
+import gc, json, multiprocessing.forkserver, sys, threading, time
 import psutil
 from prefect import flow, task
 from poolflow import MultiprocessingTaskRunner
 
 if sys.argv[2] == "threaded":  # a thread of the script's own is running when the runner is made
     threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
+if sys.argv[2] == "collector-off":  # the script builds long-lived objects with the collector off
+    gc.disable()
 runner = MultiprocessingTaskRunner(2, start_method=sys.argv[1])
+gc.enable()
 server = multiprocessing.forkserver._forkserver._forkserver_pid  # set when the runner is made
 
 
 @task
-def children_of_worker(x: int) -> list[str]:
-    return [" ".join(child.cmdline()) for child in psutil.Process().children()]
+def look_at_worker(x: int) -> dict[str, object]:
+    children = [" ".join(child.cmdline()) for child in psutil.Process().children()]
+    return {"children": children, "collector": gc.isenabled()}
 
 
 @flow(task_runner=runner)
-def look() -> list[list[str]]:
-    return [future.result() for future in [children_of_worker.submit(x) for x in range(2)]]
+def look() -> list[dict[str, object]]:
+    return [future.result() for future in [look_at_worker.submit(x) for x in range(2)]]
 
 
 if __name__ == "__main__":
@@ -51,7 +56,12 @@ if __name__ == "__main__":
 @pytest.mark.usefixtures("prefect_api")
 @pytest.mark.parametrize(
     ("start_method", "threads", "server"),
-    [("forkserver", "single", "copy"), ("forkserver", "threaded", "spawned"), ("spawn", "single", None)],
+    [
+        ("forkserver", "single", "copy"),
+        ("forkserver", "collector-off", "copy"),
+        ("forkserver", "threaded", "spawned"),
+        ("spawn", "single", None),
+    ],
 )
 def test_the_fork_server_starts_with_the_runner_and_no_worker_starts_one(
     start_method: str, threads: str, server: str | None, tmp_path: Path
@@ -74,7 +84,9 @@ def test_the_fork_server_starts_with_the_runner_and_no_worker_starts_one(
         assert seen["server"] == seen["script"], seen
     else:
         assert "from multiprocessing.forkserver import main" in seen["server"], seen
-    assert seen["workers"] == [[], []]  # no worker started a fork server (or anything else)
+    # No worker started a fork server (or anything else), and each collects garbage, as a
+    # worker of a spawned fork server does, also when the copy was made with the collector off.
+    assert seen["workers"] == [{"children": [], "collector": True}] * 2
 
 
 SLOW_SCRIPT = """\

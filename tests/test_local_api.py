@@ -109,6 +109,10 @@ def test_sigkill_of_the_command_takes_its_api_server_and_workers_along(tmp_path:
         time.sleep(0.2)  # server, forkserver and the two workers
     family = parent.children(recursive=True)
     assert server in family and len(family) >= 4
+    # The fork server is a copy of the command, made once Prefect was imported, not an
+    # interpreter importing it again while the API server starts (poolflow.warm_start).
+    copies = [p for p in family if p.cmdline() == parent.cmdline()]
+    assert len(copies) >= 3, [p.cmdline() for p in family]  # the fork server and two workers
     os.kill(command.pid, signal.SIGKILL)
     command.wait()
     gone, alive = psutil.wait_procs(family, timeout=20)
