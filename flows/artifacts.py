@@ -14,11 +14,12 @@ from poolflow.tasks.storage import is_remote
 
 
 def _artifact_uri(output_dir: str) -> Callable[[str], str]:
-    """Where an item's xlsx artifact can be opened: its URL, or its file's URI."""
+    """Where an item's xlsx artifact can be opened: its URL, or its file's URI (the item's
+    name was checked when its artifact was written)."""
     if is_remote(output_dir):
         return functools.partial(artifact_url, output_dir)
     folder = artifact_folder(Path(output_dir))
-    return lambda item: folder.path(item).as_uri()
+    return lambda item: folder.joined(item).as_uri()
 
 
 def publish_summary(items: Sequence[ItemResult]) -> None:

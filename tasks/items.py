@@ -95,10 +95,15 @@ class ItemFolder:
 
     def path(self, item: str) -> Path:
         """``item``'s file; ``ItemError`` if its name escapes the folder."""
-        path = Path(os.path.realpath(self.root / f"{item}{self.suffix}"))
+        path = Path(os.path.realpath(self.joined(item)))
         if not path.is_relative_to(self.root):
             raise ItemError(item, "item name leads outside the output directory")
         return path
+
+    def joined(self, item: str) -> Path:
+        """``item``'s file as its name reads, not resolved: for an item whose file ``path``
+        has accepted already (a link to a written artifact), without a walk per item."""
+        return self.root / f"{item}{self.suffix}"
 
 
 def artifact_folder(output_dir: Path) -> ItemFolder:

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 import poolflow.tasks.items
-from poolflow.tasks.items import ItemError, ItemStatus, artifact_path, parse_item, read_meta, report_part_path
+from poolflow.tasks.items import (
+    ItemError,
+    ItemStatus,
+    artifact_folder,
+    artifact_path,
+    parse_item,
+    read_meta,
+    report_part_path,
+)
 from poolflow.tasks.parse import ParseResult, parse_exact
 from poolflow.tasks.report_parts import read_part, write_part
 from poolflow.tasks.stats import document_stats
@@ -104,6 +112,22 @@ def test_item_names_cannot_escape_the_output(tmp_path: Path) -> None:
         artifact_path(tmp_path / "out", "../../etc/passwd")
     with pytest.raises(ItemError, match="outside the output"):
         artifact_path(tmp_path / "out", "/etc/passwd")
+
+
+def test_the_ui_link_of_a_written_artifact_opens_it_also_through_a_symlinked_output(tmp_path: Path) -> None:
+    from urllib.parse import unquote, urlparse
+
+    from poolflow.flows.artifacts import _artifact_uri
+
+    make_input(tmp_path / "in", "AA/위키 00", ["x\n"])
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    item, output = "AA/위키 00", tmp_path / "link"
+    parse_item(str(tmp_path / "in"), item, str(output))
+    written = (tmp_path / "real" / "items" / "AA" / "위키 00.xlsx").resolve()
+    assert artifact_folder(output).joined(item) == artifact_path(output, item)
+    assert Path(unquote(urlparse(_artifact_uri(str(output))(item)).path)) == written
+    assert written.is_file()
 
 
 def test_noncharacters_are_reported_not_silently_changed(tmp_path: Path) -> None:
