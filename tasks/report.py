@@ -70,13 +70,14 @@ def summary_row(r: ItemResult) -> list[str | int | float]:
 
 
 def _report_parts(root: Path, items: Sequence[ItemResult], columns: int) -> list[ReportPart]:
-    """The report part of each item that did not fail, checked against the item's result."""
+    """The report part of each item that did not fail, checked against the item's result
+    (its name was checked when its task wrote the part)."""
     parts = []
     folder = report_part_folder(root)
     for result in items:
         if result.status is ItemStatus.FAILED:
             continue
-        path = folder.path(result.item)
+        path = folder.joined(result.item)
         part = read_part(path)
         if part is None or part.item != result.item:
             raise ValueError(
