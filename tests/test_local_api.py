@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,6 +94,16 @@ def _api_server_of(command: psutil.Process, timeout: float) -> psutil.Process:
     raise TimeoutError("the command's API server did not appear")
 
 
+def _copies_of(command: psutil.Process) -> list[psutil.Process]:
+    """``command``'s descendants running its own command line: forked, not started anew."""
+    copies = []
+    for child in command.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.cmdline() == command.cmdline():
+                copies.append(child)
+    return copies
+
+
 def test_sigkill_of_the_command_takes_its_api_server_and_workers_along(tmp_path: Path) -> None:
     env = _env(tmp_path / "home")
     command = subprocess.Popen(
@@ -104,15 +115,14 @@ def test_sigkill_of_the_command_takes_its_api_server_and_workers_along(tmp_path:
     )
     parent = psutil.Process(command.pid)
     server = _api_server_of(parent, timeout=FIRST_RUN_TIMEOUT)
+    # The fork server and the two workers are copies of the command, made once it imported
+    # Prefect, not an interpreter importing it again while the API server starts
+    # (poolflow.warm_start).
     deadline = time.monotonic() + FIRST_RUN_TIMEOUT
-    while len(parent.children(recursive=True)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)  # server, forkserver and the two workers
+    while len(_copies_of(parent)) < 3 and command.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     family = parent.children(recursive=True)
-    assert server in family and len(family) >= 4
-    # The fork server is a copy of the command, made once Prefect was imported, not an
-    # interpreter importing it again while the API server starts (poolflow.warm_start).
-    copies = [p for p in family if p.cmdline() == parent.cmdline()]
-    assert len(copies) >= 3, [p.cmdline() for p in family]  # the fork server and two workers
+    assert server in family and len(_copies_of(parent)) >= 3, [p.cmdline() for p in family]
     os.kill(command.pid, signal.SIGKILL)
     command.wait()
     gone, alive = psutil.wait_procs(family, timeout=20)
