@@ -1,4 +1,4 @@
-"""What a command does while Prefect's API server starts: start its workers, load its flows.
+"""What a command does while Prefect's API server starts: load its flows, then start its workers.
 
 The server takes seconds to answer (``poolflow.local_api``), and the command's own start-up
 work need not wait for it: ``prepare`` (importing Prefect and the flows, or building a
