@@ -15,6 +15,10 @@ that connect before the app is built wait in its backlog), with these difference
   0: a loop spinning a core). The command waits at its end for its last task runs to be
   stored, on average half an interval: ``local_api`` sets 0.1 s
   (``poolflow.runners.prefect_compat.honour_recorder_flush_interval``).
+- A request that lost a race for SQLite's write lock (a transaction that read, then could not
+  write while another connection wrote) is answered with a short ``Retry-After``, so Prefect's
+  client repeats it at once instead of after its backoff of seconds
+  (``poolflow.runners.prefect_compat.retry_lock_conflicts_soon``).
 
 Once its command is gone, it has 10 s to finish its shutdown (``exit_if_left_shutting_down``).
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from poolflow.runners.prefect_compat import honour_recorder_flush_interval
+from poolflow.runners.prefect_compat import honour_recorder_flush_interval, retry_lock_conflicts_soon
 from poolflow.startup_gc import building_long_lived_objects
 
 
@@ -75,6 +79,7 @@ def main(argv: list[str]) -> None:
         from prefect.server.api.server import create_app
 
         app = create_app()
+        retry_lock_conflicts_soon(app)  # before the walk builds the app's middleware
         walk_every_route(app)
         honour_recorder_flush_interval()
     # A client gone without closing its websocket (a served runner's event subscription) would

@@ -135,3 +135,52 @@ def honour_recorder_flush_interval() -> None:
         return truncating(write_batch_size=write_batch_size, flush_every=seconds, **options)
 
     task_run_recorder.consumer = consumer  # type: ignore[assignment]
+
+
+LOCK_CONFLICT_RETRY_AFTER = "0.05"
+"""Seconds a client waits before it repeats a request that lost a race for SQLite's write lock."""
+_LOCK_CONFLICTS = frozenset({"SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT"})
+
+
+def retry_lock_conflicts_soon(app: Any) -> None:
+    """Have Prefect's API app answer a lost race for SQLite's write lock with a short ``Retry-After``.
+
+    A transaction that read first fails at once when it then writes while another connection
+    holds the write lock (``SQLITE_BUSY``: SQLite does not wait for a lock a reader upgrades
+    to) or has committed since the read (``SQLITE_BUSY_SNAPSHOT``); started again, it goes
+    through. Prefect answers these, as any retryable database error, with a 503, and its
+    client then waits its own backoff (2 s, then 4 s, …) unless the answer names a
+    ``Retry-After``. Such races come when another writer is busy for milliseconds (the API's
+    services as it starts, against the flow run's creation): this answer has clients retry
+    after ``LOCK_CONFLICT_RETRY_AFTER``. Every other error keeps Prefect's own answer.
+
+    Relies on ``create_app`` mounting the API app under the route name ``api`` with its handler
+    for ``Exception``; if either is gone, this raises, naming the installed Prefect, so the
+    server fails to start rather than answering differently.
+    """
+    import prefect
+    from sqlalchemy.exc import OperationalError
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Mount
+
+    mounted: list[Any] = [r.app for r in app.routes if isinstance(r, Mount) and r.name == "api"]
+    handlers = getattr(mounted[0], "exception_handlers", {}) if mounted else {}
+    prefects: Callable[[Request, Exception], Any] | None = handlers.get(Exception)
+    if prefects is None:
+        raise RuntimeError(
+            f"Prefect {prefect.__version__} no longer mounts its API app as 'api' with a handler "
+            "for Exception; poolflow.runners.prefect_compat.retry_lock_conflicts_soon needs updating"
+        )
+
+    async def lock_conflict(request: Request, exc: Exception) -> Response:
+        if getattr(getattr(exc, "orig", None), "sqlite_errorname", None) in _LOCK_CONFLICTS:
+            return JSONResponse(
+                {"exception_message": "Service Unavailable"},
+                status_code=503,
+                headers={"Retry-After": LOCK_CONFLICT_RETRY_AFTER},
+            )
+        response: Response = await prefects(request, exc)
+        return response
+
+    mounted[0].add_exception_handler(OperationalError, lock_conflict)

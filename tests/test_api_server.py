@@ -6,11 +6,13 @@ import inspect
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 from helpers import alive, seeded_home
@@ -25,7 +27,7 @@ from prefect.settings import (
 
 from poolflow import database_stamp
 from poolflow.local_api import LIBRARY_SETTINGS, RECORDER_SETTINGS, local_api
-from poolflow.runners.prefect_compat import honour_recorder_flush_interval
+from poolflow.runners.prefect_compat import honour_recorder_flush_interval, retry_lock_conflicts_soon
 
 
 def test_prefect_still_truncates_the_recorder_interval_as_the_launcher_expects() -> None:
@@ -216,3 +218,106 @@ def test_a_server_left_behind_by_its_command_ends_after_its_grace() -> None:
     gone, left = psutil.wait_procs([orphan], timeout=30)
     assert left == [] and gone == [orphan]
     assert time.monotonic() - started < 60, "it outlived its grace"
+
+
+def _lost_lock_race(kind: str) -> Exception:
+    """A real lost race for SQLite's write lock, as SQLAlchemy raises it: a transaction read,
+    then wrote while another connection held the write lock (``held``) or after it committed
+    (``committed``)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tempfile.mkdtemp()}/race.db", isolation_level="AUTOCOMMIT")
+    with engine.connect() as setup:
+        setup.exec_driver_sql("PRAGMA journal_mode = WAL")
+        setup.exec_driver_sql("CREATE TABLE t (x)")
+    with engine.connect() as reader, engine.connect() as writer:
+        reader.exec_driver_sql("BEGIN DEFERRED")
+        reader.exec_driver_sql("SELECT * FROM t").fetchall()
+        if kind == "held":
+            writer.exec_driver_sql("BEGIN IMMEDIATE")
+        writer.exec_driver_sql("INSERT INTO t VALUES (1)")
+        try:
+            reader.exec_driver_sql("INSERT INTO t VALUES (2)")
+        except sa.exc.OperationalError as exc:
+            return exc
+    raise AssertionError("SQLite let the reader write")
+
+
+def _retried_request(app: Any, error: Exception) -> tuple[httpx.Response, list[float]]:
+    """GET a route of ``app``'s API that raises ``error`` on its first call, through Prefect's
+    own retrying client; the response and the times of the route's calls."""
+    import asyncio
+
+    from prefect.client.base import PrefectHttpxAsyncClient
+
+    calls: list[float] = []
+
+    async def racing() -> dict[str, int]:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise error
+        return {"calls": len(calls)}
+
+    app.api_app.add_api_route("/poolflow-race", racing, methods=["GET"])
+
+    async def request() -> httpx.Response:
+        # As under uvicorn: an error Prefect's handler answered is not raised in the client too.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with PrefectHttpxAsyncClient(transport=transport, base_url="http://test/api") as client:
+            return await client.get("/poolflow-race")
+
+    return asyncio.run(request()), calls
+
+
+def _prefects_app() -> Any:
+    from prefect.server.api.server import create_app
+    from prefect.settings import PREFECT_UI_ENABLED
+
+    with temporary_settings(updates={PREFECT_UI_ENABLED: False}):
+        return create_app(ignore_cache=True)
+
+
+@pytest.mark.parametrize("race", [("held", "SQLITE_BUSY"), ("committed", "SQLITE_BUSY_SNAPSHOT")])
+@pytest.mark.parametrize("answer", ["poolflow's", "Prefect's"])
+def test_a_lost_lock_race_is_retried_at_once_not_after_prefects_backoff(
+    answer: str, race: tuple[str, str]
+) -> None:
+    """The command's server tells Prefect's client to repeat such a request soon; Prefect's own
+    answer (the control) leaves the client to its backoff of about two seconds."""
+    kind, name = race
+    conflict = _lost_lock_race(kind)
+    assert getattr(getattr(conflict, "orig", None), "sqlite_errorname", None) == name
+    app = _prefects_app()
+    if answer == "poolflow's":
+        retry_lock_conflicts_soon(app)
+    response, calls = _retried_request(app, conflict)
+    assert response.status_code == 200 and response.json() == {"calls": 2}
+    waited = calls[1] - calls[0]
+    if answer == "poolflow's":
+        assert waited < 1.0, f"the retry came {waited:.2f} s after the conflict"
+    else:
+        assert waited >= 1.5, f"Prefect's client retried after {waited:.2f} s: drop the workaround?"
+
+
+def test_other_database_errors_keep_prefects_answer() -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as connection, pytest.raises(sa.exc.OperationalError) as raised:
+        connection.exec_driver_sql("SELECT * FROM no_such_table")
+    app = _prefects_app()
+    retry_lock_conflicts_soon(app)
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with pytest.raises(PrefectHTTPStatusError) as answered:
+        _retried_request(app, raised.value)
+    response = answered.value.response
+    assert response.status_code == 500 and "retry-after" not in response.headers
+
+
+def test_the_lock_answer_needs_prefects_api_mount() -> None:
+    """An app without Prefect's ``api`` mount is refused at start-up, not served differently."""
+    from fastapi import FastAPI
+
+    with pytest.raises(RuntimeError, match=r"Prefect \S+ no longer mounts its API app"):
+        retry_lock_conflicts_soon(FastAPI())
