@@ -10,7 +10,7 @@ this, but it is a tuple, and Dask's argument packing hands the worker a plain tu
 
 This module imports no Prefect, and pandas only for the parquet step: the worker that runs a
 step imports this module and the tasks it calls, not the flow's module (Prefect would cost
-that worker about 100 MiB and a second of imports; pandas and pyarrow about as much).
+that worker its memory and import time; pandas and pyarrow about as much).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def parquet_step(
     output_dir: str, items: Whole[list[ItemResult]], stats: Whole[list[DocumentStats | None]]
 ) -> ParquetResult:
     """``write_parquet`` over every item's result and stats."""
-    # Imported here: pandas and pyarrow would cost every worker that runs the report ~100 MiB.
+    # Imported here: pandas and pyarrow would cost every worker that runs the report their memory.
     from poolflow.tasks.parquet import write_parquet
 
     return write_parquet(output_dir, items.value, stats.value)

@@ -144,7 +144,7 @@ def _api_session(flows_module: str, pool_processes: int | None) -> Iterator[str 
     runner is not poolflow's) starts and ``flows_module`` (with Prefect) is imported."""
     prepare = functools.partial(importlib.import_module, flows_module)
     with api_with_warm_start(say, prepare, pool_processes) as local_url, ThreadPoolExecutor(1) as side:
-        # Housekeeping beside the run, not before it (an API round trip of 0.2 s or more).
+        # Housekeeping beside the run, not before it (an API round trip on the run's path).
         crashed = side.submit(copy_context().run, mark_crashed_runs)
         from poolflow.api_watch import ApiWatcher
         from poolflow.prefect_settings import prefects_own

@@ -1,7 +1,7 @@
 """Whether Prefect's SQLite database is already migrated and stocked for the installed Prefect.
 
 Every start of Prefect's API server runs the database migrations (a no-op once done, still
-~0.1 s of alembic) and registers every installed block type (~0.1 s). Both matter only when
+alembic's work) and registers every installed block type. Both matter only when
 the database is new or Prefect or one of its collections changed, so after a start that did
 them, the command writes a stamp in ``PREFECT_HOME``: the database's alembic revision and
 the installed Prefect distributions. The next start whose database still has that revision,

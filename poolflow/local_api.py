@@ -5,7 +5,7 @@ habits hurt a command-line run, so the command starts the same server (Prefect's
 under uvicorn, on a free loopback port, against the database in ``PREFECT_HOME``) itself:
 
 - **Start-up.** Prefect waits at most 20 s for it to answer, and creating a fresh database
-  takes ~22 s on a 2-core machine: a new user's first run failed. Here the wait lasts while
+  can take longer on a 2-core machine: a new user's first run failed. Here the wait lasts while
   the server process lives (bounded by ``POOLFLOW_API_START_TIMEOUT``, 600 s), says once
   that the database is being created, and a lock in ``PREFECT_HOME`` keeps two first runs
   from creating the same database at once.

@@ -1,13 +1,13 @@
 """A one-certificate CA file for Prefect's clients of the command's own API server.
 
 Every Prefect client builds a verifying TLS context when it is made, loading the CA file of
-``PREFECT_API_SSL_CERT_FILE`` (by default certifi's bundle of ~150 certificates: 16 ms per
-context here). A command makes about eight clients after its server answers (the flow's, the
-event and log workers', the version check's, the concurrency service's, the crashed-runs
-check's): 0.2 s of the flow process's CPU just when the flow run starts. The server
+``PREFECT_API_SSL_CERT_FILE`` (by default certifi's bundle of ~150 certificates). A command
+makes about eight clients after its server answers (the flow's, the event and log workers',
+the version check's, the concurrency service's, the crashed-runs check's), each loading the
+whole bundle, on the flow process's CPU just when the flow run starts. The server
 ``poolflow.local_api`` starts speaks plain HTTP on loopback, so no TLS handshake ever
 consults that file: while the command uses its own server, the setting names a file holding
-one certificate (the first of certifi's bundle), which loads in 0.3 ms. A configured
+one certificate (the first of certifi's bundle), which loads at once. A configured
 ``PREFECT_API_URL`` keeps the user's settings untouched.
 """
 

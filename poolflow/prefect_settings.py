@@ -1,7 +1,7 @@
 """The few Prefect settings the command needs before Prefect is imported, from Prefect's sources.
 
 Whether the command starts its own API server, and on which database, must be known at once:
-the server starts first and Prefect (1-2 s of imports) loads in this process meanwhile. So
+the server starts first and Prefect (seconds of imports) loads in this process meanwhile. So
 these settings are read here from the sources Prefect reads, in Prefect's order, first wins:
 
 1. the environment (``PREFECT_API_URL``, ...);

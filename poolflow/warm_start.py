@@ -24,8 +24,8 @@ from poolflow.local_api import Say, local_api
 from poolflow.runners.worker_pool import DEFAULT_START_METHOD, WorkerPool, pool_sources, start_fork_server
 from poolflow.startup_gc import building_long_lived_objects
 
-# Loaded by a flow run only when it gets there, after the server answered: FastAPI (0.3 s:
-# Prefect encodes the flow's parameters with its ``jsonable_encoder``), Prefect's engines and
+# Loaded by a flow run only when it gets there, after the server answered: FastAPI (Prefect
+# encodes the flow's parameters with its ``jsonable_encoder``), Prefect's engines and
 # its graph module, poolflow's runner and the command's summary table. Loaded while the server
 # starts instead, they are ready when the flow run needs them.
 FLOW_RUN_MODULES = (

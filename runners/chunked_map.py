@@ -339,7 +339,7 @@ class _Resolver:
 
     Plain scalars need none; a value shared by many items (``unmapped``) is resolved once
     per chunk attempt (its error, e.g. a failed upstream, is raised for each item): Prefect
-    walks every element of a collection, 0.1 s per item for an unmapped 10,000-row list.
+    walks every element of a collection, so a long unmapped list would be walked per item.
     """
 
     def __init__(self) -> None:

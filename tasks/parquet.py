@@ -5,7 +5,7 @@ the artifacts (the text re-joined from its cells) and the items' stats tuples, e
 turned into a DataFrame and handed to a ``pyarrow.parquet.ParquetWriter``. Items are grouped
 into row groups of about ``row_group_bytes``, so memory holds at most one row group plus one
 item, however large the dump. Written atomically with a new file's mode (``poolflow.tasks.atomic``).
-pandas and pyarrow are imported when a file is written (0.4 s), not when a flow imports this.
+pandas and pyarrow, slow to import, are imported when a file is written, not when a flow imports this.
 """
 
 from __future__ import annotations

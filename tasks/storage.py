@@ -32,7 +32,7 @@ def local_path(location: str) -> str:
 
 def check_protocol(location: str) -> None:
     """Raise ValueError unless fsspec knows the URL's protocol (and its package is installed)."""
-    import fsspec  # here, not at import: a local run needs none of it (80 ms)
+    import fsspec  # here, not at import: a local run needs none of its import time
 
     protocol = location.split("://", 1)[0]
     try:
