@@ -152,7 +152,8 @@ def retry_lock_conflicts_soon(app: Any) -> None:
     client then waits its own backoff (2 s, then 4 s, …) unless the answer names a
     ``Retry-After``. Such races come when another writer is busy for milliseconds (the API's
     services as it starts, against the flow run's creation): this answer has clients retry
-    after ``LOCK_CONFLICT_RETRY_AFTER``. Every other error keeps Prefect's own answer.
+    after ``LOCK_CONFLICT_RETRY_AFTER``: Prefect's own answer with that header. Every other error
+    keeps Prefect's answer as it is.
 
     Relies on ``create_app`` mounting the API app under the route name ``api`` with its handler
     for ``Exception``; if either is gone, this raises, naming the installed Prefect, so the
@@ -161,7 +162,7 @@ def retry_lock_conflicts_soon(app: Any) -> None:
     import prefect
     from sqlalchemy.exc import OperationalError
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
+    from starlette.responses import Response
     from starlette.routing import Mount
 
     mounted: list[Any] = [r.app for r in app.routes if isinstance(r, Mount) and r.name == "api"]
@@ -174,13 +175,9 @@ def retry_lock_conflicts_soon(app: Any) -> None:
         )
 
     async def lock_conflict(request: Request, exc: Exception) -> Response:
+        response: Response = await prefects(request, exc)  # Prefect's own answer, logged as it logs it
         if getattr(getattr(exc, "orig", None), "sqlite_errorname", None) in _LOCK_CONFLICTS:
-            return JSONResponse(
-                {"exception_message": "Service Unavailable"},
-                status_code=503,
-                headers={"Retry-After": LOCK_CONFLICT_RETRY_AFTER},
-            )
-        response: Response = await prefects(request, exc)
+            response.headers["Retry-After"] = LOCK_CONFLICT_RETRY_AFTER
         return response
 
     mounted[0].add_exception_handler(OperationalError, lock_conflict)

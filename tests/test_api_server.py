@@ -6,7 +6,6 @@ import inspect
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,13 +219,13 @@ def test_a_server_left_behind_by_its_command_ends_after_its_grace() -> None:
     assert time.monotonic() - started < 60, "it outlived its grace"
 
 
-def _lost_lock_race(kind: str) -> Exception:
+def _lost_lock_race(kind: str, folder: Path) -> Exception:
     """A real lost race for SQLite's write lock, as SQLAlchemy raises it: a transaction read,
     then wrote while another connection held the write lock (``held``) or after it committed
     (``committed``)."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(f"sqlite:///{tempfile.mkdtemp()}/race.db", isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(f"sqlite:///{folder / 'race.db'}", isolation_level="AUTOCOMMIT")
     with engine.connect() as setup:
         setup.exec_driver_sql("PRAGMA journal_mode = WAL")
         setup.exec_driver_sql("CREATE TABLE t (x)")
@@ -280,12 +279,12 @@ def _prefects_app() -> Any:
 @pytest.mark.parametrize("race", [("held", "SQLITE_BUSY"), ("committed", "SQLITE_BUSY_SNAPSHOT")])
 @pytest.mark.parametrize("answer", ["poolflow's", "Prefect's"])
 def test_a_lost_lock_race_is_retried_at_once_not_after_prefects_backoff(
-    answer: str, race: tuple[str, str]
+    answer: str, race: tuple[str, str], tmp_path: Path
 ) -> None:
     """The command's server tells Prefect's client to repeat such a request soon; Prefect's own
     answer (the control) leaves the client to its backoff of about two seconds."""
     kind, name = race
-    conflict = _lost_lock_race(kind)
+    conflict = _lost_lock_race(kind, tmp_path)
     assert getattr(getattr(conflict, "orig", None), "sqlite_errorname", None) == name
     app = _prefects_app()
     if answer == "poolflow's":
