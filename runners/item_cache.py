@@ -159,8 +159,9 @@ class RecordWriter:
         record = result_record_bytes(
             value, serializer=self.serializer, expiration=_expiration(self.lifetime), storage_key=str(path)
         )
-        with AtomicTarget(path) as temporary:
-            temporary.write_bytes(record)
+        target = AtomicTarget(path)
+        with target, target.open() as file:
+            file.write(record)
 
 
 def _expiration(lifetime: timedelta | None) -> DateTime | None:

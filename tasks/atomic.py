@@ -5,6 +5,11 @@ success, so a crash or kill leaves either the previous complete file or none. Th
 is created as any new file is (mode ``0o666`` less the umask, applied by the kernel), not
 ``0600`` as ``tempfile.mkstemp`` would, so ``report.xlsx`` is as readable as any file the
 user creates, without reading the umask (a read of ``/proc/self/status``) for each file.
+
+Writers that take a file write through the descriptor that created it (``AtomicTarget.open``)
+rather than opening the path again with ``"wb"``: that truncation of an already empty file
+makes ext4 write the file's data out when it is closed (its ``auto_da_alloc`` guard for
+files replaced by truncation), one synchronous flush per artifact.
 """
 
 from __future__ import annotations
@@ -15,18 +20,19 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 
-def _new_temp_file(path: Path) -> Path:
-    """Create ``.<name>.<random>.tmp`` beside ``path``, empty, as ``open(…, "w")`` creates a file."""
+def _new_temp_file(path: Path) -> tuple[Path, int]:
+    """Create ``.<name>.<random>.tmp`` beside ``path``, empty, as ``open(…, "w")`` creates a
+    file; return it and a descriptor open for writing it."""
     while True:
         temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
             # 0o666: the kernel takes off the umask (or applies the folder's default ACL) itself.
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+            return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
             continue  # another writer's temp file of the same target: take another name
-        return temp
 
 
 class OutputError(Exception):
@@ -63,15 +69,29 @@ class AtomicTarget:
         self.committed = False
         try:
             try:
-                self.temp = _new_temp_file(path)
+                self.temp, fd = _new_temp_file(path)
             except FileNotFoundError:  # the target's folder is new
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self.temp = _new_temp_file(path)
+                self.temp, fd = _new_temp_file(path)
         except OSError as exc:
             raise OutputError(str(path), os_reason(exc)) from exc
+        self._fd: int | None = fd
+
+    def open(self) -> BinaryIO:
+        """The temp file, open for writing from its start (once; the caller closes it)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise ValueError(f"the temp file of {self.path} was already opened")
+        return os.fdopen(fd, "wb")
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def commit(self) -> None:
         """Rename the written temp file into place."""
+        self._close_fd()
         try:
             os.replace(self.temp, self.path)
         except OSError as exc:
@@ -84,6 +104,7 @@ class AtomicTarget:
 
     def discard(self) -> None:
         """Remove the temp file if it is still there (after a failure; a no-op after commit)."""
+        self._close_fd()
         if not self.committed:
             self.temp.unlink(missing_ok=True)
 

@@ -72,7 +72,8 @@ def write_part(
         "compressed": len(piece.data),
     }
     line = json.dumps(header, sort_keys=True).encode("utf-8") + b"\n"
-    with AtomicTarget(path) as temp, temp.open("wb") as file:
+    target = AtomicTarget(path)
+    with target, target.open() as file:
         file.write(line)
         file.write(piece.data)
     return _part(path, header, len(line))

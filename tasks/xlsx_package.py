@@ -140,7 +140,8 @@ def write_package(
         for table in tables
         for i, n in enumerate(_sheet_sizes(table, max_rows))
     ]
-    with AtomicTarget(path) as temp, temp.open("wb") as file, ZipStreamWriter(file, threads) as writer:
+    target = AtomicTarget(path)
+    with target, target.open() as file, ZipStreamWriter(file, threads) as writer:
         for name, content in package_parts([name for _, name, _ in sheets]):
             writer.write_member(name, [content])
         for index, (table, _, rows) in enumerate(sheets):

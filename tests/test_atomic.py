@@ -45,6 +45,31 @@ def test_a_taken_temp_name_is_skipped(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr("poolflow.tasks.atomic.secrets.token_hex", lambda size: next(names))
     first, second = AtomicTarget(tmp_path / "f"), AtomicTarget(tmp_path / "f")
     assert (first.temp.name, second.temp.name) == (".f.same.tmp", ".f.other.tmp")
+    first.discard()
+    second.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_open_writes_the_temp_file_through_the_descriptor_that_created_it(tmp_path: Path) -> None:
+    target_path = tmp_path / "part.bin"
+    target = AtomicTarget(target_path)
+    created = target.temp.stat()
+    with target, target.open() as file:
+        assert os.fstat(file.fileno()).st_ino == created.st_ino
+        file.write(b"whole")
+        with pytest.raises(ValueError, match="already opened"):
+            target.open()
+    assert target_path.read_bytes() == b"whole"
+    assert target_path.stat().st_ino == created.st_ino
+    assert [p.name for p in tmp_path.iterdir()] == ["part.bin"]
+
+
+def test_a_failed_write_through_open_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = AtomicTarget(tmp_path / "part.bin")
+    with pytest.raises(RuntimeError), target, target.open() as file:
+        file.write(b"half")
+        raise RuntimeError("writer died")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unwritable_folder_is_an_output_error_naming_the_target(tmp_path: Path) -> None:
