@@ -64,6 +64,17 @@ def test_open_writes_the_temp_file_through_the_descriptor_that_created_it(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["part.bin"]
 
 
+def test_open_does_not_reopen_the_temp_file_by_its_name(tmp_path: Path) -> None:
+    # Reopening by name (``"wb"``) truncates the file, which ext4 answers with a flush on close.
+    target = AtomicTarget(tmp_path / "part.bin")
+    os.unlink(target.temp)  # only the descriptor still reaches the file
+    with target.open() as file:
+        file.write(b"x")
+        assert os.fstat(file.fileno()).st_nlink == 0
+    target.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failed_write_through_open_leaves_no_temp_file(tmp_path: Path) -> None:
     target = AtomicTarget(tmp_path / "part.bin")
     with pytest.raises(RuntimeError), target, target.open() as file:
