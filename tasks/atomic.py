@@ -8,8 +8,8 @@ user creates, without reading the umask (a read of ``/proc/self/status``) for ea
 
 Writers that take a file write through the descriptor that created it (``AtomicTarget.open``)
 rather than opening the path again with ``"wb"``: that truncation of an already empty file
-makes ext4 write the file's data out when it is closed (its ``auto_da_alloc`` guard for
-files replaced by truncation), one synchronous flush per artifact.
+makes ext4 start writing the file's data out when it is closed (its ``auto_da_alloc`` guard
+for files replaced by truncation), a write-out per artifact, report part and record.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class AtomicTarget:
 
     The temp file is ``.<name>.<random>.tmp`` in the target's directory (created if missing),
     so a killed writer's leftovers are recognisable. As a context manager it yields the temp
-    path, commits if the block succeeds and removes the temp file in every case. An OS error
+    path (for writers that open files by name; ``open()`` gives the others the file itself),
+    commits if the block succeeds and removes the temp file in every case. An OS error
     creating, writing (in the block) or renaming it is an ``OutputError`` naming ``path``.
     """
 
