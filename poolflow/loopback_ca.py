@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.atomic import written_atomically
 
 FILE_NAME = ".poolflow-loopback-ca.pem"
 _BEGIN = "-----BEGIN CERTIFICATE-----"
@@ -35,6 +35,6 @@ def loopback_ca_file(home: Path) -> Path:
     if not path.is_file():
         import certifi
 
-        with AtomicTarget(path) as temp:
-            temp.write_text(first_certificate(Path(certifi.where()).read_text(encoding="ascii")))
+        with written_atomically(path) as file:
+            file.write(first_certificate(Path(certifi.where()).read_text(encoding="ascii")).encode("ascii"))
     return path

@@ -33,7 +33,7 @@ from prefect.results import should_persist_result
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, get_current_settings
 
 from poolflow.runners.prefect_compat import result_record_bytes, task_result_store
-from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.atomic import written_atomically
 
 if TYPE_CHECKING:
     from prefect.results import ResultStore
@@ -159,8 +159,7 @@ class RecordWriter:
         record = result_record_bytes(
             value, serializer=self.serializer, expiration=_expiration(self.lifetime), storage_key=str(path)
         )
-        target = AtomicTarget(path)
-        with target, target.open() as file:
+        with written_atomically(path) as file:
             file.write(record)
 
 

@@ -6,7 +6,7 @@ is created as any new file is (mode ``0o666`` less the umask, applied by the ker
 ``0600`` as ``tempfile.mkstemp`` would, so ``report.xlsx`` is as readable as any file the
 user creates, without reading the umask (a read of ``/proc/self/status``) for each file.
 
-Writers that take a file write through the descriptor that created it (``AtomicTarget.open``)
+Writers that take a file write through the descriptor that created it (``written_atomically``)
 rather than opening the path again with ``"wb"``: that truncation of an already empty file
 makes ext4 start writing the file's data out when it is closed (its ``auto_da_alloc`` guard
 for files replaced by truncation), a write-out per artifact, report part and record.
@@ -14,11 +14,12 @@ for files replaced by truncation), a write-out per artifact, report part and rec
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -120,6 +121,15 @@ class AtomicTarget:
             self.discard()
         if isinstance(exc, OSError):
             raise self.failed(exc) from exc
+
+
+@contextlib.contextmanager
+def written_atomically(path: Path) -> Iterator[BinaryIO]:
+    """A file to write ``path``'s new content to; it replaces ``path`` if the block succeeds
+    (``AtomicTarget``, written through the descriptor that created the temp file)."""
+    target = AtomicTarget(path)
+    with target, target.open() as file:
+        yield file
 
 
 def remove_temp_files_of(path: Path) -> None:

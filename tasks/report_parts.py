@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.atomic import written_atomically
 from poolflow.tasks.zip_stream import DeflatedPiece
 
 PART_FORMAT = "poolflow-report-part/1"
@@ -72,8 +72,7 @@ def write_part(
         "compressed": len(piece.data),
     }
     line = json.dumps(header, sort_keys=True).encode("utf-8") + b"\n"
-    target = AtomicTarget(path)
-    with target, target.open() as file:
+    with written_atomically(path) as file:
         file.write(line)
         file.write(piece.data)
     return _part(path, header, len(line))

@@ -19,7 +19,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import xlsxwriter
 from python_calamine import CalamineWorkbook
@@ -115,9 +115,9 @@ class _SinkAfterFailure(io.RawIOBase):
     size and offset from it, and a position that jumps back makes those negative.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, file: BinaryIO) -> None:
         super().__init__()
-        self._file = open(path, "r+b")  # noqa: SIM115 - closed by close()
+        self._file = file  # closed by close()
         self._position = 0  # where the zip's next byte goes, as the zip sees it
         self.failed = False
 
@@ -179,7 +179,7 @@ class AtomicWorkbook:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._target = AtomicTarget(path)
-        self._sink = _SinkAfterFailure(self._target.temp)
+        self._sink = _SinkAfterFailure(self._target.open())
         self.workbook = xlsxwriter.Workbook(self._sink, WORKBOOK_OPTIONS)
 
     def __enter__(self) -> xlsxwriter.Workbook:

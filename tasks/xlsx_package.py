@@ -15,7 +15,7 @@ from itertools import chain, islice
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from poolflow.tasks.atomic import AtomicTarget
+from poolflow.tasks.atomic import written_atomically
 from poolflow.tasks.sheet_xml import (
     PACKAGE_RELATIONSHIP_NS,
     RELATIONSHIP_NS,
@@ -140,8 +140,7 @@ def write_package(
         for table in tables
         for i, n in enumerate(_sheet_sizes(table, max_rows))
     ]
-    target = AtomicTarget(path)
-    with target, target.open() as file, ZipStreamWriter(file, threads) as writer:
+    with written_atomically(path) as file, ZipStreamWriter(file, threads) as writer:
         for name, content in package_parts([name for _, name, _ in sheets]):
             writer.write_member(name, [content])
         for index, (table, _, rows) in enumerate(sheets):

@@ -136,9 +136,7 @@ def test_a_disk_filling_up_anywhere_in_the_zip_is_one_error_and_no_traceback(
     request.addfinalizer(gc.unfreeze)
     for limit in range(0, len(whole.getvalue()), 61):
         temp = tmp_path / f"{limit}.zip"
-        temp.write_bytes(b"")
-        sink = _SinkAfterFailure(temp)
-        sink._file = _FullAfter(sink._file, limit)  # type: ignore[assignment]
+        sink = _SinkAfterFailure(_FullAfter(temp.open("wb"), limit))
         with pytest.raises(OSError):
             _zip_members(sink)
         gc.collect()
