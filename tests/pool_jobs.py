@@ -5,7 +5,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -53,6 +55,26 @@ def die_first_time(marker: str) -> str:
         path.write_text("died once")
         os.kill(os.getpid(), signal.SIGKILL)
     return "survived"
+
+
+def die_first_time_once_sent_a_job(marker: str) -> None:
+    """As an initializer: the first worker waits until the pool has sent it a job (its pipe,
+    the worker's only socket, turns readable), then is killed before it could take it."""
+    path = Path(marker)
+    if path.exists():
+        return
+    fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    sockets = [fd for fd in fds if _is_socket(fd)]
+    select.select(sockets, [], [], 120)
+    path.write_text("died once")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:  # the listing's own descriptor, closed by now
+        return False
 
 
 class KeywordOnlyError(Exception):

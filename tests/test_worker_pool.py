@@ -27,7 +27,7 @@ from pool_jobs import (
     chatty,
     die,
     die_after,
-    die_first_time,
+    die_first_time_once_sent_a_job,
     fail,
     fail_unrebuildably,
     leave_pid,
@@ -548,7 +548,7 @@ def test_a_worker_that_dies_while_starting_hands_its_job_to_the_replacement(tmp_
     """A worker killed before it could take jobs (as by Ctrl-C to the group while it imports the
     user's script) never ran the job sent to it: the replacement runs it, nothing fails."""
     marker = str(tmp_path / "died")
-    pool = WorkerPool(1, initializer=die_first_time, initargs=(marker,))
+    pool = WorkerPool(1, initializer=die_first_time_once_sent_a_job, initargs=(marker,))
     pool.start()
     try:
         assert pool.submit(square, (7,)).result(timeout=120) == 49
