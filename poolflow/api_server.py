@@ -1,9 +1,11 @@
 """The process that serves Prefect's API for one ``poolflow`` command (see ``local_api``).
 
-Usage: ``python -m poolflow.api_server FD PARENT``. Prefect's own app (``create_app``) under
-uvicorn, serving on the listening socket ``FD`` that ``local_api`` made and passed on (clients
-that connect before the app is built wait in its backlog), with these differences from
-``prefect server start``:
+Usage: ``python -m poolflow.api_server FD --parent PID`` (ends with the command ``PID``) or
+``FD --idle SECONDS HOME`` (kept for later commands, ``poolflow.kept_api``).
+
+Prefect's own app (``create_app``) under uvicorn, serving on the listening socket ``FD`` that
+``local_api`` made and passed on (clients that connect before the app is built wait in its
+backlog), with these differences from ``prefect server start``:
 
 - The app is imported and built with the collector paused (``poolflow.startup_gc``), which
   shortens the server's start-up.
@@ -20,14 +22,17 @@ that connect before the app is built wait in its backlog), with these difference
   client repeats it at once instead of after its backoff of seconds
   (``poolflow.runners.prefect_compat.retry_lock_conflicts_soon``).
 
-Once its command is gone, it has 10 s to finish its shutdown (``exit_if_left_shutting_down``).
+Once its command is gone, a server not kept has 10 s to finish its shutdown
+(``exit_if_left_shutting_down``).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
+from poolflow.kept_api import watch_idle
 from poolflow.runners.prefect_compat import honour_recorder_flush_interval, retry_lock_conflicts_soon
 from poolflow.startup_gc import building_long_lived_objects
 
@@ -71,8 +76,12 @@ def exit_if_left_shutting_down(parent: int, grace: float = 10.0) -> None:
 def main(argv: list[str]) -> None:
     import socket
 
-    fd, parent = argv
-    exit_if_left_shutting_down(int(parent))
+    fd, life, *what = argv
+    if life == "--idle":  # kept between commands (poolflow.kept_api)
+        idle, home = what
+        watch_idle(Path(home), float(idle))
+    else:
+        exit_if_left_shutting_down(int(what[0]))
     listening = socket.socket(fileno=int(fd))
     with building_long_lived_objects():
         import uvicorn

@@ -9,18 +9,20 @@ under uvicorn, on a free loopback port, against the database in ``PREFECT_HOME``
   the server process lives (bounded by ``POOLFLOW_API_START_TIMEOUT``, 600 s), says once
   that the database is being created, and a lock in ``PREFECT_HOME`` keeps two first runs
   from creating the same database at once.
-- **Orphans.** Killed with SIGKILL, the parent leaves Prefect's server serving. Here the
-  server gets a parent-death signal (Linux ``PR_SET_PDEATHSIG``), so it goes with the
-  command however the command ends.
+- **Orphans.** Killed with SIGKILL, the parent leaves Prefect's server serving. Here a
+  server kept for the next commands (``poolflow.kept_api``) ends once a command using it
+  died, and one that is not (``POOLFLOW_API_IDLE=0``) gets a parent-death signal (Linux
+  ``PR_SET_PDEATHSIG``), so it goes with the command however the command ends.
 - **Write batching.** The server's recorders default to one database write per event;
   ``RECORDER_SETTINGS`` batch them (chosen with ``bench.many_tasks --record``).
-- **Start-up time.** The server process builds its app with the garbage collector off
-  (``poolflow.api_server``), skips migrations and block registration on a database already
-  current (``poolflow.database_stamp``) and runs no automation services.
+- **Start-up time.** Most commands find a server an earlier one kept. A new server builds
+  its app with the garbage collector off (``poolflow.api_server``), skips migrations and
+  block registration on a database already current (``poolflow.database_stamp``) and runs
+  no automation services.
 
 ```
 poolflow command ──Popen──► python -m poolflow.api_server FD PID  (Prefect's app under uvicorn)
-   │  PREFECT_API_URL=http://127.0.0.1:PORT/api     (PDEATHSIG: SIGTERM when we die)
+   │  PREFECT_API_URL=http://127.0.0.1:PORT/api     (kept for later commands, or PDEATHSIG)
    └─ flow run, task runs, events ──HTTP/websocket──►  SQLite in PREFECT_HOME
 ```
 """
@@ -41,7 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from poolflow import database_stamp
+from poolflow import database_stamp, kept_api
 from poolflow.loopback_ca import loopback_ca_file
 from poolflow.prefect_settings import ApiSettings, differs_from_prefect, prefects_own, read_api_settings
 from poolflow.runners.prefect_compat import EPHEMERAL_SERVER_ENVIRONMENT
@@ -111,7 +113,7 @@ def _listening_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def _start_lock(home: Path, say: Say) -> Iterator[None]:
+def start_lock(home: Path, say: Say) -> Iterator[None]:
     """One API start-up at a time per ``PREFECT_HOME``: migrations must not race."""
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".poolflow-api-start.lock", "a") as lock:
@@ -129,47 +131,87 @@ def _start_lock(home: Path, say: Say) -> Iterator[None]:
 class LocalApiServer:
     """Prefect's API server in a child process of this one, on a free loopback port."""
 
-    def __init__(self, say: Say, timeout: float = START_TIMEOUT) -> None:
+    def __init__(self, say: Say, timeout: float = START_TIMEOUT, keep_for: float | None = None) -> None:
         self.say = say
         self.timeout = timeout
+        try:
+            self.keep_for = kept_api.idle_seconds() if keep_for is None else keep_for
+        except ValueError as exc:
+            raise ApiStartError(str(exc)) from None
         self.port = 0
         self._socket: socket.socket | None = None
         self.process: subprocess.Popen[bytes] | None = None
-        self._database_current = False
+        self._home: Path | None = None
         self._stderr: IO[bytes] | None = None
+        self._lease: kept_api.Lease | None = None
+        self.migrating = False
+        self._database: Path | None = None
+        self.reused = False
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def start(self, database_current: bool = False) -> None:
-        """Start the server process; ``wait_ready`` then waits until it answers.
+    def start(self, settings: ApiSettings) -> None:
+        """Start the server process on ``settings``' home and database, or take the one kept
+        there (``poolflow.kept_api``); ``wait_ready`` then waits until it answers. Called under
+        the home's ``start_lock``.
 
-        ``database_current``: the database needs no migrations and block registrations
-        (``poolflow.database_stamp``), so the server skips them.
+        A database that needs no migrations and block registrations (``poolflow.database_stamp``)
+        gets a server that skips them; otherwise ``migrating`` is true until ``wait_ready``
+        saw the server answer (and stamped an SQLite database).
         """
+        home, database = settings.home, settings.database_path
+        if self.keep_for > 0:
+            self._lease = kept_api.Lease(home)
+            wanted = kept_api.fingerprint()
+            kept = kept_api.find(home, wanted, database)
+            if kept is not None:
+                self._lease.use(kept.pid)
+                self.port, self.reused = kept.port, True
+                return
+        if database is not None and not database.exists():
+            self.say(f"creating Prefect's database at {database} (first run; about half a minute)")
+        current = database is not None and database_stamp.is_current(home, database)
+        self.migrating = not current
+        self._spawn(home, database, current)
+        if self._lease is not None:
+            assert self.process is not None
+            self._lease.use(self.process.pid)
+            kept_api.record(home, kept_api.KeptServer(self.process.pid, self.port, wanted))
+            self.say(
+                f"Prefect's API server stays up {self.keep_for:g} s after the last command that uses "
+                "it, for the next ones (POOLFLOW_API_IDLE=0: it ends with each command)"
+            )
+
+    def _spawn(self, home: Path, database: Path | None, database_current: bool) -> None:
         self._socket = _listening_socket()
         self.port = int(self._socket.getsockname()[1])
-        self._database_current = database_current
+        self._home, self._database = home, database
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's life, closed in stop()
         skipped = database_stamp.SKIP_SETTINGS if database_current else {}
         env = {**os.environ, **RECORDER_SETTINGS, **EPHEMERAL_SETTINGS, **LIBRARY_SETTINGS, **skipped}
         env.pop("PREFECT_API_URL", None)
+        # A server kept for later commands ends when idle; any other goes with its command.
+        kept = self.keep_for > 0
+        life = ["--idle", str(self.keep_for), str(home)] if kept else ["--parent", str(os.getpid())]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "poolflow.api_server", str(self._socket.fileno()), str(os.getpid())],
+            [sys.executable, "-m", "poolflow.api_server", str(self._socket.fileno()), *life],
             env=env,
             pass_fds=(self._socket.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
-            preexec_fn=_terminate_with_parent,  # only prctl: safe even with threads running
+            # only prctl: safe even with threads running
+            preexec_fn=None if kept else _terminate_with_parent,
             # Its own session: a terminal's Ctrl-C (sent to the whole foreground group) must not
             # stop the API before the command has recorded how its run ended.
             start_new_session=True,
         )
 
     def wait_ready(self) -> None:
-        """Wait while the server process lives and has not answered ``/health``."""
+        """Wait while the server process lives and has not answered ``/health``; stamp a
+        database it migrated."""
         import httpx  # here: the server starts before the command loads anything it can do without
 
         started = time.monotonic()
@@ -179,8 +221,13 @@ class LocalApiServer:
                 now = time.monotonic()
                 if self.process is not None and self.process.poll() is not None:
                     raise ApiStartError(self._exit_message())
+                if self.reused:
+                    raise ApiStartError(
+                        f"the API server kept on port {self.port} stopped answering; run the "
+                        "command again to start a new one"
+                    )
                 if now - started > self.timeout:
-                    self.stop()
+                    self.stop(end_kept=True)
                     raise ApiStartError(
                         f"Prefect's API server did not answer within {self.timeout:.0f} s "
                         "(set POOLFLOW_API_START_TIMEOUT to wait longer)"
@@ -189,6 +236,9 @@ class LocalApiServer:
                     self.say(f"still waiting for Prefect's API server ({now - started:.0f} s)")
                     next_note = now + _STILL_WAITING_EVERY
                 time.sleep(_POLL_EVERY)
+        if self.migrating and self._home is not None and self._database is not None:
+            database_stamp.write_stamp(self._home, self._database)
+        self.migrating = False
 
     def _answers(self, client: httpx.Client) -> bool:
         import httpx
@@ -205,8 +255,10 @@ class LocalApiServer:
         detail = "; ".join(tail) or "no output"
         return f"Prefect's API server exited with code {self.process.returncode}: {detail}"
 
-    def stop(self) -> None:
-        """Ask the server to stop (SIGTERM) and return; it finishes its shutdown on its own.
+    def stop(self, clean: bool = False, end_kept: bool = False) -> None:
+        """Let go of a kept server (after a ``clean`` end it ends once idle, after any other
+        once unused, ``poolflow.kept_api``), or end it (``end_kept``); ask a server not kept to
+        stop (SIGTERM) and return: it finishes its shutdown on its own.
 
         By then the command has what it needs from the server (its flow run and task runs
         stored, its logs and events sent), and the server stores what it still holds as it
@@ -218,7 +270,10 @@ class LocalApiServer:
         if self._socket is not None:
             self._socket.close()  # the server holds its own copy while it lives
             self._socket = None
-        if process is not None and process.poll() is None:
+        if self._lease is not None:
+            self._lease.release(clean)
+            self._lease = None
+        if process is not None and process.poll() is None and (self.keep_for <= 0 or end_kept):
             process.terminate()
             threading.Thread(target=_reap, args=(process,), name="poolflow-api-reaper", daemon=True).start()
         if self._stderr is not None:
@@ -255,10 +310,11 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
             return
         while_starting = _nothing  # it ran
     server = LocalApiServer(say)
+    clean = False  # the block ended without an exception
     try:
         settings = _start_server(server, settings, say, while_starting)
         if settings.api_url:
-            server.stop()
+            server.stop(clean=True)
             check_reachable(settings)
             yield None
             return
@@ -270,7 +326,7 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
         )
 
         # No flow-run heartbeats: they let a long-lived server notice flow runs whose process
-        # died, where this server dies with its command (and ``crashed_runs`` marks such runs
+        # died, where this server ends with a command that dies (and ``crashed_runs`` marks such runs
         # from their process tags); their thread also held up the end of each flow by up to
         # a second, as it sleeps in whole seconds between checks.
         updates = {
@@ -287,8 +343,9 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
                 yield server.api_url
             finally:
                 flush_to_api()
+        clean = True
     finally:
-        server.stop()
+        server.stop(clean)
 
 
 def check_reachable(settings: ApiSettings, timeout: float = REACH_TIMEOUT) -> None:
@@ -332,21 +389,15 @@ def _start_server(
     """Start ``server`` on ``settings``' database, run ``while_starting`` meanwhile, and return
     Prefect's own settings: with an API URL, the caller uses that API instead of the server."""
     while True:
-        with _start_lock(settings.home, say):
-            database = settings.database_path
-            if database is not None and not database.exists():
-                say(f"creating Prefect's database at {database} (first run; about half a minute)")
-            current = database is not None and database_stamp.is_current(settings.home, database)
-            server.start(database_current=current)
+        with start_lock(settings.home, say):
+            server.start(settings)
             while_starting()
             while_starting = _nothing
             prefects = prefects_own()
             if not differs_from_prefect(settings, prefects):
                 server.wait_ready()
-                if database is not None and not current:
-                    database_stamp.write_stamp(settings.home, database)
                 return settings
-            server.stop()
+            server.stop(clean=True)
         if prefects.api_url:
             return prefects
         settings = prefects  # Prefect keeps its database elsewhere: start again on that one

@@ -112,7 +112,7 @@ class _Sources:
                 return str(self.profile[name])
         return None
 
-    def _profiles_path(self) -> Path:
+    def profiles_path(self) -> Path:
         """Where Prefect looks for profiles.toml (its ``_get_profiles_path``, in its order)."""
         explicit = (
             self.environ.get("PREFECT_PROFILES_PATH")
@@ -126,7 +126,7 @@ class _Sources:
         return Path(home).expanduser() / "profiles.toml"
 
     def _active_profile(self) -> dict[str, Any]:
-        profiles = _read_toml(self._profiles_path())
+        profiles = _read_toml(self.profiles_path())
         active = self.environ.get("PREFECT_PROFILE") or profiles.get("active")
         table = _dig(profiles, ("profiles", str(active))) if active else None
         return table if isinstance(table, dict) else {}
@@ -141,6 +141,13 @@ def read_api_settings(cwd: Path | None = None) -> ApiSettings:
         home=Path(sources.get(_HOME) or "~/.prefect").expanduser(),
         database_url=sources.get(_DATABASE_URL),
     )
+
+
+def settings_files(cwd: Path | None = None) -> tuple[Path, ...]:
+    """The files Prefect reads settings from here (some may not exist): a server started here
+    reads the same ones."""
+    cwd = cwd or Path.cwd()
+    return (cwd / ".env", cwd / "prefect.toml", cwd / "pyproject.toml", _Sources(cwd).profiles_path())
 
 
 def prefects_own() -> ApiSettings:

@@ -3,9 +3,9 @@
 Without an API URL, a flow script run as ``python my_flow.py`` makes Prefect start its
 ephemeral server, many seconds before the first task. ``poolflow exec -- python
 my_flow.py`` runs the script against the API server the ``poolflow`` command uses instead
-(``poolflow.local_api``: a few seconds, the first run's database creation waited for, the
-server ended with the command even on ``kill -9``). With an API URL in Prefect's settings,
-the script runs as it is, against that API.
+(``poolflow.local_api``: one an earlier command kept, or a few seconds; the first run's
+database creation waited for; a server that a killed command used ends with it). With an API
+URL in Prefect's settings, the script runs as it is, against that API.
 
 ```
 poolflow exec ──► API server (listening socket made here, handed over: early clients wait)
@@ -33,8 +33,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any
 
-from poolflow import database_stamp
-from poolflow.local_api import LocalApiServer, Say, local_api, say_on_stderr
+from poolflow.local_api import LocalApiServer, Say, local_api, say_on_stderr, start_lock
 from poolflow.loopback_ca import loopback_ca_file
 from poolflow.prefect_settings import read_api_settings
 
@@ -53,23 +52,20 @@ def run_command(command: Sequence[str], say: Say = say_on_stderr) -> int:
     if settings.api_url:
         return _wait(_spawn(command, {}))
     server = LocalApiServer(say)
+    code = -1
     try:
-        database = settings.database_path
-        current = database is not None and database_stamp.is_current(settings.home, database)
-        if database is not None and not database.exists():
-            say(f"creating Prefect's database at {database} (first run; about half a minute)")
-        server.start(database_current=current)
-        if not current:  # a migration may take longer than a client waits: start CMD after it
-            server.wait_ready()
-            if database is not None:
-                database_stamp.write_stamp(settings.home, database)
+        with start_lock(settings.home, say):
+            server.start(settings)
+            if server.migrating:  # a migration may take longer than a client waits: start CMD after it
+                server.wait_ready()
         env = {
             "PREFECT_API_URL": server.api_url,
             "PREFECT_API_SSL_CERT_FILE": str(loopback_ca_file(settings.home)),
         }
-        return _wait(_spawn(command, env))
+        code = _wait(_spawn(command, env))
+        return code
     finally:
-        server.stop()
+        server.stop(clean=0 <= code < 128)  # not ended by a signal: a kept server stays
 
 
 def _spawn(command: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -25,6 +25,9 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # than its 20 s start-up limit on a busy 2-core machine (`poolflow` commands start their own).
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "600"
 os.environ.pop("PREFECT_API_URL", None)
+# Each command's server ends with it, as the tests of starts, ends and faults expect; servers
+# kept between commands are tested with this unset (``test_kept_api``).
+os.environ["POOLFLOW_API_IDLE"] = "0"
 
 
 # The local S3 (moto) that the fsspec tests use. Worker processes are forked from a server

@@ -1,0 +1,193 @@
+"""The API server a command keeps for the next ones (``poolflow.kept_api``): reused while its
+settings hold, ended when idle, and at once when a command using it dies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import prefect_free_env, seeded_home
+
+from poolflow import kept_api
+
+POOLFLOW = str(Path(sys.executable).parent / "poolflow")
+
+FLOW_SCRIPT = """\
+import sys
+
+from prefect import flow, task
+from prefect.settings import PREFECT_API_URL
+
+from poolflow import MultiprocessingTaskRunner
+
+
+@task
+def square(x):
+    return x * x
+
+
+@flow(task_runner=MultiprocessingTaskRunner(processes=2))
+def squares(n):
+    return sum(future.result() for future in square.map(range(n)))
+
+
+if __name__ == "__main__":
+    print("sum", squares(int(sys.argv[1])))
+    print("api", PREFECT_API_URL.value())
+"""
+SUM_OF_SQUARES_BELOW_10 = sum(x * x for x in range(10))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    """A project folder with a flow script and a current Prefect home; every API server
+    started on that home is killed at the end."""
+    (tmp_path / "my_flow.py").write_text(FLOW_SCRIPT)
+    seeded_home(tmp_path / "home")
+    yield tmp_path
+    for process in psutil.process_iter(["cmdline"]):
+        if str(tmp_path / "home") in (process.info["cmdline"] or []):
+            process.kill()
+
+
+def _env(project: Path, idle: str = "600", **settings: str) -> dict[str, str]:
+    return prefect_free_env(project / "home", POOLFLOW_API_IDLE=idle, **settings)
+
+
+def _exec_flow(project: Path, env: dict[str, str]) -> tuple[int, str]:
+    """``poolflow exec -- python my_flow.py 10``: the API URL it ran on, and the kept server's PID."""
+    done = subprocess.run(
+        [POOLFLOW, "exec", "--", sys.executable, "my_flow.py", "10"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    assert lines["sum"] == str(SUM_OF_SQUARES_BELOW_10)
+    return _kept(project)["pid"], lines["api"]
+
+
+def _kept(project: Path) -> dict[str, int]:
+    kept: dict[str, int] = json.loads((project / "home" / kept_api.STATE_DIR / "server.json").read_text())
+    return kept
+
+
+def _ends_within(pid: int, seconds: float) -> bool:
+    try:
+        psutil.Process(pid).wait(timeout=seconds)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
+def test_the_next_command_and_a_python_caller_use_the_server_the_first_command_kept(project: Path) -> None:
+    env = _env(project)
+    first = subprocess.run(
+        [POOLFLOW, "exec", "--", sys.executable, "my_flow.py", "10"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "stays up 600 s after the last command" in first.stderr
+    pid = _kept(project)["pid"]
+    assert psutil.Process(pid).is_running(), "kept after its command ended"
+    second_pid, second_url = _exec_flow(project, env)
+    assert second_pid == pid and second_url == f"http://127.0.0.1:{_kept(project)['port']}/api"
+    caller = (
+        "import runpy\nfrom poolflow import prefect_api\nwith prefect_api() as url:\n"
+        "    print('url', url)\n    runpy.run_path('my_flow.py', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", caller, "10"], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"url {second_url}" in done.stdout and "stays up" not in done.stderr
+    assert _kept(project)["pid"] == pid and not list((project / "home" / kept_api.STATE_DIR / "users").iterdir())
+
+
+def test_an_unused_kept_server_ends_after_the_idle_time(project: Path) -> None:
+    pid, _ = _exec_flow(project, _env(project, idle="8"))
+    assert psutil.Process(pid).is_running()
+    assert _ends_within(pid, 90)
+    assert not (project / "home" / kept_api.STATE_DIR / "server.json").exists()
+
+
+@pytest.mark.parametrize("how", ["kill -9 of poolflow exec", "Ctrl-C"])
+def test_a_command_that_dies_using_the_kept_server_takes_it_along(project: Path, how: str) -> None:
+    env = _env(project)
+    pid, _ = _exec_flow(project, env)
+    waiting = "import time\nprint('ready', flush=True)\ntime.sleep(120)\n"
+    command = subprocess.Popen(
+        [POOLFLOW, "exec", "--", sys.executable, "-c", waiting],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a group of its own, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert command.stdout is not None and command.stdout.readline() == "ready\n"
+        if how == "Ctrl-C":
+            os.killpg(command.pid, signal.SIGINT)
+            assert command.wait(timeout=60) == 128 + signal.SIGINT
+        else:
+            command.kill()
+            command.wait(timeout=60)
+        assert _ends_within(pid, 60), "no orphan: the server went with the command using it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the sleeping script, if it outlived its command
+            os.killpg(command.pid, signal.SIGKILL)
+    assert not (project / "home" / kept_api.STATE_DIR / "server.json").exists()
+    new_pid, _ = _exec_flow(project, env)
+    assert new_pid != pid
+
+
+def test_a_kept_server_that_died_serves_other_settings_or_an_old_database_is_replaced(project: Path) -> None:
+    env = _env(project)
+    dead, _ = _exec_flow(project, env)
+    psutil.Process(dead).kill()
+    assert _ends_within(dead, 30)
+    replacement, _ = _exec_flow(project, env)
+    assert replacement != dead
+
+    other_settings, _ = _exec_flow(project, {**env, "PREFECT_LOGGING_LEVEL": "WARNING"})
+    assert other_settings != replacement
+    assert psutil.Process(replacement).is_running(), "left to end once idle, not killed under a user"
+
+    database = project / "home" / "prefect.db"
+    copy = database.with_name("copy.db")
+    copy.write_bytes(database.read_bytes())
+    copy.replace(database)  # a restored backup: another file under the same name
+    restored, _ = _exec_flow(project, {**env, "PREFECT_LOGGING_LEVEL": "WARNING"})
+    assert restored != other_settings
+
+
+def test_the_fingerprint_follows_prefects_settings_and_not_the_idle_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = kept_api.fingerprint()
+    monkeypatch.setenv("POOLFLOW_API_IDLE", "5")
+    assert kept_api.fingerprint() == before
+    (tmp_path / "prefect.toml").write_text('[server.database]\nconnection_url = "sqlite+aiosqlite:///x.db"\n')
+    in_toml = kept_api.fingerprint()
+    assert in_toml != before
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_TIMEOUT", "20")
+    assert kept_api.fingerprint() not in (before, in_toml)
