@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.homes import NEW_SERVER
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +46,7 @@ def main() -> None:
     env = {
         **os.environ,
         "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-api-start-"),
+        **NEW_SERVER,  # each round starts a server, as a command finding none kept does
         "PYTHONPATH": str(ROOT),
     }
     command = [sys.executable, "-m", "bench.api_start", "--child"]

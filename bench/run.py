@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.homes import fresh_home
 from bench.results_file import write_section
 from bench.workload import MODES
 from poolflow.flows.parameters import DEFAULT_PATTERN
@@ -95,7 +96,7 @@ def main() -> None:
     modes = args.modes.split(",")
     files = len(list_items(args.corpus, DEFAULT_PATTERN))
     sizes = (max(1, args.repeat // 2), args.repeat)
-    env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-bench-home-")}
+    env = {**os.environ, "PREFECT_HOME": fresh_home()}
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env["PYTHONPATH"] = str(HERE.parent)
     run_once("poolflow", args.corpus, 1, args.processes, env)  # create Prefect's database once

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.homes import fresh_home
 from bench.results_file import write_section
 from bench.run import DEFAULT_CORPUS, HERE, sample_tree
 from poolflow.flows.parameters import DEFAULT_PATTERN
@@ -187,7 +188,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every mode; medians reported")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of the results.md to update")
     args = parser.parse_args()
-    env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-bench-home-")}
+    env = {**os.environ, "PREFECT_HOME": fresh_home()}
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     runs: dict[str, list[Measured]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="poolflow-scale-") as work:

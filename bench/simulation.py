@@ -25,13 +25,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.default_server import default_server
+from bench.homes import fresh_home
 from bench.local_run import run_on_local_api
 from bench.results_file import write_section
 
@@ -111,7 +111,7 @@ def main() -> None:
         results = run_child(args.child, args.tasks, args.sleep, args.processes, args.api)
         print(json.dumps({"mode": args.child, "results": results}))
         return
-    home = tempfile.mkdtemp(prefix="poolflow-sim-home-")
+    home = fresh_home("poolflow-sim-home-")
     env = {**os.environ, "PREFECT_HOME": home, "PYTHONPATH": str(ROOT)}
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.api == "server":

@@ -2,7 +2,8 @@
 
 Times, each in a fresh process tree: the per-file work (``parse_item`` on every file: parse,
 write its xlsx) on a raw ``multiprocessing.Pool``, no report; then ``poolflow run`` end to end
-(Prefect start-up, items, report). Writes a "Tiny files" section into ``bench/results.md``.
+(Prefect start-up, items, report) on the API server an earlier command kept, and once more
+starting a server of its own. Writes a "Tiny files" section into ``bench/results.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.homes import NEW_SERVER, fresh_home
 from bench.results_file import write_section
 from bench.run import HERE
 from bench.scale import Measured, measure, poolflow_run
@@ -53,10 +55,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating runs of each; medians reported")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of the results.md to update")
     args = parser.parse_args()
-    env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-bench-home-")}
+    env = {**os.environ, "PREFECT_HOME": fresh_home()}
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     pools: list[Measured] = []
     runs: list[Measured] = []
+    new_server_runs: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="poolflow-tiny-") as work:
         root = Path(work)
         write_tiny_corpus(root / "corpus", args.files)
@@ -67,12 +70,18 @@ def main() -> None:
             # Fresh outputs each time: every run writes all of its items.
             pools.append(measure([*command, str(root / f"pool-{round_number}"), str(args.processes)], env))
             runs.append(poolflow_run(root / "corpus", root / f"out-{round_number}", args.processes, env))
-            print(f"round {round_number}: raw Pool {pools[-1].wall:.1f} s, poolflow {runs[-1].wall:.1f} s")
-    pool, run = _median(pools), _median(runs)
+            new_env, new_out = {**env, **NEW_SERVER}, root / f"new-{round_number}"
+            new_server_runs.append(poolflow_run(root / "corpus", new_out, args.processes, new_env))
+            print(
+                f"round {round_number}: raw Pool {pools[-1].wall:.1f} s, poolflow {runs[-1].wall:.1f} s, "
+                f"with a new server {new_server_runs[-1].wall:.1f} s"
+            )
+    pool, run, new_server = _median(pools), _median(runs), _median(new_server_runs)
     rounds = ", ".join(f"{p.wall:.1f}/{r.wall:.1f}" for p, r in zip(pools, runs, strict=True))
     # A round's two runs follow one another: their difference is measured at one speed of the machine.
     over = [r.wall - p.wall for p, r in zip(pools, runs, strict=True)]
     median_over = statistics.median(over)
+    over_new = statistics.median(n.wall - p.wall for p, n in zip(pools, new_server_runs, strict=True))
     section = (
         f"{SECTION} (`python -m bench.tiny_files`: {args.files} files of one short document, "
         f"{args.processes} processes)\n\n"
@@ -83,8 +92,10 @@ def main() -> None:
         "| run | median wall s | over raw Pool, median of rounds | peak RSS MiB |\n|---|---|---|---|\n"
         f"| raw Pool({args.processes}): `parse_item` per file, no report | {pool.wall:.1f} | — | "
         f"{pool.peak / 2**20:.0f} |\n"
-        f"| `poolflow run` (Prefect start-up, items, report) | {run.wall:.1f} | "
-        f"{median_over:+.1f} s | {run.peak / 2**20:.0f} |\n"
+        f"| `poolflow run` (Prefect start-up, items, report) on the server an earlier command kept "
+        f"| {run.wall:.1f} | {median_over:+.1f} s | {run.peak / 2**20:.0f} |\n"
+        f"| `poolflow run` starting its own server (`POOLFLOW_API_IDLE=0`) | {new_server.wall:.1f} | "
+        f"{over_new:+.1f} s | {new_server.peak / 2**20:.0f} |\n"
     )
     write_section(args.out / "results.md", section)
     print(section)

@@ -10,7 +10,10 @@ UI use), named in ``PREFECT_API_URL``. The modes:
   ``multiprocessing.Pool``, no Prefect: the bar to meet;
 - ``empty``: a flow with no tasks, run with ``python``: Prefect's own fixed cost;
 - ``script``: ``python my_flow.py`` (``task.map`` on ``MultiprocessingTaskRunner``);
-- ``exec``: ``poolflow exec -- python my_flow.py``, the same script on the command's API;
+- ``exec``: ``poolflow exec -- python my_flow.py``, the same script on the command's API (the
+  server an earlier command kept, ``poolflow.kept_api``);
+- ``exec-new-server``: the same, starting a server of its own (``POOLFLOW_API_IDLE=0``), as
+  the first command in a while does;
 - ``prefect``: the same script on Prefect's own ``ProcessPoolTaskRunner``, the control.
 
 Rounds alternate the modes; each round's differences are reported and the targets are held to
@@ -31,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.default_server import default_server
+from bench.homes import NEW_SERVER, fresh_home
 from bench.results_file import write_section
 from bench.run import HERE
 from bench.scale import build_corpus, measure
@@ -102,8 +106,9 @@ RUNNERS = {
         "ProcessPoolTaskRunner(max_workers=int(sys.argv[3]))",
     ),
 }
-MODES = ("pool", "empty", "script", "exec", "prefect")
-DEFAULT_MODES = {"none": "pool,empty,script,exec", "server": "pool,empty,script,prefect"}
+MODES = ("pool", "empty", "script", "exec", "exec-new-server", "prefect")
+DEFAULT_MODES = {"none": "pool,empty,script,exec,exec-new-server", "server": "pool,empty,script,prefect"}
+MODE_SETTINGS = {"exec-new-server": NEW_SERVER}
 
 
 def command(mode: str, scripts: Path, corpus: Path, output: Path, processes: int) -> list[str]:
@@ -113,6 +118,7 @@ def command(mode: str, scripts: Path, corpus: Path, output: Path, processes: int
         "empty": [sys.executable, str(scripts / "empty_flow.py")],
         "script": [sys.executable, str(scripts / "my_flow.py"), *args],
         "exec": [POOLFLOW, "exec", "--", sys.executable, str(scripts / "my_flow.py"), *args],
+        "exec-new-server": [POOLFLOW, "exec", "--", sys.executable, str(scripts / "my_flow.py"), *args],
         "prefect": [sys.executable, str(scripts / "prefect_flow.py"), *args],
     }[mode]
 
@@ -129,9 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     modes = (args.modes or DEFAULT_MODES[args.api]).split(",")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=tempfile.mkdtemp(prefix="poolflow-bench-home-"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
-    )
+    env.update(PREFECT_HOME=fresh_home(), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     with contextlib.ExitStack() as stack:
         if args.api == "server":
             env["PREFECT_API_URL"] = stack.enter_context(default_server(env))
@@ -161,8 +165,9 @@ def _rounds(
         for round_ in range(args.rounds):
             for mode in modes:
                 output = root / f"out-{mode}-{round_}"
+                mode_env = {**env, **MODE_SETTINGS.get(mode, {})}
                 walls[mode].append(
-                    measure(command(mode, root, root / "corpus", output, args.processes), env).wall
+                    measure(command(mode, root, root / "corpus", output, args.processes), mode_env).wall
                 )
                 print(f"round {round_ + 1}: {mode} {walls[mode][-1]:.2f} s", flush=True)
     return walls, files
@@ -204,6 +209,9 @@ def _verdicts(walls: dict[str, list[float]], api: str, files: int) -> list[str]:
     if api == "none" and {"pool", "exec"} <= walls.keys():
         over = median_of(e - p for p, e in rounds("pool", "exec"))
         lines.append(f"- `exec` − raw Pool: {over:+.2f} s; target ≤ +4 s: {_held(over <= 4)}")
+    if api == "none" and {"pool", "exec-new-server"} <= walls.keys():
+        over = median_of(e - p for p, e in rounds("pool", "exec-new-server"))
+        lines.append(f"- `exec` starting its own server − raw Pool: {over:+.2f} s (no target)")
     if api == "server" and {"pool", "empty", "script"} <= walls.keys():
         if files <= 200:
             over = median_of(s - p - e for p, e, s in rounds("pool", "empty", "script"))

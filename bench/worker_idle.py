@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.default_server import default_server
+from bench.homes import fresh_home
 from bench.run import HERE
 from bench.scale import build_corpus
 from bench.tiny_files import write_tiny_corpus
@@ -114,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
-        PREFECT_HOME=tempfile.mkdtemp(prefix="poolflow-bench-home-"),
+        PREFECT_HOME=fresh_home(),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONPATH=str(HERE.parent),
     )

@@ -123,6 +123,16 @@ def find(home: Path, wanted: str, database: Path | None) -> KeptServer | None:
     return server if _answers(server.port) else None
 
 
+def end(home: Path) -> None:
+    """Ask the server kept on ``home``, if any, to stop now (as its idle watch would)."""
+    path = state_dir(home) / "server.json"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        server = KeptServer(**json.loads(path.read_text()))
+        path.unlink()
+        if _is_api_server(server.pid):
+            os.kill(server.pid, signal.SIGTERM)
+
+
 def _is_api_server(pid: int) -> bool:
     """Whether ``pid`` is a poolflow API server (not a process that reused a dead one's PID)."""
     try:
