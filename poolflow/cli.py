@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         "Prefect's settings name an API); exits with CMD's exit code.",
     )
     execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    commands.add_parser(
+        "stop-api", help="stop the API server kept for the next commands on this PREFECT_HOME, now"
+    )
     serve = commands.add_parser("serve", help="serve the wiki-report, tuple-report and demo deployments")
     serve.add_argument("--input-dir", default="sample-corpus", help="wiki-report's default input_dir")
     serve.add_argument("--output-dir", default="out", help="wiki-report's default output_dir")
@@ -257,6 +260,16 @@ def _exec(args: argparse.Namespace) -> int:
         return EXIT_API_UNAVAILABLE if isinstance(exc, ApiStartError) else 127
 
 
+def _stop_api(args: argparse.Namespace) -> int:
+    from poolflow import kept_api
+    from poolflow.prefect_settings import read_api_settings
+
+    home = read_api_settings().home
+    stopped = kept_api.end(home)
+    say(f"stopped the API server on port {stopped.port}" if stopped else f"no API server kept on {home}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from poolflow.deployments.definitions import DeploymentSettings, serve_deployments
 
@@ -288,7 +301,14 @@ def _remember_and_interrupt(interrupted: list[int], signum: int, frame: object) 
     raise KeyboardInterrupt
 
 
-COMMANDS = {"serve": _serve, "run": _run, "sample": _sample, "demo": _demo, "tuple-report": _tuple_report}
+COMMANDS = {
+    "serve": _serve,
+    "run": _run,
+    "sample": _sample,
+    "demo": _demo,
+    "tuple-report": _tuple_report,
+    "stop-api": _stop_api,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -123,14 +123,18 @@ def find(home: Path, wanted: str, database: Path | None) -> KeptServer | None:
     return server if _answers(server.port) else None
 
 
-def end(home: Path) -> None:
-    """Ask the server kept on ``home``, if any, to stop now (as its idle watch would)."""
+def end(home: Path) -> KeptServer | None:
+    """Ask the server kept on ``home`` to stop now (as its idle watch would); the one asked."""
     path = state_dir(home) / "server.json"
-    with contextlib.suppress(OSError, ValueError, TypeError):
+    try:
         server = KeptServer(**json.loads(path.read_text()))
         path.unlink()
-        if _is_api_server(server.pid):
-            os.kill(server.pid, signal.SIGTERM)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not _is_api_server(server.pid):
+        return None
+    os.kill(server.pid, signal.SIGTERM)
+    return server
 
 
 def _is_api_server(pid: int) -> bool:

@@ -113,12 +113,22 @@ def test_the_next_command_and_a_python_caller_use_the_server_the_first_command_k
         "import runpy\nfrom poolflow import prefect_api\nwith prefect_api() as url:\n"
         "    print('url', url)\n    runpy.run_path('my_flow.py', run_name='__main__')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", caller, "10"], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
+    caller_command = [sys.executable, "-c", caller, "10"]
+    done = subprocess.run(caller_command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"url {second_url}" in done.stdout and "stays up" not in done.stderr
-    assert _kept(project)["pid"] == pid and not list((project / "home" / kept_api.STATE_DIR / "users").iterdir())
+    assert _kept(project)["pid"] == pid
+    assert not list((project / "home" / kept_api.STATE_DIR / "users").iterdir()), "clean ends leave no marker"
+
+
+def test_poolflow_stop_api_stops_the_kept_server_now(project: Path) -> None:
+    env = _env(project)
+    pid, url = _exec_flow(project, env)
+    done = subprocess.run([POOLFLOW, "stop-api"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"stopped the API server on port {url.split(':')[2][:-4]}" in done.stderr
+    assert _ends_within(pid, 30)
+    again = subprocess.run([POOLFLOW, "stop-api"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "no API server kept on" in again.stderr
 
 
 def test_an_unused_kept_server_ends_after_the_idle_time(project: Path) -> None:
