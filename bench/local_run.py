@@ -1,6 +1,6 @@
 """Run a benchmark's Prefect flow as a ``poolflow`` command would (``poolflow.warm_start``):
-against the API server the command starts, with Prefect imported, the flow built and
-poolflow's worker pool started while that server starts."""
+against the API server an earlier command kept, or one it starts, with Prefect imported, the
+flow built and poolflow's worker pool started meanwhile."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ and ``results.png`` (in ``bench/`` unless ``--out``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -23,6 +24,7 @@ import psutil
 from bench.homes import fresh_home
 from bench.results_file import write_section
 from bench.workload import MODES
+from poolflow import kept_api
 from poolflow.flows.parameters import DEFAULT_PATTERN
 from poolflow.tasks.inputs import list_items
 
@@ -58,6 +60,32 @@ def sample_tree(root: psutil.Process, cpu: dict[int, tuple[str, float]]) -> int:
     return total
 
 
+def kept_server(home: str) -> tuple[psutil.Process, float] | None:
+    """The API server an earlier command kept on ``home`` (``poolflow.kept_api``) and its CPU
+    seconds so far: a run on it is charged its RSS and the CPU it adds."""
+    try:
+        pid = json.loads((Path(home) / kept_api.STATE_DIR / "server.json").read_text())["pid"]
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+    return process, times.user + times.system
+
+
+def _sample_kept(server: tuple[psutil.Process, float] | None, cpu: dict[int, tuple[str, float]]) -> int:
+    """Resident bytes of the kept server; records the CPU seconds it added in ``cpu``."""
+    if server is None:
+        return 0
+    process, before = server
+    try:
+        with process.oneshot():
+            times = process.cpu_times()
+            cpu[process.pid] = ("api", times.user + times.system - before)
+            return int(process.memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
 def run_once(
     mode: str, corpus: Path, repeat: int, processes: int, env: dict[str, str]
 ) -> tuple[float, int, dict[str, float]]:
@@ -67,6 +95,7 @@ def run_once(
     """
     with tempfile.TemporaryDirectory(prefix="poolflow-bench-") as output:
         command = [sys.executable, "-m", "bench.workload", mode, str(corpus), str(repeat), str(processes)]
+        server = kept_server(env["PREFECT_HOME"])
         started = time.perf_counter()
         child = subprocess.Popen(
             [*command, output], env=env, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -75,7 +104,7 @@ def run_once(
         peak = 0
         cpu: dict[int, tuple[str, float]] = {}
         while child.poll() is None:
-            peak = max(peak, sample_tree(watched, cpu))
+            peak = max(peak, sample_tree(watched, cpu) + _sample_kept(server, cpu))
             time.sleep(0.05)
         wall = time.perf_counter() - started
         if child.returncode != 0:
@@ -134,11 +163,11 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
         f"{platform.system()}. Corpus: {files} files × {large} = {n_large} items (marginal cost from "
         f"{n_small} and {n_large} items), {args.processes} processes, median of {args.rounds} alternating "
-        "rounds, each run a fresh process; Prefect runs use the API server a `poolflow` command "
-        "starts (poolflow/local_api.py), except `prefect-process-stock`: Prefect's "
-        "`ProcessPoolTaskRunner` run as plain Prefect runs it, on the ephemeral API server Prefect "
-        "starts itself with its default settings. CPU seconds at "
-        f"{n_large} items: the process running the flow (or the loop), its workers, Prefect's API server.\n",
+        "rounds, each run a fresh process; Prefect runs use the API server that an earlier `poolflow` "
+        "command started and kept (poolflow/kept_api.py; its RSS and the CPU it adds are counted), "
+        "except `prefect-process-stock`: Prefect's `ProcessPoolTaskRunner` run as plain Prefect "
+        "runs it, on the ephemeral API server Prefect starts itself with its default settings. "
+        f"CPU seconds at {n_large} items: the process running the flow (or the loop), its workers, Prefect's API server.\n",
         "| mode | wall s | ms/item (marginal) | fixed start-up s | peak RSS MiB | wall vs raw Pool "
         "| overhead vs raw Pool ms/item | CPU s flow | CPU s workers | CPU s API server |",
         "|---|---|---|---|---|---|---|---|---|---|",

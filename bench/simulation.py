@@ -5,8 +5,8 @@ in a fresh process and its wall time counts from process start to exit (Prefect 
 and the wait for the API to record every task run included): raw ``multiprocessing.Pool``
 (``map``, its default chunksize), poolflow with ``chunksize=1`` (one task run per item),
 poolflow with ``chunksize="auto"``, and Prefect's ``ThreadPoolTaskRunner``. Prefect modes
-use the API server a ``poolflow`` command starts, in one PREFECT_HOME whose database is
-created before timing. Prints one line per mode and the ratio to raw Pool, and writes a
+use the API server a ``poolflow`` command starts and keeps, in one PREFECT_HOME whose database
+is created before timing. Prints one line per mode and the ratio to raw Pool, and writes a
 "Many cores" section into ``bench/results.md`` (``--out``); ``--modes`` picks a subset.
 
 ``--api server``: the flow as a user's script runs it against a default ``prefect server
