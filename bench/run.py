@@ -167,7 +167,8 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
         "command started and kept (poolflow/kept_api.py; its RSS and the CPU it adds are counted), "
         "except `prefect-process-stock`: Prefect's `ProcessPoolTaskRunner` run as plain Prefect "
         "runs it, on the ephemeral API server Prefect starts itself with its default settings. "
-        f"CPU seconds at {n_large} items: the process running the flow (or the loop), its workers, Prefect's API server.\n",
+        f"CPU seconds at {n_large} items: the process running the flow (or the loop), its workers, "
+        "Prefect's API server.\n",
         "| mode | wall s | ms/item (marginal) | fixed start-up s | peak RSS MiB | wall vs raw Pool "
         "| overhead vs raw Pool ms/item | CPU s flow | CPU s workers | CPU s API server |",
         "|---|---|---|---|---|---|---|---|---|---|",
