@@ -26,7 +26,8 @@ command A ──starts──► server (own session, no parent-death signal) ◄
 ```
 
 A command uses the kept server only if its process is a poolflow API server, it answers
-``/health`` and its fingerprint is the command's: the Python, poolflow and Prefect versions,
+``/health`` and its fingerprint is the command's: the Python, poolflow and Prefect versions
+(and the newest modification time of poolflow's modules),
 the ``PREFECT_*`` environment and the bytes of every file Prefect reads settings from
 (``poolflow.prefect_settings.settings_files``). Otherwise the command starts a new server
 and records it; a server no longer recorded ends once idle.
@@ -88,7 +89,7 @@ def state_dir(home: Path) -> Path:
 def fingerprint(cwd: Path | None = None) -> str:
     """What a server started here would serve with: equal fingerprints, interchangeable servers."""
     digest = hashlib.sha256()
-    versions = [sys.executable, metadata.version("poolflow"), metadata.version("prefect")]
+    versions = [sys.executable, _version("poolflow"), _version("prefect"), _code_stamp()]
     environment = sorted(
         f"{name}={value}"
         for name, value in os.environ.items()
@@ -101,6 +102,29 @@ def fingerprint(cwd: Path | None = None) -> str:
             digest.update(path.read_bytes())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # run from a source tree
+        return "not installed"
+
+
+def _code_stamp() -> str:
+    """The newest modification time of poolflow's modules: a server started before an edit of
+    an editable install runs the old code."""
+    package = Path(__file__).parent
+    newest = max(
+        (
+            os.stat(os.path.join(folder, name)).st_mtime_ns
+            for folder, _, names in os.walk(package, followlinks=True)
+            for name in names
+            if name.endswith(".py")
+        ),
+        default=0,
+    )
+    return str(newest)
 
 
 def record(home: Path, server: KeptServer) -> None:
