@@ -23,7 +23,7 @@ import psutil
 
 from bench.homes import fresh_home
 from bench.results_file import write_section
-from bench.workload import MODES
+from bench.workload import MODES, STOCK_MODES
 from poolflow import kept_api
 from poolflow.flows.parameters import DEFAULT_PATTERN
 from poolflow.tasks.inputs import list_items
@@ -95,7 +95,8 @@ def run_once(
     """
     with tempfile.TemporaryDirectory(prefix="poolflow-bench-") as output:
         command = [sys.executable, "-m", "bench.workload", mode, str(corpus), str(repeat), str(processes)]
-        server = kept_server(env["PREFECT_HOME"])
+        on_kept_server = mode not in ("serial", "pool", *STOCK_MODES)
+        server = kept_server(env["PREFECT_HOME"]) if on_kept_server else None
         started = time.perf_counter()
         child = subprocess.Popen(
             [*command, output], env=env, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL

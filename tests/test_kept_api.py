@@ -169,6 +169,16 @@ def test_a_command_that_dies_using_the_kept_server_takes_it_along(project: Path,
     assert new_pid != pid
 
 
+def test_a_python_caller_whose_block_fails_takes_the_kept_server_along(project: Path) -> None:
+    env = _env(project)
+    pid, _ = _exec_flow(project, env)
+    failing = "from poolflow import prefect_api\nwith prefect_api():\n    raise RuntimeError('broke')\n"
+    command = [sys.executable, "-c", failing]
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "RuntimeError: broke" in done.stderr
+    assert _ends_within(pid, 60)
+
+
 def test_a_kept_server_that_died_serves_other_settings_or_an_old_database_is_replaced(project: Path) -> None:
     env = _env(project)
     dead, _ = _exec_flow(project, env)
