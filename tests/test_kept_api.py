@@ -11,39 +11,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 import pytest
 from helpers import prefect_free_env, seeded_home
+from test_script_api import FLOW_SCRIPT
 
 from poolflow import kept_api
 
 POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 
-FLOW_SCRIPT = """\
-import sys
-
-from prefect import flow, task
-from prefect.settings import PREFECT_API_URL
-
-from poolflow import MultiprocessingTaskRunner
-
-
-@task
-def square(x):
-    return x * x
-
-
-@flow(task_runner=MultiprocessingTaskRunner(processes=2))
-def squares(n):
-    return sum(future.result() for future in square.map(range(n)))
-
-
-if __name__ == "__main__":
-    print("sum", squares(int(sys.argv[1])))
-    print("api", PREFECT_API_URL.value())
-"""
-SUM_OF_SQUARES_BELOW_10 = sum(x * x for x in range(10))
+SUM_OF_SQUARES = str(sum(x * x for x in range(20)))  # what FLOW_SCRIPT prints
 
 
 @pytest.fixture
@@ -62,10 +41,16 @@ def _env(project: Path, idle: str = "600", **settings: str) -> dict[str, str]:
     return prefect_free_env(project / "home", POOLFLOW_API_IDLE=idle, **settings)
 
 
-def _exec_flow(project: Path, env: dict[str, str]) -> tuple[int, str]:
-    """``poolflow exec -- python my_flow.py 10``: the API URL it ran on, and the kept server's PID."""
+class Run(NamedTuple):
+    pid: int  # of the kept server
+    api: str  # the URL the flow ran on
+    stderr: str
+
+
+def _exec_flow(project: Path, env: dict[str, str]) -> Run:
+    """``poolflow exec -- python my_flow.py``, which must succeed."""
     done = subprocess.run(
-        [POOLFLOW, "exec", "--", sys.executable, "my_flow.py", "10"],
+        [POOLFLOW, "exec", "--", sys.executable, "my_flow.py"],
         cwd=project,
         env=env,
         capture_output=True,
@@ -74,8 +59,8 @@ def _exec_flow(project: Path, env: dict[str, str]) -> tuple[int, str]:
     )
     assert done.returncode == 0, done.stderr
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
-    assert lines["sum"] == str(SUM_OF_SQUARES_BELOW_10)
-    return _kept(project)["pid"], lines["api"]
+    assert lines["sum"] == SUM_OF_SQUARES
+    return Run(_kept(project)["pid"], lines["api"], done.stderr)
 
 
 def _kept(project: Path) -> dict[str, int]:
@@ -95,25 +80,18 @@ def _ends_within(pid: int, seconds: float) -> bool:
 
 def test_the_next_command_and_a_python_caller_use_the_server_the_first_command_kept(project: Path) -> None:
     env = _env(project)
-    first = subprocess.run(
-        [POOLFLOW, "exec", "--", sys.executable, "my_flow.py", "10"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert first.returncode == 0, first.stderr
+    first = _exec_flow(project, env)
     assert "stays up 600 s after the last command" in first.stderr
-    pid = _kept(project)["pid"]
+    pid = first.pid
     assert psutil.Process(pid).is_running(), "kept after its command ended"
-    second_pid, second_url = _exec_flow(project, env)
+    second_pid, second_url, said = _exec_flow(project, env)
     assert second_pid == pid and second_url == f"http://127.0.0.1:{_kept(project)['port']}/api"
+    assert "stays up" not in said, "no server started"
     caller = (
         "import runpy\nfrom poolflow import prefect_api\nwith prefect_api() as url:\n"
         "    print('url', url)\n    runpy.run_path('my_flow.py', run_name='__main__')\n"
     )
-    caller_command = [sys.executable, "-c", caller, "10"]
+    caller_command = [sys.executable, "-c", caller]
     done = subprocess.run(caller_command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"url {second_url}" in done.stdout and "stays up" not in done.stderr
@@ -123,7 +101,7 @@ def test_the_next_command_and_a_python_caller_use_the_server_the_first_command_k
 
 def test_poolflow_stop_api_stops_the_kept_server_now(project: Path) -> None:
     env = _env(project)
-    pid, url = _exec_flow(project, env)
+    pid, url, _ = _exec_flow(project, env)
     done = subprocess.run([POOLFLOW, "stop-api"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and f"stopped the API server on port {url.split(':')[2][:-4]}" in done.stderr
     assert _ends_within(pid, 30)
@@ -132,7 +110,7 @@ def test_poolflow_stop_api_stops_the_kept_server_now(project: Path) -> None:
 
 
 def test_an_unused_kept_server_ends_after_the_idle_time(project: Path) -> None:
-    pid, _ = _exec_flow(project, _env(project, idle="8"))
+    pid, _, _ = _exec_flow(project, _env(project, idle="8"))
     assert psutil.Process(pid).is_running()
     assert _ends_within(pid, 90)
     assert not (project / "home" / kept_api.STATE_DIR / "server.json").exists()
@@ -141,7 +119,7 @@ def test_an_unused_kept_server_ends_after_the_idle_time(project: Path) -> None:
 @pytest.mark.parametrize("how", ["kill -9 of poolflow exec", "Ctrl-C"])
 def test_a_command_that_dies_using_the_kept_server_takes_it_along(project: Path, how: str) -> None:
     env = _env(project)
-    pid, _ = _exec_flow(project, env)
+    pid, _, _ = _exec_flow(project, env)
     waiting = "import time\nprint('ready', flush=True)\ntime.sleep(120)\n"
     command = subprocess.Popen(
         [POOLFLOW, "exec", "--", sys.executable, "-c", waiting],
@@ -165,13 +143,13 @@ def test_a_command_that_dies_using_the_kept_server_takes_it_along(project: Path,
         with contextlib.suppress(ProcessLookupError):  # the sleeping script, if it outlived its command
             os.killpg(command.pid, signal.SIGKILL)
     assert not (project / "home" / kept_api.STATE_DIR / "server.json").exists()
-    new_pid, _ = _exec_flow(project, env)
+    new_pid, _, _ = _exec_flow(project, env)
     assert new_pid != pid
 
 
 def test_a_python_caller_whose_block_fails_takes_the_kept_server_along(project: Path) -> None:
     env = _env(project)
-    pid, _ = _exec_flow(project, env)
+    pid, _, _ = _exec_flow(project, env)
     failing = "from poolflow import prefect_api\nwith prefect_api():\n    raise RuntimeError('broke')\n"
     command = [sys.executable, "-c", failing]
     done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
@@ -181,13 +159,13 @@ def test_a_python_caller_whose_block_fails_takes_the_kept_server_along(project: 
 
 def test_a_kept_server_that_died_serves_other_settings_or_an_old_database_is_replaced(project: Path) -> None:
     env = _env(project)
-    dead, _ = _exec_flow(project, env)
+    dead, _, _ = _exec_flow(project, env)
     psutil.Process(dead).kill()
     assert _ends_within(dead, 30)
-    replacement, _ = _exec_flow(project, env)
+    replacement, _, _ = _exec_flow(project, env)
     assert replacement != dead
 
-    other_settings, _ = _exec_flow(project, {**env, "PREFECT_LOGGING_LEVEL": "WARNING"})
+    other_settings, _, _ = _exec_flow(project, {**env, "PREFECT_LOGGING_LEVEL": "WARNING"})
     assert other_settings != replacement
     assert psutil.Process(replacement).is_running(), "left to end once idle, not killed under a user"
 
@@ -195,7 +173,7 @@ def test_a_kept_server_that_died_serves_other_settings_or_an_old_database_is_rep
     copy = database.with_name("copy.db")
     copy.write_bytes(database.read_bytes())
     copy.replace(database)  # a restored backup: another file under the same name
-    restored, _ = _exec_flow(project, {**env, "PREFECT_LOGGING_LEVEL": "WARNING"})
+    restored, _, _ = _exec_flow(project, {**env, "PREFECT_LOGGING_LEVEL": "WARNING"})
     assert restored != other_settings
 
 
