@@ -230,9 +230,11 @@ class Lease:
 
 def watch_idle(home: Path, idle: float) -> None:
     """In the server process: end the server once unused, at once if a command that used it
-    ended without a clean release, else after ``idle`` seconds."""
+    ended without a clean release (or none ever did: the command that started it died before
+    leaving its marker), else after ``idle`` seconds."""
     directory = state_dir(home)
     (directory / "gate").touch()
+    started = (directory / "gate").stat().st_mtime_ns
 
     def watch() -> None:
         with open(directory / "gate", "ab") as gate:
@@ -246,7 +248,8 @@ def watch_idle(home: Path, idle: float) -> None:
                 abandoned = list((directory / "users").glob(f"{os.getpid()}.*"))
                 for marker in abandoned:
                     marker.unlink(missing_ok=True)
-                if abandoned or time.time() - os.fstat(gate.fileno()).st_mtime >= idle:
+                released = os.fstat(gate.fileno()).st_mtime_ns
+                if abandoned or released == started or time.time() - released / 1e9 >= idle:
                     break
                 fcntl.flock(gate, fcntl.LOCK_UN)
             _forget(home)

@@ -157,6 +157,21 @@ def test_a_python_caller_whose_block_fails_takes_the_kept_server_along(project: 
     assert _ends_within(pid, 60)
 
 
+def test_a_server_whose_starting_command_died_before_its_first_release_ends(project: Path) -> None:
+    """Killed between starting the server and leaving its marker, the command never said it
+    uses the server, nor ended cleanly: the server ends as soon as it finds the gate free."""
+    dies_at_once = (
+        "import os\nfrom poolflow import kept_api\nfrom poolflow.local_api import LocalApiServer\n"
+        "from poolflow.prefect_settings import read_api_settings\n"
+        "kept_api.Lease.use = lambda lease, pid: (print(pid, flush=True), os._exit(9))\n"
+        "LocalApiServer(print).start(read_api_settings())\n"
+    )
+    command = [sys.executable, "-c", dies_at_once]
+    done = subprocess.run(command, env=_env(project), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 9, done.stderr
+    assert _ends_within(int(done.stdout.strip()), 60)
+
+
 def test_a_kept_server_that_died_serves_other_settings_or_an_old_database_is_replaced(project: Path) -> None:
     env = _env(project)
     dead, _, _ = _exec_flow(project, env)
