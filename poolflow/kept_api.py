@@ -13,8 +13,10 @@ settings uses it. Its files, in ``PREFECT_HOME/.poolflow-api/``:
   in ``users/``, which it removes when it ends cleanly. The server's idle watch (``watch_idle``, in the
   server process) looks whenever it can take the gate exclusively, i.e. no command uses it:
   a marker left there means a command was killed, interrupted or failed, and the server ends
-  at once, as a command's own server did ("no orphans"); otherwise it ends once the gate
-  was last touched (by a clean end) that many seconds ago. It removes ``server.json`` first
+  at once, as a command's own server did ("no orphans"), and so it does while the gate was
+  never touched since the server started (its starting command died before leaving a
+  marker); otherwise it ends once the gate was last touched (by a clean end) that many
+  seconds ago. It removes ``server.json`` first
   and holds the gate until it has exited, so a command waiting for the gate finds no server
   rather than a stopping one.
 
