@@ -9,30 +9,31 @@ settings uses it. Its files, in ``PREFECT_HOME/.poolflow-api/``:
 - ``server.json``: the kept server's PID, port and settings fingerprint, written by the
   command that started it, under the start lock.
 - ``gate``: every command using the kept server holds a shared ``flock`` on it (the kernel
-  drops it when the command dies, ``kill -9`` included) and leaves a marker for that server
-  in ``users/``, which it removes when it ends cleanly. The server's idle watch (``watch_idle``, in the
-  server process) looks whenever it can take the gate exclusively, i.e. no command uses it:
-  a marker left there means a command was killed, interrupted or failed, and the server ends
-  at once, as a command's own server did ("no orphans"), and so it does while the gate was
-  never touched since the server started (its starting command died before leaving a
-  marker); otherwise it ends once the gate was last touched (by a clean end) that many
-  seconds ago. It removes ``server.json`` first
-  and holds the gate until it has exited, so a command waiting for the gate finds no server
-  rather than a stopping one.
+  drops it when the command dies, ``kill -9`` included) and leaves a marker for that server in
+  ``users/``, which it removes when it ends cleanly, touching the gate. The server's idle watch
+  (``watch_idle``, in the server process) looks whenever it can take the gate exclusively, i.e.
+  no command uses it. A marker left means a command was killed, interrupted or failed, and a
+  gate never touched since the server started means its starting command died before leaving
+  one: either way the server ends at once, as a command's own server did ("no orphans").
+  Otherwise it ends once the last clean end is that many seconds ago. It removes
+  ``server.json`` first and holds the gate until it has exited, so a command waiting for the
+  gate finds no server rather than a stopping one.
 
 ```
 command A ──starts──► server (own session, no parent-death signal) ◄── command B, C, ...
   │ shared flock on gate while it runs, marker in users/ until a clean end
-  └ server.json {pid, port, fingerprint}     idle watch, gate taken exclusively: a marker left, or
-                                             IDLE s since the last clean end → SIGTERM itself
+  └ server.json {pid, port, fingerprint}     idle watch, gate taken exclusively: a marker left,
+                                             no clean end yet, or IDLE s since the last one
+                                             → remove server.json, SIGTERM itself
 ```
 
 A command uses the kept server only if its process is a poolflow API server, it answers
-``/health`` and its fingerprint is the command's: the Python, poolflow and Prefect versions
-(and the newest modification time of poolflow's modules),
-the ``PREFECT_*`` environment and the bytes of every file Prefect reads settings from
-(``poolflow.prefect_settings.settings_files``). Otherwise the command starts a new server
-and records it; a server no longer recorded ends once idle.
+``/health``, it holds the database file that is there now, and its fingerprint is the
+command's: the Python, poolflow and Prefect versions, the newest modification time of
+poolflow's modules, the ``PREFECT_*`` environment and the bytes of every file Prefect reads
+settings from (``poolflow.prefect_settings.settings_files``). Otherwise the command starts a
+new server and records it; a server no longer recorded ends once idle. ``poolflow stop-api``
+(``end``) stops the kept server now.
 """
 
 from __future__ import annotations
