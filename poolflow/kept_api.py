@@ -152,7 +152,7 @@ def find(home: Path, wanted: str, database: Path | None) -> KeptServer | None:
 
 def end(home: Path) -> KeptServer | None:
     """Ask the server kept on ``home`` to stop now (as its idle watch would); the one asked."""
-    path = state_dir(home) / "server.json"
+    path = home / STATE_DIR / "server.json"
     try:
         server = KeptServer(**json.loads(path.read_text()))
         path.unlink()
