@@ -1,4 +1,4 @@
-"""The process that serves Prefect's API for one ``poolflow`` command (see ``local_api``).
+"""The process that serves Prefect's API for ``poolflow`` commands (see ``local_api``).
 
 Usage: ``python -m poolflow.api_server FD --parent PID`` (ends with the command ``PID``) or
 ``FD --idle SECONDS HOME`` (kept for later commands, ``poolflow.kept_api``).

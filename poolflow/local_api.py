@@ -1,4 +1,4 @@
-"""Prefect's API for one ``poolflow`` command, started by poolflow and tied to its life.
+"""Prefect's API for ``poolflow`` commands, started by poolflow: kept for the next ones, or tied to one.
 
 Without ``PREFECT_API_URL`` Prefect starts an "ephemeral" API server itself. Three of its
 habits hurt a command-line run, so the command starts the same server (Prefect's own app
