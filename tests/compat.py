@@ -147,7 +147,10 @@ def check_corner(corner: Corner, work: Path) -> None:
     )
     poolflow = str(venv / "bin" / "poolflow")
     run([poolflow, "sample", "corpus", "--files", "4", "--docs", "5"], log, cwd=project, env=env)
-    run([poolflow, "run", "corpus", "-o", "out", "--processes", "2"], log, cwd=project, env=env)
+    try:
+        run([poolflow, "run", "corpus", "-o", "out", "--processes", "2"], log, cwd=project, env=env)
+    finally:  # the API server that run kept for the next commands: none follows here
+        run([poolflow, "stop-api"], log, cwd=project, env=env)
     flow_output = subprocess.run(
         [python, "my_flow.py"],
         cwd=project,
