@@ -9,7 +9,6 @@ and ``results.png`` (in ``bench/`` unless ``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -63,11 +62,13 @@ def sample_tree(root: psutil.Process, cpu: dict[int, tuple[str, float]]) -> int:
 def kept_server(home: str) -> tuple[psutil.Process, float] | None:
     """The API server an earlier command kept on ``home`` (``poolflow.kept_api``) and its CPU
     seconds so far: a run on it is charged its RSS and the CPU it adds."""
+    server = kept_api.recorded(Path(home))
+    if server is None:
+        return None
     try:
-        pid = json.loads((Path(home) / kept_api.STATE_DIR / "server.json").read_text())["pid"]
-        process = psutil.Process(pid)
+        process = psutil.Process(server.pid)
         times = process.cpu_times()
-    except (OSError, ValueError, KeyError, psutil.Error):
+    except psutil.Error:
         return None
     return process, times.user + times.system
 

@@ -136,14 +136,19 @@ def record(home: Path, server: KeptServer) -> None:
         file.write(json.dumps(asdict(server)).encode())
 
 
+def recorded(home: Path) -> KeptServer | None:
+    """The server ``server.json`` names (alive or not), or None."""
+    try:
+        return KeptServer(**json.loads((home / STATE_DIR / "server.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def find(home: Path, wanted: str, database: Path | None) -> KeptServer | None:
     """The recorded server, if it is alive, has the ``wanted`` fingerprint, serves the
     ``database`` file there is now (not one deleted or replaced since) and answers."""
-    try:
-        server = KeptServer(**json.loads((state_dir(home) / "server.json").read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-    if server.fingerprint != wanted or not _is_api_server(server.pid):
+    server = recorded(home)
+    if server is None or server.fingerprint != wanted or not _is_api_server(server.pid):
         return None
     if database is not None and not _serves_file(server.pid, database):
         return None
@@ -152,12 +157,10 @@ def find(home: Path, wanted: str, database: Path | None) -> KeptServer | None:
 
 def end(home: Path) -> KeptServer | None:
     """Ask the server kept on ``home`` to stop now (as its idle watch would); the one asked."""
-    path = home / STATE_DIR / "server.json"
-    try:
-        server = KeptServer(**json.loads(path.read_text()))
-        path.unlink()
-    except (OSError, ValueError, TypeError):
+    server = recorded(home)
+    if server is None:
         return None
+    (home / STATE_DIR / "server.json").unlink(missing_ok=True)
     if not _is_api_server(server.pid):
         return None
     os.kill(server.pid, signal.SIGTERM)
@@ -265,7 +268,6 @@ def watch_idle(home: Path, idle: float) -> None:
 
 def _forget(home: Path) -> None:
     """Remove ``server.json`` if it names this process."""
-    path = state_dir(home) / "server.json"
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        if KeptServer(**json.loads(path.read_text())).pid == os.getpid():
-            path.unlink()
+    server = recorded(home)
+    if server is not None and server.pid == os.getpid():
+        (home / STATE_DIR / "server.json").unlink(missing_ok=True)

@@ -141,11 +141,10 @@ class LocalApiServer:
         self.port = 0
         self._socket: socket.socket | None = None
         self.process: subprocess.Popen[bytes] | None = None
-        self._home: Path | None = None
         self._stderr: IO[bytes] | None = None
         self._lease: kept_api.Lease | None = None
         self.migrating = False
-        self._database: Path | None = None
+        self._stamp_when_ready: tuple[Path, Path] | None = None  # home, SQLite file migrated
         self.reused = False
 
     @property
@@ -174,7 +173,8 @@ class LocalApiServer:
             self.say(f"creating Prefect's database at {database} (first run; about half a minute)")
         current = database is not None and database_stamp.is_current(home, database)
         self.migrating = not current
-        self._spawn(home, database, current)
+        self._stamp_when_ready = (home, database) if database is not None and not current else None
+        self._spawn(home, current)
         if self._lease is not None:
             assert self.process is not None
             self._lease.use(self.process.pid)
@@ -184,10 +184,9 @@ class LocalApiServer:
                 "it, for the next ones (POOLFLOW_API_IDLE=0: it ends with each command)"
             )
 
-    def _spawn(self, home: Path, database: Path | None, database_current: bool) -> None:
+    def _spawn(self, home: Path, database_current: bool) -> None:
         self._socket = _listening_socket()
         self.port = int(self._socket.getsockname()[1])
-        self._home, self._database = home, database
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's life, closed in stop()
         skipped = database_stamp.SKIP_SETTINGS if database_current else {}
         env = {**os.environ, **RECORDER_SETTINGS, **EPHEMERAL_SETTINGS, **LIBRARY_SETTINGS, **skipped}
@@ -236,9 +235,9 @@ class LocalApiServer:
                     self.say(f"still waiting for Prefect's API server ({now - started:.0f} s)")
                     next_note = now + _STILL_WAITING_EVERY
                 time.sleep(_POLL_EVERY)
-        if self.migrating and self._home is not None and self._database is not None:
-            database_stamp.write_stamp(self._home, self._database)
-        self.migrating = False
+        if self._stamp_when_ready is not None:
+            database_stamp.write_stamp(*self._stamp_when_ready)
+        self._stamp_when_ready, self.migrating = None, False
 
     def _answers(self, client: httpx.Client) -> bool:
         import httpx

@@ -4,7 +4,6 @@ settings hold, ended when idle, and at once when a command using it dies."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -60,12 +59,13 @@ def _exec_flow(project: Path, env: dict[str, str]) -> Run:
     assert done.returncode == 0, done.stderr
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
     assert lines["sum"] == SUM_OF_SQUARES
-    return Run(_kept(project)["pid"], lines["api"], done.stderr)
+    return Run(_kept(project).pid, lines["api"], done.stderr)
 
 
-def _kept(project: Path) -> dict[str, int]:
-    kept: dict[str, int] = json.loads((project / "home" / kept_api.STATE_DIR / "server.json").read_text())
-    return kept
+def _kept(project: Path) -> kept_api.KeptServer:
+    server = kept_api.recorded(project / "home")
+    assert server is not None, "a server is recorded"
+    return server
 
 
 def _ends_within(pid: int, seconds: float) -> bool:
@@ -85,7 +85,7 @@ def test_the_next_command_and_a_python_caller_use_the_server_the_first_command_k
     pid = first.pid
     assert psutil.Process(pid).is_running(), "kept after its command ended"
     second_pid, second_url, said = _exec_flow(project, env)
-    assert second_pid == pid and second_url == f"http://127.0.0.1:{_kept(project)['port']}/api"
+    assert second_pid == pid and second_url == f"http://127.0.0.1:{_kept(project).port}/api"
     assert "stays up" not in said, "no server started"
     caller = (
         "import runpy\nfrom poolflow import prefect_api\nwith prefect_api() as url:\n"
@@ -95,7 +95,7 @@ def test_the_next_command_and_a_python_caller_use_the_server_the_first_command_k
     done = subprocess.run(caller_command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"url {second_url}" in done.stdout and "stays up" not in done.stderr
-    assert _kept(project)["pid"] == pid
+    assert _kept(project).pid == pid
     assert not list((project / "home" / kept_api.STATE_DIR / "users").iterdir()), "clean ends leave no marker"
 
 
