@@ -73,6 +73,32 @@ def kept_server(home: str) -> tuple[psutil.Process, float] | None:
     return process, times.user + times.system
 
 
+def warm_interpreters(home: str) -> list[psutil.Process]:
+    """The interpreters kept with ``home``'s API server (``poolflow.warm_interpreter``): a
+    command handed to one runs in a copy of it, outside the benchmarked process's tree."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if any("poolflow.warm_interpreter" in part for part in cmdline) and home in cmdline:
+            found.append(process)
+    pids = {process.pid for process in found}
+    return [process for process in found if process.ppid() not in pids]  # not their copies
+
+
+def _sample_warm(interpreters: list[psutil.Process], cpu: dict[int, tuple[str, float]]) -> int:
+    """Resident bytes of the warm interpreters and the commands running in their copies (each
+    copy runs the flow, its descendants are its workers); records their CPU seconds in ``cpu``."""
+    total = 0
+    for interpreter in interpreters:
+        try:
+            total += interpreter.memory_info().rss
+            copies = interpreter.children()
+        except psutil.Error:
+            continue
+        total += sum(sample_tree(copy, cpu) for copy in copies)
+    return total
+
+
 def _sample_kept(server: tuple[psutil.Process, float] | None, cpu: dict[int, tuple[str, float]]) -> int:
     """Resident bytes of the kept server; records the CPU seconds it added in ``cpu``."""
     if server is None:
@@ -98,6 +124,7 @@ def run_once(
         command = [sys.executable, "-m", "bench.workload", mode, str(corpus), str(repeat), str(processes)]
         on_kept_server = mode not in ("serial", "pool", *STOCK_MODES)
         server = kept_server(env["PREFECT_HOME"]) if on_kept_server else None
+        warm = warm_interpreters(env["PREFECT_HOME"]) if on_kept_server else []
         started = time.perf_counter()
         child = subprocess.Popen(
             [*command, output], env=env, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -106,7 +133,7 @@ def run_once(
         peak = 0
         cpu: dict[int, tuple[str, float]] = {}
         while child.poll() is None:
-            peak = max(peak, sample_tree(watched, cpu) + _sample_kept(server, cpu))
+            peak = max(peak, sample_tree(watched, cpu) + _sample_kept(server, cpu) + _sample_warm(warm, cpu))
             time.sleep(0.05)
         wall = time.perf_counter() - started
         if child.returncode != 0:

@@ -16,10 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.local_run import run_on_local_api
-from poolflow.flows.parameters import DEFAULT_PATTERN
-from poolflow.tasks.inputs import list_items
-from poolflow.tasks.items import parse_item
+from poolflow.warm_interpreter import run_warm
 
 MODES = (
     "serial",
@@ -34,15 +31,22 @@ MODES = (
 
 def work_list(corpus: Path, repeat: int, output: Path) -> list[tuple[str, str, str]]:
     """(input_dir, item, output_dir) for every corpus file, ``repeat`` times."""
+    from poolflow.flows.parameters import DEFAULT_PATTERN
+    from poolflow.tasks.inputs import list_items
+
     items = list_items(corpus, DEFAULT_PATTERN)
     return [(str(corpus), item, str(output / f"r{k}")) for k in range(repeat) for item in items]
 
 
 def _star_parse(args: tuple[str, str, str]) -> Any:
+    from poolflow.tasks.items import parse_item
+
     return parse_item(*args)
 
 
 def run_plain(mode: str, work: list[tuple[str, str, str]], processes: int) -> None:
+    from poolflow.tasks.items import parse_item
+
     if mode == "serial":
         for args in work:
             parse_item(*args)
@@ -69,6 +73,7 @@ def prefect_flow(mode: str, work: list[tuple[str, str, str]], processes: int) ->
     from prefect import flow, task
 
     from poolflow.flows.runner_choice import make_task_runner
+    from poolflow.tasks.items import parse_item
 
     parse = task(name="parse")(parse_item)
 
@@ -88,6 +93,8 @@ def run_prefect(mode: str, work: list[tuple[str, str, str]], processes: int) -> 
     if mode in STOCK_MODES:
         assert prefect_flow(mode, work, processes)() == len(work)
         return
+    from bench.local_run import run_on_local_api
+
     pool = processes if mode == "poolflow" else None
     assert run_on_local_api(lambda: prefect_flow(mode, work, processes), pool) == len(work)
 
@@ -102,5 +109,17 @@ def main(argv: list[str]) -> None:
     print(json.dumps({"mode": mode, "items": len(work), "finished": time.time()}))
 
 
-if __name__ == "__main__":
+def script() -> None:
+    """As the command: the poolflow mode in the warm interpreter kept with the API server
+    (``poolflow.warm_interpreter``) when there is one, every other mode here."""
+    if sys.argv[1:2] == ["poolflow"]:
+        run_warm("bench.workload:here")
+    here()
+
+
+def here() -> None:
     main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    script()

@@ -21,6 +21,7 @@ from contextvars import copy_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from poolflow.command_environment import set_command_environment, verbose
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
 from poolflow.flows.parameters import DEFAULT_PATTERN, ParameterError, check_processes, check_wiki_parameters
 from poolflow.flows.runner_choice import RUNNERS
@@ -120,18 +121,10 @@ def _exit_normally_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def _quiet_prefect_defaults(verbose: bool) -> None:
+def _quiet_prefect_defaults(argv: Sequence[str]) -> None:
     """Before Prefect is imported: no telemetry, and its log lines only with ``--verbose``."""
-    # The embedded API's telemetry heartbeat races its own SQLite start-up and logs a
-    # "database is locked" traceback; poolflow runs do not need it.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not verbose:
-        # Every log line still reaches the API and the UI; the terminal shows the bar and
-        # a summary instead of two lines per task run and a traceback per failure.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-        # Its internal services log each failed event batch (a whole event, thousands of
-        # characters) on another handler.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
+    set_command_environment(argv)
+    if not verbose(argv):
         # Prefect writes "--- Error logging to API ---" on every failed batch while a server
         # is away; the API watcher says it once instead.
         logging.raiseExceptions = False
@@ -314,11 +307,12 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poolflow`` script; returns the process exit code."""
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command == "exec":  # the command's own settings and signals stay its own
         return _exec(args)
     _exit_normally_on_sigterm()
-    _quiet_prefect_defaults(verbose=args.command != "run" or args.verbose)
+    _quiet_prefect_defaults(argv)
     try:
         return COMMANDS[args.command](args)
     except ParameterError as exc:

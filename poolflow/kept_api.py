@@ -41,15 +41,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import http.client
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import IO
 
@@ -89,13 +88,14 @@ def state_dir(home: Path) -> Path:
     return path
 
 
-def fingerprint(cwd: Path | None = None) -> str:
-    """What a server started here would serve with: equal fingerprints, interchangeable servers."""
+def fingerprint(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """What a server started here (in ``cwd``, with ``environ``; by default this process's)
+    would serve with: equal fingerprints, interchangeable servers."""
     digest = hashlib.sha256()
     versions = [sys.executable, _version("poolflow"), _version("prefect"), _code_stamp()]
     environment = sorted(
         f"{name}={value}"
-        for name, value in os.environ.items()
+        for name, value in (os.environ if environ is None else environ).items()
         if name.startswith(("PREFECT_", "POOLFLOW_")) and name not in ("PREFECT_API_URL", "POOLFLOW_API_IDLE")
     )
     for part in [*versions, *environment]:
@@ -108,6 +108,8 @@ def fingerprint(cwd: Path | None = None) -> str:
 
 
 def _version(distribution: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:  # run from a source tree
@@ -194,6 +196,8 @@ def _serves_file(pid: int, path: Path) -> bool:
 
 
 def _answers(port: int) -> bool:
+    import http.client  # here: a command handed to the warm interpreter never asks
+
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=_HEALTH_TIMEOUT)
     try:
         connection.request("GET", "/api/health")

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from poolflow import database_stamp, kept_api
+from poolflow import database_stamp, kept_api, warm_interpreter
 from poolflow.loopback_ca import loopback_ca_file
 from poolflow.prefect_settings import ApiSettings, differs_from_prefect, prefects_own, read_api_settings
 from poolflow.runners.prefect_compat import EPHEMERAL_SERVER_ENVIRONMENT
@@ -131,8 +131,11 @@ def start_lock(home: Path, say: Say) -> Iterator[None]:
 class LocalApiServer:
     """Prefect's API server in a child process of this one, on a free loopback port."""
 
-    def __init__(self, say: Say, timeout: float = START_TIMEOUT, keep_for: float | None = None) -> None:
+    def __init__(
+        self, say: Say, timeout: float = START_TIMEOUT, keep_for: float | None = None, keep_warm: bool = False
+    ) -> None:
         self.say = say
+        self.keep_warm = keep_warm  # a kept server also keeps a warm interpreter for commands
         self.timeout = timeout
         try:
             self.keep_for = kept_api.idle_seconds() if keep_for is None else keep_for
@@ -143,6 +146,7 @@ class LocalApiServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._lease: kept_api.Lease | None = None
+        self._kept: tuple[Path, int] | None = None  # home, PID of the kept server used
         self.migrating = False
         self._stamp_when_ready: tuple[Path, Path] | None = None  # home, SQLite file migrated
         self.reused = False
@@ -167,6 +171,7 @@ class LocalApiServer:
             kept = kept_api.find(home, wanted, database)
             if kept is not None:
                 self._lease.use(kept.pid)
+                self._kept = (home, kept.pid)
                 self.port, self.reused = kept.port, True
                 return
         if database is not None and not database.exists():
@@ -178,6 +183,7 @@ class LocalApiServer:
         if self._lease is not None:
             assert self.process is not None
             self._lease.use(self.process.pid)
+            self._kept = (home, self.process.pid)
             kept_api.record(home, kept_api.KeptServer(self.process.pid, self.port, wanted))
             self.say(
                 f"Prefect's API server stays up {self.keep_for:g} s after the last command that uses "
@@ -272,6 +278,8 @@ class LocalApiServer:
         if self._lease is not None:
             self._lease.release(clean)
             self._lease = None
+            if clean and not end_kept and self.keep_warm and self._kept is not None:
+                warm_interpreter.keep(*self._kept)
         if process is not None and process.poll() is None and (self.keep_for <= 0 or end_kept):
             process.terminate()
             threading.Thread(target=_reap, args=(process,), name="poolflow-api-reaper", daemon=True).start()
@@ -290,14 +298,18 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> Iterator[str | None]:
+def local_api(
+    say: Say, while_starting: Callable[[], object] = lambda: None, keep_warm: bool = False
+) -> Iterator[str | None]:
     """Use the API Prefect is configured with (yields None); otherwise run a local API for the block.
 
     Prefect's settings are read from all of Prefect's sources (``poolflow.prefect_settings``)
     before Prefect is imported, and checked against Prefect's own once it is: where the two
     differ, Prefect's win. Inside the block Prefect's settings point at the local server
     (yields its URL). ``while_starting`` runs while the server starts (the caller's imports
-    of Prefect and its flows: start-up costs the longer of the two, not their sum).
+    of Prefect and its flows: start-up costs the longer of the two, not their sum). A
+    ``poolflow`` command's server, when kept, ``keep_warm`` an interpreter for the next
+    commands (``poolflow.warm_interpreter``).
     """
     settings = read_api_settings()
     if settings.api_url:
@@ -308,7 +320,7 @@ def local_api(say: Say, while_starting: Callable[[], object] = lambda: None) -> 
             yield None
             return
         while_starting = _nothing  # it ran
-    server = LocalApiServer(say)
+    server = LocalApiServer(say, keep_warm=keep_warm)
     clean = False  # the block ended without an exception
     try:
         settings = _start_server(server, settings, say, while_starting)

@@ -103,5 +103,5 @@ def api_with_warm_start(
                 start_fork_server(None)
                 warm.enter_context(prestarted(pool_processes))
 
-        with local_api(say, while_starting=while_starting) as url:
+        with local_api(say, while_starting=while_starting, keep_warm=True) as url:
             yield url
