@@ -51,7 +51,11 @@ def run_plain(mode: str, work: list[tuple[str, str, str]], processes: int) -> No
         for args in work:
             parse_item(*args)
         return
-    with multiprocessing.get_context("forkserver").Pool(processes) as pool:
+    context = multiprocessing.get_context("forkserver")
+    # As a user's script that imports its work function at the top: the fork server imports
+    # it (with __main__), so workers start with it loaded.
+    context.set_forkserver_preload(["__main__", "poolflow.tasks.items"])
+    with context.Pool(processes) as pool:
         pool.map(_star_parse, work, chunksize=1)
 
 
