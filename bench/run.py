@@ -85,7 +85,7 @@ def warm_interpreters(home: str) -> list[psutil.Process]:
     return [process for process in found if process.ppid() not in pids]  # not their copies
 
 
-def _sample_warm(interpreters: list[psutil.Process], cpu: dict[int, tuple[str, float]]) -> int:
+def sample_warm(interpreters: list[psutil.Process], cpu: dict[int, tuple[str, float]]) -> int:
     """Resident bytes of the warm interpreters and the commands running in their copies (each
     copy runs the flow, its descendants are its workers); records their CPU seconds in ``cpu``."""
     total = 0
@@ -133,7 +133,7 @@ def run_once(
         peak = 0
         cpu: dict[int, tuple[str, float]] = {}
         while child.poll() is None:
-            peak = max(peak, sample_tree(watched, cpu) + _sample_kept(server, cpu) + _sample_warm(warm, cpu))
+            peak = max(peak, sample_tree(watched, cpu) + _sample_kept(server, cpu) + sample_warm(warm, cpu))
             time.sleep(0.05)
         wall = time.perf_counter() - started
         if child.returncode != 0:

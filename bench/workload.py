@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -122,7 +123,10 @@ def script() -> None:
 
 
 def here() -> None:
+    """``main``, then the process ends at once, as the command's does (``poolflow.cli.script``)."""
     main(sys.argv[1:])
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,16 +99,32 @@ class Request:
     path: list[str]
     umask: int
     interpreter: list[str]  # executable, version, flags: compared, not applied
+    process: list[str]  # cgroup, resource limits, priority: compared, not applied
 
     @classmethod
     def here(cls, target: str, env: dict[str, str]) -> Request:
         umask = os.umask(0)
         os.umask(umask)
-        return cls(target, sys.argv, env, os.getcwd(), sys.path, umask, _interpreter())
+        return cls(target, sys.argv, env, os.getcwd(), sys.path, umask, _interpreter(), _process())
 
 
 def _interpreter() -> list[str]:
     return [sys.executable, sys.version, repr(tuple(sys.flags)), repr(sys.warnoptions)]
+
+
+def _process() -> list[str]:
+    """What the kernel holds this process to: a copy must not escape the command's cgroup
+    (``systemd-run -p CPUQuota=…``), limits (``ulimit``) or priority (``nice``)."""
+    import resource
+
+    with open("/proc/self/cgroup") as cgroup:
+        groups = cgroup.read()
+    limits = [
+        resource.getrlimit(getattr(resource, name))
+        for name in sorted(dir(resource))
+        if name.startswith("RLIMIT_")
+    ]
+    return [groups, repr(limits), str(os.getpriority(os.PRIO_PROCESS, 0))]
 
 
 def _compared_environment(env: Mapping[str, str]) -> dict[str, str]:
@@ -163,6 +181,7 @@ def _follow(connection: socket.socket, group: int, mask: Iterable[int]) -> None:
         signal.signal(signum, relay)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     ended = json.loads(connection.recv(_MESSAGE_LIMIT) or b"{}")
+    # os._exit: this process only relayed; it holds nothing to flush or tear down.
     if "exit" in ended:
         os._exit(int(ended["exit"]))
     if "signal" in ended:
@@ -321,6 +340,8 @@ class _Interpreter:
             return "no standard streams"
         if request.interpreter != _interpreter():
             return "another Python"
+        if request.process != _process():
+            return "another cgroup, limit or priority"
         if request.path[1:] != self.path or _shadows(request.path[0] if request.path else ""):
             return "another sys.path"
         if _compared_environment(request.env) != self.environment:
@@ -413,6 +434,8 @@ class _Started:
         os.umask(request.umask)
         os.environ.clear()
         os.environ.update(request.env)
+        tempfile.tempdir = None  # found again from TMPDIR and the like when next asked
+        time.tzset()  # TZ
         sys.argv[:] = request.argv
         sys.path[:] = request.path
         for signum in RELAYED_SIGNALS:

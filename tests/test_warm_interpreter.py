@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -196,17 +197,21 @@ def test_a_real_command_interrupted_in_the_copy_stops_with_its_workers(project: 
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("why", ["a module by an imported name", "other Prefect settings", "a prefect.toml"])
+@pytest.mark.parametrize(
+    "why", ["a module by an imported name", "other Prefect settings", "a prefect.toml", "a lower ulimit"]
+)
 def test_a_command_the_interpreter_must_not_take_runs_in_its_own_process(project: Path, why: str) -> None:
     env = _env(project)
     _warm(project, env)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = {"preexec_fn": lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))}
     if why == "a module by an imported name":
         (project / "prefect.py").write_text("raise ImportError('a user module, not Prefect')\n")
     elif why == "other Prefect settings":
         env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     else:
         (project / "prefect.toml").write_text("[logging]\nlevel = 'WARNING'\n")
-    client = _client(project, env, "0")
+    client = _client(project, env, "0", **(lowered if why == "a lower ulimit" else {}))
     out, err = client.communicate("\n", timeout=120)
     assert (client.returncode, out) == (0, "here\n"), err
     (project / "prefect.py").unlink(missing_ok=True)
