@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -124,9 +123,10 @@ def script() -> None:
 
 def here() -> None:
     """``main``, then the process ends at once, as the command's does (``poolflow.cli.script``)."""
+    from poolflow.cli import end_process
+
     main(sys.argv[1:])
-    sys.stdout.flush()
-    os._exit(0)
+    end_process(0)
 
 
 if __name__ == "__main__":

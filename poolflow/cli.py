@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from poolflow.command_environment import set_command_environment, verbose
 from poolflow.crashed_runs import mark_crashed_runs, tagged_with_this_process
@@ -337,7 +337,11 @@ def script() -> None:
     and objects a run loads is skipped: nothing of it is needed once the outputs are written.
     An exception out of ``main`` ends the process the usual way, traceback and all.
     """
-    code = main()
+    end_process(main())
+
+
+def end_process(code: int) -> NoReturn:
+    """Send and flush what is queued, then end the process with ``code`` (``script``)."""
     if "prefect" in sys.modules:
         flush_to_api()
     logging.shutdown()

@@ -100,7 +100,7 @@ def fingerprint(cwd: Path | None = None, environ: Mapping[str, str] | None = Non
     )
     for part in [*versions, *environment]:
         digest.update(part.encode(errors="surrogateescape") + b"\0")
-    for path in settings_files(cwd):
+    for path in settings_files(cwd, environ):
         with contextlib.suppress(OSError):
             digest.update(path.read_bytes())
         digest.update(b"\0")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,10 +89,11 @@ def _dig(table: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 class _Sources:
-    """Prefect's setting sources as they stand in this process and working directory."""
+    """Prefect's setting sources as they stand in a working directory and environment (by
+    default this process's)."""
 
-    def __init__(self, cwd: Path) -> None:
-        self.environ = dict(os.environ)
+    def __init__(self, cwd: Path, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
         self.dotenv = _read_dotenv(cwd / ".env")
         self.prefect_toml = _read_toml(cwd / "prefect.toml")
         self.pyproject = _dig(_read_toml(cwd / "pyproject.toml"), ("tool", "prefect")) or {}
@@ -143,11 +145,12 @@ def read_api_settings(cwd: Path | None = None) -> ApiSettings:
     )
 
 
-def settings_files(cwd: Path | None = None) -> tuple[Path, ...]:
+def settings_files(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> tuple[Path, ...]:
     """The files Prefect reads settings from here (some may not exist): a server started here
     reads the same ones."""
     cwd = cwd or Path.cwd()
-    return (cwd / ".env", cwd / "prefect.toml", cwd / "pyproject.toml", _Sources(cwd).profiles_path())
+    profiles = _Sources(cwd, environ).profiles_path()
+    return (cwd / ".env", cwd / "prefect.toml", cwd / "pyproject.toml", profiles)
 
 
 def prefects_own() -> ApiSettings:

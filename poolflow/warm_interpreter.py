@@ -52,6 +52,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from poolflow import kept_api
+from poolflow.prefect_settings import read_api_settings
+
 # What a command would import before its first task (``poolflow.warm_start.FLOW_RUN_MODULES``
 # are imported with them).
 WARM_MODULES = (
@@ -142,9 +145,6 @@ def run_warm(target: str, environment: Environment = lambda argv, environ: dict(
     """Run ``target`` in the interpreter kept with this home's API server and exit as it
     ended; return at once, having done nothing, where there is none or it declines.
     ``environment`` gives the environment the command has when it imports Prefect."""
-    from poolflow import kept_api
-    from poolflow.prefect_settings import read_api_settings
-
     try:
         settings = read_api_settings()
     except Exception:  # the command itself reports unreadable settings
@@ -271,7 +271,7 @@ class _Interpreter:
         self.selector.register(listener, selectors.EVENT_READ, "listener")
         self.selector.register(server_exit, selectors.EVENT_READ, "server")
         self.commands: dict[int, _Command] = {}  # by pidfd
-        self.fingerprint = _kept_fingerprint(None)
+        self.fingerprint = kept_api.fingerprint()
 
     def serve(self) -> _Started:
         while self.listener is not None or self.commands:
@@ -346,7 +346,7 @@ class _Interpreter:
             return "another sys.path"
         if _compared_environment(request.env) != self.environment:
             return "other settings"
-        if _kept_fingerprint(request) != self.fingerprint:
+        if kept_api.fingerprint(Path(request.cwd), request.env) != self.fingerprint:
             return "another fingerprint"
         return None
 
@@ -381,13 +381,6 @@ class _Interpreter:
         command.connection.close()
 
 
-def _kept_fingerprint(request: Request | None) -> str:
-    """The API server fingerprint (``poolflow.kept_api``) here, or where ``request`` runs."""
-    from poolflow import kept_api
-
-    return kept_api.fingerprint() if request is None else kept_api.fingerprint(Path(request.cwd), request.env)
-
-
 def _shadows(folder: str) -> bool:
     """Whether ``folder`` (a script's folder or the working directory, first on its
     ``sys.path``) holds a module or package by the name of one imported here from elsewhere."""
@@ -398,8 +391,11 @@ def _shadows(folder: str) -> bool:
     for entry in entries:
         name = entry.name.removesuffix(".py") if entry.is_file() else entry.name
         module = sys.modules.get(name) if entry.is_dir() or entry.name.endswith(".py") else None
-        origin = getattr(module, "__file__", None) or ""
-        if module is not None and not os.path.realpath(origin).startswith(os.path.realpath(entry.path)):
+        if module is None:
+            continue
+        place = os.path.realpath(entry.path)
+        origin = os.path.realpath(getattr(module, "__file__", None) or "")
+        if os.path.commonpath([origin, place]) != place:  # imported from somewhere else
             return True
     return False
 
