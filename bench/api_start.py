@@ -13,11 +13,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.homes import NEW_SERVER
+from bench.homes import NEW_SERVER, fresh_home
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +44,7 @@ def main() -> None:
         return
     env = {
         **os.environ,
-        "PREFECT_HOME": tempfile.mkdtemp(prefix="poolflow-api-start-"),
+        "PREFECT_HOME": fresh_home("poolflow-api-start-"),
         **NEW_SERVER,  # each round starts a server, as a command finding none kept does
         "PYTHONPATH": str(ROOT),
     }

@@ -114,13 +114,14 @@ def main(argv: list[str]) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("name a command, e.g. python -m bench.cpu_census -- pytest tests/test_cli.py")
-    log = Path(tempfile.mkdtemp(prefix="poolflow-census-")) / "pacct"
-    started = time.monotonic()
-    with accounting(log) as commands:
-        code = subprocess.call(command)
-        time.sleep(1)  # the last exits reach the log
-    wall = time.monotonic() - started
-    seconds, processes = census(log.read_bytes(), commands)
+    with tempfile.TemporaryDirectory(prefix="poolflow-census-") as folder:
+        log = Path(folder) / "pacct"
+        started = time.monotonic()
+        with accounting(log) as commands:
+            code = subprocess.call(command)
+            time.sleep(1)  # the last exits reach the log
+        wall = time.monotonic() - started
+        seconds, processes = census(log.read_bytes(), commands)
     total = sum(seconds.values())
     count = sum(processes.values())
     print(f"{' '.join(command)}: exit {code}, {wall:.0f} s wall, {total:.0f} CPU-s in {count} processes")

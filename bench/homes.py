@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,8 +15,9 @@ NEW_SERVER = {"POOLFLOW_API_IDLE": "0"}
 
 
 def fresh_home(prefix: str = "poolflow-bench-home-") -> str:
-    """A new Prefect home; the API server its commands keep is stopped when the benchmark ends,
-    so that it does not idle beside the benchmarks after it."""
+    """A new Prefect home; when the benchmark ends, the API server its commands keep is stopped
+    (so that it does not idle beside the benchmarks after it) and the home removed."""
     home = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, home, ignore_errors=True)  # exit handlers run last-in first
     atexit.register(kept_api.end, Path(home))
     return home

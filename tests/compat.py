@@ -162,7 +162,10 @@ def check_corner(corner: Corner, work: Path) -> None:
     with log.open("a") as out:
         out.write(flow_output.stdout + flow_output.stderr)
     if USER_FLOW_OUTPUT not in flow_output.stdout.splitlines():
-        raise RuntimeError(f"the user flow printed {flow_output.stdout!r}, not {USER_FLOW_OUTPUT}")
+        raise RuntimeError(
+            f"the user flow printed {flow_output.stdout!r}, not {USER_FLOW_OUTPUT}\n"
+            + flow_output.stderr[-4000:]
+        )
     test_env = dict(env, CI=os.environ.get("CI", ""))
     test_env.pop("PREFECT_HOME")
     run(
@@ -177,14 +180,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corners", choices=["extremes", "all"], default="all")
     parser.add_argument("--only", help="one corner, e.g. 3.13x3.7.5 (Python x Prefect)")
-    parser.add_argument("--work", type=Path, help="where the virtualenvs go (default: a temp folder)")
+    parser.add_argument(
+        "--work", type=Path, help="where the virtualenvs go, kept (default: a temp folder, removed)"
+    )
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="poolflow-compat-"))
-    work.mkdir(parents=True, exist_ok=True)
     chosen = corners(args.corners)
     if args.only:
         python, prefect = args.only.split("x")
         chosen = [Corner(python, prefect)]
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+        return check_corners(chosen, args.work)
+    with tempfile.TemporaryDirectory(prefix="poolflow-compat-") as work:
+        return check_corners(chosen, Path(work))
+
+
+def check_corners(chosen: list[Corner], work: Path) -> int:
+    """Check each corner in turn, in virtualenvs under ``work``; 1 if any failed."""
     failed = []
     for corner in chosen:
         started = time.monotonic()

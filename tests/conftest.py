@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,30 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("POOLFLOW_CORPUS", REPO.parent / "shared" / "corpus" / "kowiki"))
 CORPUS_FILES = 20
 CORPUS_DOCUMENTS = 4274
+
+
+def _run_temp_folder() -> str | None:
+    """Point this test run's temp folder (its own, its subprocesses' and pytest's) at one folder
+    under the system's, which the run removes at its end: Prefect homes, servers' databases,
+    outputs, and what processes killed on purpose leave (multiprocessing's ``pymp-*``) would
+    otherwise pile up in a shared ``/tmp`` from run to run. pytest-xdist's workers and tests'
+    nested runs inherit it; returns the folder if this process made it (and so removes it)."""
+    if os.environ.get("POOLFLOW_TEST_TMP"):
+        return None
+    folder = tempfile.mkdtemp(prefix="poolflow-tests-")
+    os.environ.update(POOLFLOW_TEST_TMP=folder, TMPDIR=folder)
+    tempfile.tempdir = folder
+    return folder
+
+
+_OWN_TEMP_FOLDER = _run_temp_folder()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's temp folder once every test, fixture and xdist worker has finished."""
+    if _OWN_TEMP_FOLDER:
+        shutil.rmtree(_OWN_TEMP_FOLDER, ignore_errors=True)
+
 
 # Prefect reads its settings when imported: isolate it before any test module imports it.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="poolflow-test-prefect-")
