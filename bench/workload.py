@@ -114,11 +114,15 @@ def main(argv: list[str]) -> None:
 
 
 def script() -> None:
-    """As the command: the poolflow mode in the warm interpreter kept with the API server
-    (``poolflow.warm_interpreter``) when there is one, every other mode here."""
+    """As each mode's user runs it: the poolflow mode as the command, in the warm interpreter
+    kept with the API server (``poolflow.warm_interpreter``) when there is one, and ending as
+    the command ends; every other mode as a script, whose normal exit runs the handlers that
+    stop what it started (the ephemeral API server a stock Prefect run starts is stopped by
+    one: ended with ``os._exit``, it would idle on beside the next runs)."""
     if sys.argv[1:2] == ["poolflow"]:
         run_warm("bench.workload:here")
-    here()
+        here()
+    main(sys.argv[1:])
 
 
 def here() -> None:
