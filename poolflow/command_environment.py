@@ -20,6 +20,9 @@ _QUIET = {
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
     "PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL": "CRITICAL",
 }
+TERMINAL_ONLY = frozenset(_QUIET)
+"""Settings that change only what a process prints on its terminal: an API server does not
+get them, so one server serves quiet and verbose commands alike (``poolflow.kept_api``)."""
 # The embedded API's telemetry heartbeat races its own SQLite start-up and logs a "database is
 # locked" traceback; poolflow runs do not need it.
 _ALWAYS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}

@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from poolflow.command_environment import TERMINAL_ONLY
 from poolflow.prefect_settings import settings_files
 from poolflow.tasks.atomic import written_atomically
 
@@ -88,6 +89,10 @@ def state_dir(home: Path) -> Path:
     return path
 
 
+# Settings a server is started without, or that it does not read.
+_NOT_THE_SERVERS = frozenset({"PREFECT_API_URL", "POOLFLOW_API_IDLE", *TERMINAL_ONLY})
+
+
 def fingerprint(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
     """What a server started here (in ``cwd``, with ``environ``; by default this process's)
     would serve with: equal fingerprints, interchangeable servers."""
@@ -96,7 +101,7 @@ def fingerprint(cwd: Path | None = None, environ: Mapping[str, str] | None = Non
     environment = sorted(
         f"{name}={value}"
         for name, value in (os.environ if environ is None else environ).items()
-        if name.startswith(("PREFECT_", "POOLFLOW_")) and name not in ("PREFECT_API_URL", "POOLFLOW_API_IDLE")
+        if name.startswith(("PREFECT_", "POOLFLOW_")) and name not in _NOT_THE_SERVERS
     )
     for part in [*versions, *environment]:
         digest.update(part.encode(errors="surrogateescape") + b"\0")

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from poolflow import database_stamp, kept_api, warm_interpreter
+from poolflow.command_environment import TERMINAL_ONLY
 from poolflow.loopback_ca import loopback_ca_file
 from poolflow.prefect_settings import ApiSettings, differs_from_prefect, prefects_own, read_api_settings
 from poolflow.runners.prefect_compat import EPHEMERAL_SERVER_ENVIRONMENT
@@ -196,7 +197,8 @@ class LocalApiServer:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's life, closed in stop()
         skipped = database_stamp.SKIP_SETTINGS if database_current else {}
         env = {**os.environ, **RECORDER_SETTINGS, **EPHEMERAL_SETTINGS, **LIBRARY_SETTINGS, **skipped}
-        env.pop("PREFECT_API_URL", None)
+        for name in ("PREFECT_API_URL", *TERMINAL_ONLY):  # the same server for quiet and verbose commands
+            env.pop(name, None)
         # A server kept for later commands ends when idle; any other goes with its command.
         kept = self.keep_for > 0
         life = ["--idle", str(self.keep_for), str(home)] if kept else ["--parent", str(os.getpid())]

@@ -18,6 +18,7 @@ from helpers import prefect_free_env, seeded_home
 from test_script_api import FLOW_SCRIPT
 
 from poolflow import kept_api
+from poolflow.command_environment import TERMINAL_ONLY
 
 POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 
@@ -97,6 +98,26 @@ def test_the_next_command_and_a_python_caller_use_the_server_the_first_command_k
     assert f"url {second_url}" in done.stdout and "stays up" not in done.stderr
     assert _kept(project).pid == pid
     assert not list((project / "home" / kept_api.STATE_DIR / "users").iterdir()), "clean ends leave no marker"
+
+
+def test_quiet_and_verbose_commands_share_one_server(project: Path) -> None:
+    """``run`` sets quieter terminal logging than other commands (``command_environment``);
+    the server does not print to any terminal, so one serves both."""
+    env = _env(project)
+
+    def poolflow(*argv: str) -> str:
+        done = subprocess.run(
+            [POOLFLOW, *argv], cwd=project, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    poolflow("sample", "corpus", "--files", "2", "--docs", "3")
+    assert "stays up" in poolflow("run", "corpus", "-o", "out")
+    pid = _kept(project).pid
+    said = poolflow("demo", "--items", "2", "--max-seconds", "0.1", "--processes", "2")
+    assert "stays up" not in said and _kept(project).pid == pid
+    assert "stays up" not in poolflow("run", "corpus", "-o", "out2", "-v") and _kept(project).pid == pid
 
 
 def test_poolflow_stop_api_stops_the_kept_server_now(project: Path) -> None:
@@ -192,12 +213,14 @@ def test_a_kept_server_that_died_serves_other_settings_or_an_old_database_is_rep
     assert restored != other_settings
 
 
-def test_the_fingerprint_follows_prefects_settings_and_not_the_idle_time(
+def test_the_fingerprint_follows_prefects_settings_and_not_the_idle_time_or_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     before = kept_api.fingerprint()
     monkeypatch.setenv("POOLFLOW_API_IDLE", "5")
+    for name in TERMINAL_ONLY:
+        monkeypatch.setenv(name, "CRITICAL")
     assert kept_api.fingerprint() == before
     (tmp_path / "prefect.toml").write_text('[server.database]\nconnection_url = "sqlite+aiosqlite:///x.db"\n')
     in_toml = kept_api.fingerprint()
