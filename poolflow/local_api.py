@@ -39,9 +39,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from poolflow import database_stamp, kept_api, warm_interpreter
 from poolflow.command_environment import TERMINAL_ONLY
@@ -52,6 +52,7 @@ from poolflow.runners.worker import die_with_parent
 
 if TYPE_CHECKING:
     import httpx
+    from prefect.settings import Settings
 
 Say = Callable[[str], None]
 
@@ -129,6 +130,11 @@ def start_lock(home: Path, say: Say) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def loopback_api_url(port: int) -> str:
+    """The URL of Prefect's API served on ``port`` of the loopback interface."""
+    return f"http://127.0.0.1:{port}/api"
+
+
 class LocalApiServer:
     """Prefect's API server in a child process of this one, on a free loopback port."""
 
@@ -154,7 +160,7 @@ class LocalApiServer:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
+        return loopback_api_url(self.port)
 
     def start(self, settings: ApiSettings) -> None:
         """Start the server process on ``settings``' home and database, or take the one kept
@@ -219,6 +225,8 @@ class LocalApiServer:
     def wait_ready(self) -> None:
         """Wait while the server process lives and has not answered ``/health``; stamp a
         database it migrated."""
+        if self.reused:
+            return  # ``kept_api.find`` has just had it answer
         import httpx  # here: the server starts before the command loads anything it can do without
 
         started = time.monotonic()
@@ -228,11 +236,6 @@ class LocalApiServer:
                 now = time.monotonic()
                 if self.process is not None and self.process.poll() is not None:
                     raise ApiStartError(self._exit_message())
-                if self.reused:
-                    raise ApiStartError(
-                        f"the API server kept on port {self.port} stopped answering; run the "
-                        "command again to start a new one"
-                    )
                 if now - started > self.timeout:
                     self.stop(end_kept=True)
                     raise ApiStartError(
@@ -331,27 +334,13 @@ def local_api(
             check_reachable(settings)
             yield None
             return
-        from prefect.settings import (
-            PREFECT_API_SSL_CERT_FILE,
-            PREFECT_API_URL,
-            PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-            temporary_settings,
-        )
+        from prefect.context import SettingsContext, get_settings_context
 
-        # No flow-run heartbeats: they let a long-lived server notice flow runs whose process
-        # died, where this server ends with a command that dies (and ``crashed_runs`` marks such runs
-        # from their process tags); their thread also held up the end of each flow by up to
-        # a second, as it sleeps in whole seconds between checks.
-        updates = {
-            PREFECT_API_URL: server.api_url,
-            PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
-            # Plain HTTP: the clients' TLS contexts are never used, so they load one CA, not ~150.
-            PREFECT_API_SSL_CERT_FILE: str(loopback_ca_file(settings.home)),
-        }
         # Prefect's event and log workers are one per process and keep the API they started
         # with: send what they hold there and stop them, so the next ones start on this server.
         flush_to_api()
-        with temporary_settings(updates=updates):
+        context = get_settings_context()  # entered as Prefect's ``temporary_settings`` does
+        with SettingsContext(profile=context.profile, settings=pointed_at(server.api_url, settings.home)):
             try:
                 yield server.api_url
             finally:
@@ -359,6 +348,49 @@ def local_api(
         clean = True
     finally:
         server.stop(clean)
+
+
+# ``pointed_at``'s answer, made by the warm interpreter before the fork: (URL, home, the
+# settings it started from, the answer).
+_prepared: list[tuple[str, Path, Settings, Settings]] = []
+
+
+def pointed_at(api_url: str, home: Path) -> Settings:
+    """Prefect's current settings with its clients pointed at the local server at ``api_url``
+    on ``home`` (as Prefect's ``temporary_settings`` builds them: read again from all sources).
+
+    No flow-run heartbeats: they let a long-lived server notice flow runs whose process died,
+    where this server ends with a command that dies (and ``crashed_runs`` marks such runs from
+    their process tags); their thread also held up the end of each flow by up to a second, as
+    it sleeps in whole seconds between checks. Plain HTTP: the clients' TLS contexts are never
+    used, so they load one CA (``loopback_ca``), not ~150.
+    """
+    from prefect.settings import (
+        PREFECT_API_SSL_CERT_FILE,
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+    )
+
+    current = get_current_settings()
+    if _prepared:
+        url, prepared_home, base, answer = _prepared.pop()
+        if (url, prepared_home, base) == (api_url, home, current):
+            return answer
+    updates: Mapping[Any, Any] = {
+        PREFECT_API_URL: api_url,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+        PREFECT_API_SSL_CERT_FILE: str(loopback_ca_file(home)),
+    }
+    return current.copy_with_update(updates=updates)
+
+
+def prepare_pointed_at(api_url: str, home: Path) -> None:
+    """Make ``pointed_at(api_url, home)``'s answer now, for its next call (in the warm
+    interpreter: each copy then starts with it made)."""
+    from prefect.settings import get_current_settings
+
+    _prepared[:] = [(api_url, home, get_current_settings(), pointed_at(api_url, home))]
 
 
 def check_reachable(settings: ApiSettings, timeout: float = REACH_TIMEOUT) -> None:

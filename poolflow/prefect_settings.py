@@ -153,18 +153,32 @@ def settings_files(cwd: Path | None = None, environ: Mapping[str, str] | None = 
     return (cwd / ".env", cwd / "prefect.toml", cwd / "pyproject.toml", profiles)
 
 
+# ``prefects_own`` as the warm interpreter found it before the fork (``remember_prefects_own``).
+_remembered: list[ApiSettings] = []
+
+
 def prefects_own() -> ApiSettings:
     """The same settings from Prefect itself (imports Prefect): the last word.
 
     The API URL and key are those of this process's Prefect context (``temporary_settings``
     included): they are where this process's flows report. The home and the database are
     read afresh from Prefect's sources, as the API server, a child process with this
-    environment and working directory, will read them.
+    environment and working directory, will read them. A command forked from the warm
+    interpreter gets, the first time it asks, what the interpreter read: it takes only
+    commands whose environment and settings files are the ones it read them from.
     """
+    if _remembered:
+        return _remembered.pop()
     from prefect.settings import Settings, get_current_settings
 
     context = from_prefect(get_current_settings())
     return replace(from_prefect(Settings()), api_url=context.api_url, api_key=context.api_key)
+
+
+def remember_prefects_own() -> None:
+    """Read ``prefects_own`` now, for the next call (in the warm interpreter, before it forks
+    copies, each of which then saves reading Prefect's sources again)."""
+    _remembered[:] = [prefects_own()]
 
 
 def from_prefect(settings: Settings) -> ApiSettings:

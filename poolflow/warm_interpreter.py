@@ -235,6 +235,7 @@ def main(argv: list[str]) -> None:
     with building_long_lived_objects():
         for module in (*WARM_MODULES, *FLOW_RUN_MODULES):
             importlib.import_module(module)
+        _prepare_copies(home, server)
     if threading.active_count() != 1:
         return  # a fork would copy another thread's locks mid-use
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -246,6 +247,40 @@ def main(argv: list[str]) -> None:
     listener.listen(16)
     started = _Interpreter(listener, server_exit).serve()
     sys.exit(started.run())
+
+
+def _prepare_copies(home: Path, server: int) -> None:
+    """Do once, for every copy, what each command would do first: Prefect's own reading of its
+    settings (``remember_prefects_own``) and its settings pointed at the kept server
+    (``prepare_pointed_at``), the pydantic models built on first use, and multiprocessing's
+    resource tracker, a new Python process that each command's worker pool would otherwise
+    start (a copy inherits its pipe, so the tracker ends after the interpreter and its last
+    copy)."""
+    from multiprocessing import resource_tracker
+
+    from poolflow.local_api import loopback_api_url, prepare_pointed_at
+    from poolflow.prefect_settings import remember_prefects_own
+
+    remember_prefects_own()
+    kept = kept_api.recorded(home)
+    if kept is not None and kept.pid == server:
+        prepare_pointed_at(loopback_api_url(kept.port), home)
+    _build_deferred_models()
+    resource_tracker.ensure_running()
+
+
+def _build_deferred_models() -> None:
+    """Build the pydantic models that build on first use (Prefect's client schemas among them:
+    the flow run's, its logs', its events'), so no copy builds them while its flow run starts."""
+    from pydantic import BaseModel
+
+    pending = BaseModel.__subclasses__()
+    while pending:
+        model = pending.pop()
+        pending.extend(model.__subclasses__())
+        if not model.__pydantic_complete__:
+            with contextlib.suppress(Exception):  # references that do not resolve: built on use, as before
+                model.model_rebuild()
 
 
 @dataclass

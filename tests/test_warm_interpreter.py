@@ -184,7 +184,7 @@ def test_a_real_command_interrupted_in_the_copy_stops_with_its_workers(project: 
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
-    while len(interpreter.children(recursive=True)) < 3:  # the copy, its fork server, workers
+    while len(_command_processes(interpreter)) < 3:  # the copy, its fork server, workers
         assert time.monotonic() < deadline and command.poll() is None, "it never ran in a copy"
         time.sleep(0.2)
     assert not psutil.Process(command.pid).children(), "the command's own process only relays"
@@ -192,9 +192,71 @@ def test_a_real_command_interrupted_in_the_copy_stops_with_its_workers(project: 
     _, err = command.communicate(timeout=120)
     assert command.returncode == 130 and "interrupted; rerun the same command" in err
     deadline = time.monotonic() + 30
-    while interpreter.children(recursive=True):
+    while interpreter.children(recursive=True):  # the resource tracker too, once the interpreter ends
         assert time.monotonic() < deadline, "no orphans: the copy's workers end with it"
         time.sleep(0.2)
+
+
+def _command_processes(interpreter: psutil.Process) -> list[psutil.Process]:
+    """The interpreter's descendants but the resource tracker it keeps for its copies."""
+    found = []
+    for process in interpreter.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if not any("resource_tracker" in part for part in process.cmdline()):
+                found.append(process)
+    return found
+
+
+# What the interpreter did once for its copies, as a copy finds it before its command starts.
+PREPARED = """\
+import json, os, psutil
+from poolflow import local_api, prefect_settings
+
+
+def main():
+    tracker = [
+        child.pid for child in psutil.Process(os.getppid()).children()
+        if any("resource_tracker" in part for part in child.cmdline())
+    ]
+    print(json.dumps({
+        "prefects_own": len(prefect_settings._remembered), "pointed_at": len(local_api._prepared),
+        "tracker": tracker,
+    }))
+    return 0
+"""
+
+
+def test_a_copy_starts_with_prefects_settings_read_and_pointed_at_the_server(project: Path) -> None:
+    (project / "prepared.py").write_text(PREPARED)
+    (project / "prepared_client.py").write_text(CLIENT.replace("warm_target:main", "prepared:main"))
+    env = _env(project)
+    _warm(project, env)
+    reports = []
+    for _ in range(2):
+        command = [sys.executable, "prepared_client.py"]
+        done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout))
+    assert reports[0]["prefects_own"] == reports[0]["pointed_at"] == 1, "read once, before the fork"
+    assert len(reports[0]["tracker"]) == 1 and reports[1] == reports[0], "one tracker, for every copy"
+
+    kept = kept_api.recorded(project / "home")
+    assert kept is not None
+    script = (
+        "import json\nfrom prefect.settings import get_current_settings\n"
+        "from poolflow.local_api import pointed_at, prepare_pointed_at\n"
+        "from pathlib import Path\n"
+        "url, home = 'http://127.0.0.1:9/api', Path('elsewhere')\n"
+        "prepare_pointed_at(url, home)\n"
+        "made = pointed_at(url, home)\n"
+        "fresh = pointed_at(url, home)\n"
+        "print(json.dumps([made == fresh, made.api.url, made.flows.heartbeat_frequency,\n"
+        "    made.api.ssl_cert_file is not None, get_current_settings().api.url]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert json.loads(done.stdout) == [True, "http://127.0.0.1:9/api", None, True, None], done.stderr
 
 
 @pytest.mark.parametrize(
