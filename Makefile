@@ -93,7 +93,7 @@ compat: $(RUN_STAMP)
 # per-file step; one item's stages. Each writes its table into bench/results.md.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
-	$(BIN)/python -m bench.run --modes pool,poolflow --repeat 100 --rounds 3 --section "1,000 and 2,000 items"
+	$(BIN)/python -m bench.run --modes pool,poolflow --repeat 100 --rounds 3 --mirrored --section "1,000 and 2,000 items"
 	$(BIN)/python -m bench.simulation
 	$(BIN)/python -m bench.tiny_files
 	$(BIN)/python -m bench.user_script

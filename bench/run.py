@@ -22,95 +22,13 @@ import psutil
 
 from bench.homes import fresh_home
 from bench.results_file import write_section
+from bench.sampling import ROLES, RunSampler, kept_server, warm_interpreters
 from bench.workload import MODES, STOCK_MODES
-from poolflow import kept_api
 from poolflow.flows.parameters import DEFAULT_PATTERN
 from poolflow.tasks.inputs import list_items
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "corpus" / "kowiki"
-
-
-ROLES = ("flow", "workers", "api")  # the process run by bench.workload, its pool, Prefect's server
-
-
-def process_role(root: psutil.Process, member: psutil.Process) -> str:
-    """Which of ``ROLES`` a process of the benchmarked tree plays."""
-    if member.pid == root.pid:
-        return "flow"
-    command = " ".join(member.cmdline())
-    # poolflow's server, or the ephemeral one Prefect starts itself (stock modes)
-    return "api" if "poolflow.api_server" in command or "prefect.server.api.server" in command else "workers"
-
-
-def sample_tree(root: psutil.Process, cpu: dict[int, tuple[str, float]]) -> int:
-    """Resident bytes of ``root`` and its descendants; records each one's role and CPU seconds in ``cpu``."""
-    total = 0
-    for member in [root, *root.children(recursive=True)]:
-        try:
-            with member.oneshot():
-                total += member.memory_info().rss
-                # Asked every time: just after fork, before exec, a child still shows its parent's command.
-                role = process_role(root, member)
-                times = member.cpu_times()
-                cpu[member.pid] = (role, times.user + times.system)
-        except psutil.Error:  # exited since it was listed: its last sample stands
-            continue
-    return total
-
-
-def kept_server(home: str) -> tuple[psutil.Process, float] | None:
-    """The API server an earlier command kept on ``home`` (``poolflow.kept_api``) and its CPU
-    seconds so far: a run on it is charged its RSS and the CPU it adds."""
-    server = kept_api.recorded(Path(home))
-    if server is None:
-        return None
-    try:
-        process = psutil.Process(server.pid)
-        times = process.cpu_times()
-    except psutil.Error:
-        return None
-    return process, times.user + times.system
-
-
-def warm_interpreters(home: str) -> list[psutil.Process]:
-    """The interpreters kept with ``home``'s API server (``poolflow.warm_interpreter``): a
-    command handed to one runs in a copy of it, outside the benchmarked process's tree."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if any("poolflow.warm_interpreter" in part for part in cmdline) and home in cmdline:
-            found.append(process)
-    pids = {process.pid for process in found}
-    return [process for process in found if process.ppid() not in pids]  # not their copies
-
-
-def sample_warm(interpreters: list[psutil.Process], cpu: dict[int, tuple[str, float]]) -> int:
-    """Resident bytes of the warm interpreters and the commands running in their copies (each
-    copy runs the flow, its descendants are its workers); records their CPU seconds in ``cpu``."""
-    total = 0
-    for interpreter in interpreters:
-        try:
-            total += interpreter.memory_info().rss
-            copies = interpreter.children()
-        except psutil.Error:
-            continue
-        total += sum(sample_tree(copy, cpu) for copy in copies)
-    return total
-
-
-def _sample_kept(server: tuple[psutil.Process, float] | None, cpu: dict[int, tuple[str, float]]) -> int:
-    """Resident bytes of the kept server; records the CPU seconds it added in ``cpu``."""
-    if server is None:
-        return 0
-    process, before = server
-    try:
-        with process.oneshot():
-            times = process.cpu_times()
-            cpu[process.pid] = ("api", times.user + times.system - before)
-            return int(process.memory_info().rss)
-    except psutil.Error:
-        return 0
 
 
 def run_once(
@@ -129,16 +47,14 @@ def run_once(
         child = subprocess.Popen(
             [*command, output], env=env, cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
-        watched = psutil.Process(child.pid)
-        peak = 0
-        cpu: dict[int, tuple[str, float]] = {}
+        sampler = RunSampler(child.pid, server, warm)
         while child.poll() is None:
-            peak = max(peak, sample_tree(watched, cpu) + _sample_kept(server, cpu) + sample_warm(warm, cpu))
+            sampler.sample()
             time.sleep(0.05)
         wall = time.perf_counter() - started
         if child.returncode != 0:
             raise RuntimeError(f"{mode} failed with exit code {child.returncode}")
-        return wall, peak, {role: sum(s for r, s in cpu.values() if r == role) for role in ROLES}
+        return wall, sampler.peak, sampler.cpu_by_role()
 
 
 def main() -> None:
@@ -150,6 +66,11 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", type=Path, default=HERE, help="folder for results.md and results.png")
     parser.add_argument("--section", help="write the table as this section of results.md (no chart)")
+    parser.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="each round runs the modes forward, then backward (see round_lines)",
+    )
     args = parser.parse_args()
     modes = args.modes.split(",")
     files = len(list_items(args.corpus, DEFAULT_PATTERN))
@@ -163,7 +84,7 @@ def main() -> None:
     cpus: dict[tuple[str, str], list[float]] = {}  # (mode, role): CPU seconds at the large size
     for round_number in range(args.rounds):
         for repeat in sizes:
-            for mode in modes:
+            for mode in [*modes, *modes[::-1]] if args.mirrored else modes:
                 wall, peak, cpu = run_once(mode, args.corpus, repeat, args.processes, env)
                 walls.setdefault((mode, repeat), []).append(wall)
                 if repeat == args.repeat:
@@ -192,7 +113,8 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
         f"{platform.system()}. Corpus: {files} files × {large} = {n_large} items (marginal cost from "
         f"{n_small} and {n_large} items), {args.processes} processes, median of {args.rounds} alternating "
-        "rounds, each run a fresh process; Prefect runs use the API server that an earlier `poolflow` "
+        f"rounds{' (each mode run twice a round, mirrored)' if args.mirrored else ''}, each run a fresh "
+        "process; Prefect runs use the API server that an earlier `poolflow` "
         "command started and kept (poolflow/kept_api.py; its RSS and the CPU it adds are counted), "
         "except `prefect-process-stock`: Prefect's `ProcessPoolTaskRunner` run as plain Prefect "
         "runs it, on the ephemeral API server Prefect starts itself with its default settings. "
@@ -209,7 +131,7 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
             + " | ".join(f"{seconds:.1f}" for seconds in cpu)
             + " |"
         )
-    lines += ["", *round_lines(modes, walls, sizes, files)]
+    lines += ["", *round_lines(modes, walls, sizes, files, 2 if args.mirrored else 1)]
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.md"
     print("\n".join(lines))
@@ -223,12 +145,18 @@ def write_results(modes, walls, peaks, cpus, sizes, files, args) -> None:  # typ
 
 
 def round_lines(
-    modes: list[str], walls: dict[tuple[str, int], list[float]], sizes: tuple[int, int], files: int
+    modes: list[str],
+    walls: dict[tuple[str, int], list[float]],
+    sizes: tuple[int, int],
+    files: int,
+    per_round: int = 1,
 ) -> list[str]:
     """Each mode against raw Pool (and Prefect's runners against poolflow), round by round, at
     each size: a round's runs follow one another, so their ratio is measured at one speed of
     the machine (it drifts by tens of percent within minutes); the median of those ratios is
-    what a target is held to."""
+    what a target is held to. A mirrored round (``per_round`` 2) runs the modes forward, then
+    backward (raw Pool, poolflow, poolflow, raw Pool) and takes the ratio of each mode's two
+    walls summed: a drift within the round then weighs on both modes alike."""
     lines = [
         "Round by round (the runs of a round follow one another), at each size; median over rounds:",
         "",
@@ -240,9 +168,13 @@ def round_lines(
         pairs += [(mode, "poolflow") for mode in modes if mode.startswith("prefect-")]
     for mode, against in pairs:
         for size in sizes:
-            rounds = list(zip(walls[(mode, size)], walls[(against, size)], strict=True))
+            mine, theirs = walls[(mode, size)], walls[(against, size)]
+            rounds = [
+                (sum(mine[start : start + per_round]), sum(theirs[start : start + per_round]))
+                for start in range(0, len(mine), per_round)
+            ]
             ratios = [run / other for run, other in rounds]
-            over = [run - other for run, other in rounds]
+            over = [(run - other) / per_round for run, other in rounds]
             lines.append(
                 f"| {mode} | {against} | {size * files} | {', '.join(f'{r:.2f}×' for r in ratios)} | "
                 f"{statistics.median(ratios):.2f}× | {', '.join(f'{o:+.1f}' for o in over)} | "

@@ -40,7 +40,8 @@ import psutil
 
 from bench.homes import fresh_home
 from bench.results_file import write_section
-from bench.run import DEFAULT_CORPUS, HERE, sample_tree, sample_warm, warm_interpreters
+from bench.run import DEFAULT_CORPUS, HERE
+from bench.sampling import RunSampler, warm_interpreters
 from poolflow.flows.parameters import DEFAULT_PATTERN
 from poolflow.tasks.inputs import list_items
 from poolflow.tasks.items import artifact_path
@@ -122,13 +123,13 @@ def measure(command: list[str], env: dict[str, str]) -> Measured:
     with tempfile.TemporaryFile("w+") as log:
         started = time.perf_counter()
         child = subprocess.Popen(command, env=env, cwd=HERE.parent, stdout=log, stderr=subprocess.STDOUT)
-        watched = psutil.Process(child.pid)
         # A command handed to a warm interpreter runs in a copy of it, outside this tree.
         warm = warm_interpreters(env["PREFECT_HOME"]) if "PREFECT_HOME" in env else []
-        peak = 0
+        sampler = RunSampler(child.pid, interpreters=warm)
         while child.poll() is None:
-            peak = max(peak, sample_tree(watched, {}) + sample_warm(warm, {}))
+            sampler.sample()
             time.sleep(0.05)
+        peak = sampler.peak
         wall = time.perf_counter() - started
         log.seek(0)
         text = log.read()
