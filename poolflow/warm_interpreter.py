@@ -256,17 +256,16 @@ def _prepare_copies(home: Path, server: int) -> None:
     resource tracker, a new Python process that each command's worker pool would otherwise
     start (a copy inherits its pipe, so the tracker ends after the interpreter and its last
     copy)."""
-    from multiprocessing import resource_tracker
-
     from poolflow.local_api import loopback_api_url, prepare_pointed_at
     from poolflow.prefect_settings import remember_prefects_own
+    from poolflow.runners.multiprocessing_compat import start_resource_tracker
 
     remember_prefects_own()
     kept = kept_api.recorded(home)
     if kept is not None and kept.pid == server:
         prepare_pointed_at(loopback_api_url(kept.port), home)
     _build_deferred_models()
-    resource_tracker.ensure_running()
+    start_resource_tracker()
 
 
 def _build_deferred_models() -> None:

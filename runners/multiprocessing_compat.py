@@ -4,9 +4,10 @@ Relies on ``multiprocessing.forkserver._forkserver``, the process-wide ``ForkSer
 public face is ``set_forkserver_preload``: its ``_preload_modules`` (the list that function
 replaces) and ``_forkserver_pid`` (set while a fork server runs); to start that server by
 forking, also on the rest of its state (``FORK_SERVER_STATE``), on ``forkserver.main``'s
-parameters (``FORK_SERVER_MAIN``) and on ``util.is_abstract_socket_namespace``.
-``tests/test_multiprocessing_compat.py`` fails, naming the Python, when they change; a Python
-whose fork server differs gets the fork server ``multiprocessing`` starts itself.
+parameters (``FORK_SERVER_MAIN``) and on ``util.is_abstract_socket_namespace``; to share one
+resource tracker with forked copies, on ``resource_tracker.ensure_running`` keeping a tracker a
+fork inherited. ``tests/test_multiprocessing_compat.py`` fails, naming the Python, when they
+change; a Python whose fork server differs gets the fork server ``multiprocessing`` starts itself.
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ def _single_threaded() -> bool:
         return len(os.listdir("/proc/self/task")) == 1
     except OSError:
         return False
+
+
+def start_resource_tracker() -> None:
+    """Start ``multiprocessing``'s resource tracker now, in a process that will fork copies:
+    they inherit its pipe and use it rather than each starting a tracker (a new Python process)
+    of their own. It ends once this process and every copy have exited."""
+    resource_tracker.ensure_running()
 
 
 def fork_the_fork_server(preload: Sequence[str]) -> bool:

@@ -49,3 +49,26 @@ if __name__ == "__main__":
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False", "True", "False"], (PYTHON, out.stdout, out.stderr)
+
+
+def test_a_forked_copy_uses_the_resource_tracker_it_inherited() -> None:
+    """In a fresh interpreter: after ``start_resource_tracker``, a fork asking for a tracker
+    (as its worker pool does) gets the same process, not a new one."""
+    script = """\
+import os
+from multiprocessing import resource_tracker
+from poolflow.runners.multiprocessing_compat import start_resource_tracker
+start_resource_tracker()
+tracker = resource_tracker._resource_tracker._pid
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    resource_tracker.ensure_running()
+    os.write(write, str(resource_tracker._resource_tracker._pid).encode())
+    os._exit(0)
+os.waitpid(child, 0)
+print(tracker, os.read(read, 64).decode())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    tracker, in_copy = done.stdout.split()
+    assert tracker == in_copy != "None", f"{PYTHON}: a forked copy started its own resource tracker"
