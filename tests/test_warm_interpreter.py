@@ -210,6 +210,7 @@ def _command_processes(interpreter: psutil.Process) -> list[psutil.Process]:
 # What the interpreter did once for its copies, as a copy finds it before its command starts.
 PREPARED = """\
 import json, os, psutil
+from prefect.client.schemas.actions import FlowRunCreate
 from poolflow import local_api, prefect_settings
 
 
@@ -220,7 +221,7 @@ def main():
     ]
     print(json.dumps({
         "prefects_own": len(prefect_settings._remembered), "pointed_at": len(local_api._prepared),
-        "tracker": tracker,
+        "tracker": tracker, "models": FlowRunCreate.__pydantic_complete__,
     }))
     return 0
 """
@@ -238,6 +239,7 @@ def test_a_copy_starts_with_prefects_settings_read_and_pointed_at_the_server(pro
         assert done.returncode == 0, done.stderr
         reports.append(json.loads(done.stdout))
     assert reports[0]["prefects_own"] == reports[0]["pointed_at"] == 1, "read once, before the fork"
+    assert reports[0]["models"], "the flow run's model is built before the fork, not at its first use"
     assert len(reports[0]["tracker"]) == 1 and reports[1] == reports[0], "one tracker, for every copy"
 
     kept = kept_api.recorded(project / "home")
