@@ -3,11 +3,11 @@
 Relies on ``multiprocessing.forkserver._forkserver``, the process-wide ``ForkServer`` whose
 public face is ``set_forkserver_preload``: its ``_preload_modules`` (the list that function
 replaces) and ``_forkserver_pid`` (set while a fork server runs); to start that server by
-forking, also on the rest of its state (``FORK_SERVER_STATE``), on ``forkserver.main``'s
-parameters (``FORK_SERVER_MAIN``) and on ``util.is_abstract_socket_namespace``; to share one
-resource tracker with forked copies, on ``resource_tracker.ensure_running`` keeping a tracker a
-fork inherited. ``tests/test_multiprocessing_compat.py`` fails, naming the Python, when they
-change; a Python whose fork server differs gets the fork server ``multiprocessing`` starts itself.
+forking, also on the rest of its state (``FORK_SERVER_STATE``) and on ``forkserver.main``'s
+parameters (``FORK_SERVER_MAIN``); to share one resource tracker with forked copies, on
+``resource_tracker.ensure_running`` keeping a tracker a fork inherited.
+``tests/test_multiprocessing_compat.py`` fails, naming the Python, when they change; a Python
+whose fork server differs gets the fork server ``multiprocessing`` starts itself.
 """
 
 from __future__ import annotations
@@ -15,18 +15,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
-import multiprocessing.connection
 import multiprocessing.forkserver
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
-from multiprocessing import resource_tracker, util
+from multiprocessing import resource_tracker
 from typing import Any, NoReturn
-
-connection_module: Any = multiprocessing.connection  # its arbitrary_address is not in typeshed
 
 FORK_SERVER_STATE = frozenset(
     {
@@ -66,7 +65,6 @@ def can_fork_the_fork_server() -> bool:
         sys.platform.startswith("linux")
         and set(vars(server)) == FORK_SERVER_STATE
         and tuple(inspect.signature(multiprocessing.forkserver.main).parameters) == FORK_SERVER_MAIN
-        and callable(getattr(util, "is_abstract_socket_namespace", None))
     )
 
 
@@ -107,11 +105,17 @@ def fork_the_fork_server(preload: Sequence[str]) -> bool:
         if server._forkserver_pid is not None:
             return False
         resource_tracker.ensure_running()
-        address = connection_module.arbitrary_address("AF_UNIX")
+        # Not in multiprocessing's folder for this process: that is removed at a normal exit
+        # only, and a command ends with os._exit. The fork server removes this one as it ends.
+        folder = tempfile.mkdtemp(prefix="poolflow-forkserver-")
+        address = os.path.join(folder, "listener")
         with socket.socket(socket.AF_UNIX) as listener:
-            listener.bind(address)
-            if not util.is_abstract_socket_namespace(address):
-                os.chmod(address, 0o600)
+            try:
+                listener.bind(address)  # fails if the temp folder's path is too long for a socket
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
+                return False
+            os.chmod(address, 0o600)
             listener.listen()
             alive_r, alive_w = os.pipe()
             for stream in (sys.stdout, sys.stderr):
@@ -122,7 +126,7 @@ def fork_the_fork_server(preload: Sequence[str]) -> bool:
             try:
                 pid = os.fork()
                 if pid == 0:
-                    _serve_forks(listener.fileno(), alive_r, preload)
+                    _serve_forks(listener.fileno(), alive_r, preload, folder)
             finally:
                 signal.signal(signal.SIGINT, handler)
             os.close(alive_r)
@@ -132,14 +136,15 @@ def fork_the_fork_server(preload: Sequence[str]) -> bool:
     return True
 
 
-def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str]) -> NoReturn:
+def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str], folder: str) -> NoReturn:
     """In the copy: become a fork server like the one ``multiprocessing`` spawns, never return.
 
     It keeps only what a spawned fork server gets (standard streams, the listening socket,
     the read end of the alive pipe, the resource tracker's pipe), so it holds none of the
     script's files, sockets or locks; Ctrl-C is for the script to handle, as there; every
     other signal the script handled in Python takes its default action. It ends once every
-    process holding the alive pipe's write end (the script, the workers) has.
+    process holding the alive pipe's write end (the script, the workers) has, and removes the
+    ``folder`` of its listening socket as it does.
     """
     try:
         keep = {0, 1, 2, listener_fd, alive_r, resource_tracker.getfd()}
@@ -156,4 +161,5 @@ def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str]) -> NoRe
         gc.enable()  # as in a fork server multiprocessing spawns, whatever the script's collector was doing
         multiprocessing.forkserver.main(listener_fd, alive_r, list(preload))
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
         os._exit(0)

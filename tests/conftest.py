@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import PrefectServer, free_port, seeded_home, stop_process_group, wait_for_http
+from helpers import PrefectServer, free_port, run_temp_folder, seeded_home, stop_process_group, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("POOLFLOW_CORPUS", REPO.parent / "shared" / "corpus" / "kowiki"))
@@ -20,16 +20,19 @@ CORPUS_DOCUMENTS = 4274
 
 
 def _run_temp_folder() -> str | None:
-    """Point this test run's temp folder (its own, its subprocesses' and pytest's) at one folder
-    under the system's, which the run removes at its end: Prefect homes, servers' databases,
-    outputs, and what processes killed on purpose leave (multiprocessing's ``pymp-*``) would
-    otherwise pile up in a shared ``/tmp`` from run to run. pytest-xdist's workers and tests'
-    nested runs inherit it; returns the folder if this process made it (and so removes it)."""
+    """Point the temp folder of every process this test run starts at one folder under the
+    system's, which the run removes at its end: Prefect homes, servers' databases, outputs, and
+    what processes killed on purpose leave (multiprocessing's ``pymp-*``) would otherwise pile
+    up in a shared ``/tmp`` from run to run. pytest-xdist's workers and tests' nested runs
+    inherit it; returns the folder if this process made it (and so removes it).
+
+    This process keeps the system's temp folder for its own files: multiprocessing removes its
+    folder there at exit, after the removal below (fixtures put their homes in the run's
+    folder themselves: ``run_temp_folder``)."""
     if os.environ.get("POOLFLOW_TEST_TMP"):
         return None
     folder = tempfile.mkdtemp(prefix="poolflow-tests-")
     os.environ.update(POOLFLOW_TEST_TMP=folder, TMPDIR=folder)
-    tempfile.tempdir = folder
     return folder
 
 
@@ -43,7 +46,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 # Prefect reads its settings when imported: isolate it before any test module imports it.
-_PREFECT_HOME = tempfile.mkdtemp(prefix="poolflow-test-prefect-")
+_PREFECT_HOME = tempfile.mkdtemp(prefix="poolflow-test-prefect-", dir=run_temp_folder())
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # Flows run in this process use Prefect's own ephemeral API; a fresh database takes longer
@@ -77,7 +80,8 @@ def current_database() -> None:
 def prefect_server() -> Iterator[str]:
     """A real ``prefect server start`` on a free loopback port, its database already current;
     yields its API URL."""
-    server = PrefectServer(seeded_home(Path(tempfile.mkdtemp(prefix="poolflow-test-server-"))), free_port())
+    home = Path(tempfile.mkdtemp(prefix="poolflow-test-server-", dir=run_temp_folder()))
+    server = PrefectServer(seeded_home(home), free_port())
     server.start()
     try:
         yield server.api_url

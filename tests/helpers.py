@@ -138,6 +138,11 @@ def prefect_free_env(home: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def run_temp_folder() -> Path:
+    """The test run's temp folder, removed at its end (``conftest``; the system's outside pytest)."""
+    return Path(os.environ.get("POOLFLOW_TEST_TMP") or tempfile.gettempdir())
+
+
 @functools.cache
 def _migrated_template() -> Path:
     """A Prefect home whose database a command's API server has created: made once per test
@@ -145,7 +150,7 @@ def _migrated_template() -> Path:
     copied. Migrating a new database costs about 10 CPU-seconds, which every test process
     would otherwise pay for each home it starts a server in."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"pid{os.getpid()}")
-    home = Path(tempfile.gettempdir()) / f"poolflow-test-template-{run}"
+    home = run_temp_folder() / f"poolflow-test-template-{run}"
     made = home / "made"
     with open(f"{home}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -6,6 +6,8 @@ import inspect
 import multiprocessing.forkserver
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from poolflow.runners.multiprocessing_compat import (
     FORK_SERVER_MAIN,
@@ -28,7 +30,7 @@ def test_the_fork_server_is_still_the_one_a_copy_of_the_script_can_become() -> N
     assert set(vars(server)) == FORK_SERVER_STATE, f"{PYTHON}: ForkServer's state is {sorted(vars(server))}"
     parameters = tuple(inspect.signature(multiprocessing.forkserver.main).parameters)
     assert parameters == FORK_SERVER_MAIN, f"{PYTHON}: forkserver.main takes {parameters}"
-    assert can_fork_the_fork_server(), f"{PYTHON}: multiprocessing.util has no is_abstract_socket_namespace"
+    assert can_fork_the_fork_server(), f"{PYTHON}: not a fork server this module can start"
 
 
 def test_a_preloaded_module_is_in_every_worker_and_a_running_server_is_left_alone() -> None:
@@ -72,3 +74,21 @@ print(tracker, os.read(read, 64).decode())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     tracker, in_copy = done.stdout.split()
     assert tracker == in_copy != "None", f"{PYTHON}: a forked copy started its own resource tracker"
+
+
+def test_a_forked_fork_server_removes_its_socket_folder_when_the_script_ends_with_os_exit() -> None:
+    """A command ends with ``os._exit``, which skips multiprocessing's removal of its folders."""
+    script = """\
+import multiprocessing.forkserver, os
+from poolflow.runners.multiprocessing_compat import fork_the_fork_server
+assert fork_the_fork_server([])
+print(multiprocessing.forkserver._forkserver._forkserver_address, flush=True)
+os._exit(0)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    folder = Path(done.stdout.strip()).parent
+    assert folder.name.startswith("poolflow-forkserver-"), done.stderr
+    deadline = time.monotonic() + 30
+    while folder.exists():
+        assert time.monotonic() < deadline, f"{PYTHON}: the fork server left {folder}"
+        time.sleep(0.1)

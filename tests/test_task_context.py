@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import run_temp_folder
 from prefect import flow, get_client, get_run_logger, tags, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
@@ -151,7 +151,7 @@ def reverse(blob: bytes) -> bytes:
 def run_cases(kind: str, key: str, only: str | None = None) -> dict[str, Any]:
     """The flows of this module (or the one named ``only``) on runner ``kind``, as a user's
     script runs them."""
-    marker = Path(tempfile.gettempdir()) / f"{key}-flaky"
+    marker = run_temp_folder() / f"{key}-flaky"
 
     @flow(name="introspection", task_runner=RUNNERS[kind]())
     def introspection() -> dict[str, Any]:
