@@ -12,6 +12,7 @@ from pathlib import Path
 from uuid import UUID
 
 import psutil
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
@@ -26,6 +27,7 @@ def _runs_tagged(tag: str) -> list[tuple[UUID, str]]:
         return [(run.id, run.state.type.value if run.state else "") for run in runs]
 
 
+@pytest.mark.soak
 def test_the_next_command_marks_a_killed_commands_run_crashed(prefect_api: str) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     doomed = subprocess.Popen(

@@ -90,6 +90,7 @@ def test_dask_cluster_report_equals_the_multiprocessing_report(
     )
 
 
+@pytest.mark.soak
 def test_a_dask_worker_killed_mid_run_loses_no_item(
     tmp_path: Path, dask_cluster: tuple[str, list[subprocess.Popen[bytes]]]
 ) -> None:

@@ -193,6 +193,7 @@ def test_a_server_whose_starting_command_died_before_its_first_release_ends(proj
     assert _ends_within(int(done.stdout.strip()), 60)
 
 
+@pytest.mark.soak
 def test_a_kept_server_that_died_serves_other_settings_or_an_old_database_is_replaced(project: Path) -> None:
     env = _env(project)
     dead, _, _ = _exec_flow(project, env)

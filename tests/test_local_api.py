@@ -70,6 +70,7 @@ def test_first_runs_start_with_fresh_prefect_homes_on_a_busy_machine(
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_two_first_runs_on_one_new_prefect_home_both_start(tmp_path: Path) -> None:
     """The second waits for the first to create the database instead of racing its migrations."""
     env = _env(tmp_path / "home")

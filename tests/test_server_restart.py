@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import PrefectServer, free_port
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -18,6 +19,7 @@ POOLFLOW = str(Path(sys.executable).parent / "poolflow")
 FILES, DOCS = 60, 80
 
 
+@pytest.mark.soak
 def test_a_server_restart_mid_run_is_two_lines_and_loses_no_state(tmp_path: Path) -> None:
     server = PrefectServer(tmp_path / "server-home", free_port())
     server.home.mkdir()
