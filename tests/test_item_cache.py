@@ -77,3 +77,15 @@ def test_keys_outside_the_folder_and_other_stores_go_through_prefect(tmp_path: P
     fallback.write("k", 7)
     assert fallback.read("k") == (True, 7)
     assert (tmp_path / "meta" / "k").exists()  # written by Prefect, metadata apart
+
+
+def test_the_test_runs_records_stay_in_its_own_prefect_home() -> None:
+    """Records persisted by tests go to the test run's Prefect home, which the run removes, never
+    to the user's ``~/.prefect/storage`` (Prefect 3.7 keeps them there whatever the home), where
+    the next run's tasks with the same inputs would find them."""
+    from prefect.settings import get_current_settings
+
+    home = Path(os.environ["PREFECT_HOME"])
+    assert home != Path("~/.prefect").expanduser()
+    folder = Path(get_current_settings().results.local_storage_path).expanduser()
+    assert folder.is_relative_to(home), folder
