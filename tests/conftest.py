@@ -48,9 +48,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # Prefect reads its settings when imported: isolate it before any test module imports it.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="poolflow-test-prefect-", dir=run_temp_folder())
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
-# Persisted results too: Prefect 3.7 keeps them in ~/.prefect/storage whatever the home says, so
-# records of one test run were found by the next one whose tmp_path had the same name.
+# Persisted results and the servers' memo too: Prefect 3.7 keeps them in ~/.prefect whatever the
+# home says, so records of one test run were found by the next one whose tmp_path had the same name.
 os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "storage")
+os.environ["PREFECT_MEMO_STORE_PATH"] = os.path.join(_PREFECT_HOME, "memo_store.toml")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # Flows run in this process use Prefect's own ephemeral API; a fresh database takes longer
 # than its 20 s start-up limit on a busy 2-core machine (`poolflow` commands start their own).

@@ -79,7 +79,7 @@ def test_keys_outside_the_folder_and_other_stores_go_through_prefect(tmp_path: P
     assert (tmp_path / "meta" / "k").exists()  # written by Prefect, metadata apart
 
 
-def test_the_test_runs_records_stay_in_its_own_prefect_home() -> None:
+def test_the_test_runs_records_and_memo_stay_in_its_own_prefect_home() -> None:
     """Records persisted by tests go to the test run's Prefect home, which the run removes, never
     to the user's ``~/.prefect/storage`` (Prefect 3.7 keeps them there whatever the home), where
     the next run's tasks with the same inputs would find them."""
@@ -87,5 +87,6 @@ def test_the_test_runs_records_stay_in_its_own_prefect_home() -> None:
 
     home = Path(os.environ["PREFECT_HOME"])
     assert home != Path("~/.prefect").expanduser()
-    folder = Path(get_current_settings().results.local_storage_path).expanduser()
-    assert folder.is_relative_to(home), folder
+    settings = get_current_settings()
+    for path in (settings.results.local_storage_path, settings.server.memo_store_path):
+        assert Path(path).expanduser().is_relative_to(home), path
