@@ -41,8 +41,8 @@ def project_sources() -> list[Path]:
 
 
 def own_private_names(trees: list[ast.Module]) -> set[str]:
-    """The private names the project defines: functions, classes, class-level and
-    ``self.``-assigned attributes, dataclass fields."""
+    """The private names the project defines: functions, classes, assigned names and
+    assigned attributes."""
     names: set[str] = set()
     for tree in trees:
         for node in ast.walk(tree):
@@ -51,9 +51,7 @@ def own_private_names(trees: list[ast.Module]) -> set[str]:
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
                 names.add(node.attr)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                names.add(node.id)
-            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                names.add(node.target.id)
+                names.add(node.id)  # assignments, annotated ones (dataclass fields) included
     return {name for name in names if _private(name)}
 
 
