@@ -88,6 +88,8 @@ DEFAULT_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_s
 
 _EXIT_GRACE = 5.0
 """Seconds stopped workers get to exit on their own before they are killed."""
+_RESTART_PAUSES = (0.1, 0.5, 2.0)
+"""Seconds between the tries to start a worker whose fork server died under the start."""
 _HANDED = 2
 """Jobs a worker holds at most: the one it runs and the next, waiting in its pipe."""
 _AHEAD_BYTES = 16 * 1024
@@ -466,6 +468,17 @@ class WorkerPool:
     # ----------------------------------------------------------------- manager thread
 
     def _spawn_worker(self) -> _Worker:
+        """Start a worker. A start the fork server died under (a SIGTERM to the terminal's
+        process group ends it, maybe while it forks) is tried again after a pause: by then
+        ``multiprocessing`` sees the fork server gone and starts a new one."""
+        for pause in _RESTART_PAUSES:
+            try:
+                return self._start_worker()
+            except (EOFError, OSError):
+                time.sleep(pause)
+        return self._start_worker()
+
+    def _start_worker(self) -> _Worker:
         parent_conn, child_conn = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=worker_main,
@@ -473,8 +486,13 @@ class WorkerPool:
             name="poolflow-worker",
             daemon=True,
         )
-        process.start()
-        child_conn.close()
+        try:
+            process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()
         return _Worker(process, parent_conn, process.pid, exit_fd=_pidfd(process.pid))
 
     def _manage(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import psutil
@@ -331,20 +333,23 @@ if __name__ == "__main__":
     pool = WorkerPool(2, start_method=sys.argv[1])
     pool.start()
     future = pool.submit(nap, (float(sys.argv[2]),))
-    while len(pool.worker_pids()) < 2 or not os.path.exists("started"):
-        time.sleep(0.05)
+    while len(pool.worker_pids()) < 2 or (sys.argv[3] == "job running" and not os.path.exists("started")):
+        time.sleep(0.01)
     print(*pool.worker_pids(), flush=True)
     print("result", future.result(), flush=True)
     pool.shutdown()
 """
 
 
-def _owner(tmp_path: Path, start_method: str, nap: float) -> tuple[subprocess.Popen[str], list[int]]:
+def _owner(
+    tmp_path: Path, start_method: str, nap: float, moment: str = "job running"
+) -> tuple[subprocess.Popen[str], list[int]]:
     """A process that owns a pool (in a process group of its own) and the PIDs of its workers,
-    once one of them runs a job that naps for ``nap`` seconds."""
+    once one of them runs a job that naps for ``nap`` seconds (``moment`` "job running"), or
+    as soon as both are started ("workers starting": they may still be importing)."""
     (tmp_path / "owner.py").write_text(OWNER)
     owner = subprocess.Popen(
-        [sys.executable, "owner.py", start_method, str(nap)],
+        [sys.executable, "owner.py", start_method, str(nap), moment],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         text=True,
@@ -354,26 +359,70 @@ def _owner(tmp_path: Path, start_method: str, nap: float) -> tuple[subprocess.Po
     return owner, [int(pid) for pid in owner.stdout.readline().split()]
 
 
+@pytest.mark.parametrize("moment", ["workers starting", "job running"])
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_a_sigterm_to_the_process_group_leaves_the_stopping_to_the_owner(
-    tmp_path: Path, start_method: str
+    tmp_path: Path, start_method: str, moment: str
 ) -> None:
     """A terminal's SIGTERM reaches every process of the group, multiprocessing's fork server
-    too (it ignores only SIGINT): the workers stay, and the job in flight finishes."""
-    owner, workers = _owner(tmp_path, start_method, nap=4.0)
+    too (it ignores only SIGINT): the workers stay, and the job finishes. A worker still
+    starting may die of it before it ignores it; its replacement comes from a new fork server."""
+    owner, workers = _owner(tmp_path, start_method, nap=2.0, moment=moment)
     try:
         parent = psutil.Process(workers[0]).ppid()  # the fork server, or the owner itself
+        assert (parent != owner.pid) == (start_method == "forkserver")
         os.killpg(owner.pid, signal.SIGTERM)
         if start_method == "forkserver":
-            assert parent != owner.pid
-            psutil.wait_procs([psutil.Process(parent)], timeout=3)
+            deadline = time.monotonic() + 3
+            while alive([parent]) and time.monotonic() < deadline:
+                time.sleep(0.02)  # not psutil.wait_procs: the owner has yet to reap its zombie
             assert not alive([parent]) and owner.poll() is None, "the fork server ended first"
         out, _ = owner.communicate(timeout=60)
         assert owner.returncode == 0
-        assert out.strip() == "result 4.0"
+        assert out.strip() == "result 2.0"
         assert not alive(workers)
     finally:
         owner.kill()
+
+
+class _DyingForkServer:
+    """A ``multiprocessing`` context whose first ``failures`` worker starts fail as they do
+    when the fork server dies while it forks."""
+
+    def __init__(self, context: Any, failures: int) -> None:
+        self.context, self.failures = context, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.context, name)
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:
+        process = self.context.Process(*args, **kwargs)
+        if self.failures:
+            self.failures -= 1
+            process.start = functools.partial(_raise, EOFError("unexpected EOF"))
+        return process
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize(("failures", "works"), [(3, True), (4, False)])
+def test_a_worker_start_the_fork_server_died_under_is_tried_again(failures: int, works: bool) -> None:
+    """Three failed starts in a row are tried again; a fourth fails the pool's jobs, naming it."""
+    pool = WorkerPool(1, start_method="forkserver")
+    pool.context = _DyingForkServer(pool.context, failures)
+    future = pool.submit(square, (6,))  # queued before the manager starts, so it meets the failure
+    pool.start()
+    try:
+        if works:
+            assert future.result(timeout=60) == 36
+        else:
+            with pytest.raises(RuntimeError, match="pool manager failed: EOFError"):
+                future.result(timeout=60)
+    finally:
+        pool.shutdown()
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
