@@ -46,6 +46,7 @@ from typing import IO, TYPE_CHECKING, Any
 from poolflow import database_stamp, kept_api, warm_interpreter
 from poolflow.command_environment import TERMINAL_ONLY
 from poolflow.loopback_ca import loopback_ca_file
+from poolflow.made_ahead import MadeAhead
 from poolflow.prefect_settings import ApiSettings, differs_from_prefect, prefects_own, read_api_settings
 from poolflow.runners.prefect_compat import EPHEMERAL_SERVER_ENVIRONMENT
 from poolflow.runners.worker import die_with_parent
@@ -350,9 +351,7 @@ def local_api(
         server.stop(clean)
 
 
-# ``pointed_at``'s answer, made by the warm interpreter before the fork: (URL, home, the
-# settings it started from, the answer).
-_prepared: list[tuple[str, Path, Settings, Settings]] = []
+_pointed_ahead: MadeAhead[tuple[str, Path, Settings], Settings] = MadeAhead()
 
 
 def pointed_at(api_url: str, home: Path) -> Settings:
@@ -365,18 +364,16 @@ def pointed_at(api_url: str, home: Path) -> Settings:
     it sleeps in whole seconds between checks. Plain HTTP: the clients' TLS contexts are never
     used, so they load one CA (``loopback_ca``), not ~150.
     """
-    from prefect.settings import (
-        PREFECT_API_SSL_CERT_FILE,
-        PREFECT_API_URL,
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-        get_current_settings,
-    )
+    from prefect.settings import get_current_settings
 
     current = get_current_settings()
-    if _prepared:
-        url, prepared_home, base, answer = _prepared.pop()
-        if (url, prepared_home, base) == (api_url, home, current):
-            return answer
+    made = _pointed_ahead.take((api_url, home, current))
+    return made if made is not None else _point(current, api_url, home)
+
+
+def _point(current: Settings, api_url: str, home: Path) -> Settings:
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
     updates: Mapping[Any, Any] = {
         PREFECT_API_URL: api_url,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
@@ -390,7 +387,8 @@ def prepare_pointed_at(api_url: str, home: Path) -> None:
     interpreter: each copy then starts with it made)."""
     from prefect.settings import get_current_settings
 
-    _prepared[:] = [(api_url, home, get_current_settings(), pointed_at(api_url, home))]
+    current = get_current_settings()
+    _pointed_ahead.keep((api_url, home, current), _point(current, api_url, home))
 
 
 def check_reachable(settings: ApiSettings, timeout: float = REACH_TIMEOUT) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from poolflow.made_ahead import MadeAhead
+
 if TYPE_CHECKING:
     from prefect.settings import Settings
 
@@ -153,8 +155,7 @@ def settings_files(cwd: Path | None = None, environ: Mapping[str, str] | None = 
     return (cwd / ".env", cwd / "prefect.toml", cwd / "pyproject.toml", profiles)
 
 
-# ``prefects_own`` as the warm interpreter found it before the fork (``remember_prefects_own``).
-_remembered: list[ApiSettings] = []
+_read_ahead: MadeAhead[tuple[()], ApiSettings] = MadeAhead()
 
 
 def prefects_own() -> ApiSettings:
@@ -167,8 +168,9 @@ def prefects_own() -> ApiSettings:
     interpreter gets, the first time it asks, what the interpreter read: it takes only
     commands whose environment and settings files are the ones it read them from.
     """
-    if _remembered:
-        return _remembered.pop()
+    read = _read_ahead.take(())
+    if read is not None:
+        return read
     from prefect.settings import Settings, get_current_settings
 
     context = from_prefect(get_current_settings())
@@ -178,7 +180,7 @@ def prefects_own() -> ApiSettings:
 def remember_prefects_own() -> None:
     """Read ``prefects_own`` now, for the next call (in the warm interpreter, before it forks
     copies, each of which then saves reading Prefect's sources again)."""
-    _remembered[:] = [prefects_own()]
+    _read_ahead.keep((), prefects_own())
 
 
 def from_prefect(settings: Settings) -> ApiSettings:
