@@ -19,14 +19,12 @@ class MadeAhead(Generic[K, V]):
     """Holds one answer, made for one key, until it is taken."""
 
     def __init__(self) -> None:
-        self._kept: list[tuple[K, V]] = []
+        self._kept: tuple[K, V] | None = None
 
     def keep(self, key: K, answer: V) -> None:
-        self._kept[:] = [(key, answer)]
+        self._kept = (key, answer)
 
     def take(self, key: K) -> V | None:
         """The answer kept for ``key``, once; None if none is kept, or it was made for another key."""
-        if not self._kept:
-            return None
-        kept, answer = self._kept.pop()
-        return answer if kept == key else None
+        kept, self._kept = self._kept, None
+        return kept[1] if kept is not None and kept[0] == key else None

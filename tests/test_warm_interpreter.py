@@ -220,8 +220,8 @@ def main():
         if any("resource_tracker" in part for part in child.cmdline())
     ]
     print(json.dumps({
-        "prefects_own": len(prefect_settings._read_ahead._kept),
-        "pointed_at": len(local_api._pointed_ahead._kept),
+        "prefects_own": int(prefect_settings._read_ahead._kept is not None),
+        "pointed_at": int(local_api._pointed_ahead._kept is not None),
         "tracker": tracker, "models": FlowRunCreate.__pydantic_complete__,
     }))
     return 0
