@@ -20,14 +20,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import copy
-import functools
 import inspect
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import Context, copy_context
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect.cache_policies import NO_CACHE
@@ -55,7 +53,6 @@ from poolflow.runners.worker_context import (
     portable_function,
 )
 from poolflow.runners.worker_pool import LogSink, log_sink_in_context
-from poolflow.tasks.atomic import remove_temp_files_of
 
 if TYPE_CHECKING:
     from prefect.tasks import Task
@@ -176,9 +173,7 @@ class Chunk:
             raise RuntimeError("a chunk must run inside its task run")
         logger = get_run_logger(context)
         cache = ItemCache.for_task(self.task, context, self.persist)
-        # Per job: its item, and the cache key its result goes under here (None: the worker
-        # writes the item's record itself, or nothing is cached).
-        jobs: dict[concurrent.futures.Future[Any], tuple[Item, str | None]] = {}
+        jobs: dict[concurrent.futures.Future[Any], Item] = {}
         todo = [item for item in self.items if not item.future.settled]
         cached = 0
         resolve = _Resolver()
@@ -189,23 +184,19 @@ class Chunk:
             try:
                 inputs = resolve(item.parameters)
                 key = cache.key(inputs) if cache is not None else None
-                record = None
                 if key is not None and cache is not None:
                     hit, value = cache.read(key)
                     if hit:
                         cached += 1
                         self._succeeded(item, value, cached=True)
                         continue
-                    record = cache.record_path(key)
                 sink = log_sink_in_context(logger, f"[{item.label}] ")
-                job = self._submit(shared, info.log_prints, item, inputs, sink, record)
-                jobs[job] = (item, key if record is None else None)
+                jobs[self._submit(shared, info.log_prints, item, inputs, sink, key)] = item
             except Exception as exc:
                 item.error = exc
         try:
             for job in concurrent.futures.as_completed(jobs):
-                item, key = jobs[job]
-                self._settle_job(item, key, job, cache, logger)
+                self._settle_job(jobs[job], job, logger)
         except BaseException:
             # The engine thread was interrupted (cancellation, shutdown): stop the jobs too.
             for job in jobs:
@@ -225,39 +216,26 @@ class Chunk:
         item: Item,
         inputs: dict[str, Any],
         log_sink: LogSink,
-        record: Path | None,
+        key: str | None,
     ) -> Any:
+        """Queue ``item``'s call; its worker writes the result's record under ``key``, if any."""
         args, kwargs = parameters_to_args_kwargs(self.task.fn, inputs)
         return self.submit_job(
             call_chunk_item,
-            (shared, item.name, args, kwargs, record),
+            (shared, item.name, args, kwargs, key),
             label=item.name,
             timeout=self.task.timeout_seconds,
             log_sink=log_sink,
             log_prints=log_prints,
-            # A worker killed while writing the record leaves its temp file: removed once dead.
-            on_lost=None if record is None else functools.partial(remove_temp_files_of, record),
         )
 
-    def _settle_job(
-        self,
-        item: Item,
-        key: str | None,
-        job: concurrent.futures.Future[Any],
-        cache: ItemCache | None,
-        logger: Any,
-    ) -> None:
+    def _settle_job(self, item: Item, job: concurrent.futures.Future[Any], logger: Any) -> None:
         try:
             seconds, value, problem = job.result()
         except Exception as exc:
             item.error = exc
             return
         self.sizer.record(seconds)
-        if key is not None and cache is not None:
-            try:
-                cache.write(key, value)
-            except Exception as exc:
-                problem = f"{type(exc).__name__}: {exc}"
         if problem is not None:  # the item still succeeded; only reuse is lost
             logger.warning("[%s] result not cached: %s", item.label, problem)
         self._succeeded(item, value, cached=False)

@@ -1,42 +1,29 @@
 """Per-item result caching for chunked maps, as Prefect caches one task run's result.
 
 A chunk's task run holds many items, so Prefect's own cache (one key per task run) cannot
-serve them; ``ItemCache`` computes each item's key with the task's cache policy and
-reads and writes the task's result store, so a retried flow run reuses every item that
-succeeded before.
-
-The store's own calls resolve the storage path again on every call (two ``realpath`` walks
-each, five calls per item: about 45 ``stat`` calls) and name a lock holder from the host
-name; for thousands of short items that was the flow process's largest cost per item. When
-the store is a plain local folder (``LocalFileSystem``, no separate metadata storage, no
-locks), the folder is resolved once: a key whose file is absent is a miss without asking the
-store, and a record is written there directly, as Prefect's own ``ResultRecord`` serializes
-it (``prefect_compat.result_record_bytes``), atomically (``poolflow.tasks.atomic``: a killed
-flow leaves no torn record, and the file gets the mode the umask gives). That write is a
-``RecordWriter``'s, which travels with a chunk's jobs, so the worker that made the result
-serializes and writes it, not the flow process. Reads of present records and every other
-store go through Prefect.
+serve them; ``ItemCache`` computes each item's key with the task's cache policy and reads
+the task's result store, and its ``RecordWriter`` writes through that store, so a retried
+flow run reuses every item that succeeded before. The writer travels with a chunk's jobs:
+the worker that made a result writes its record, not the flow process. Records are Prefect's
+own, written and read by Prefect's store; one a killed worker left half-written cannot be read
+and counts as a miss, so its item runs again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
 import prefect.runtime
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
-from prefect.filesystems import LocalFileSystem
-from prefect.results import should_persist_result
+from prefect.results import ResultStore, should_persist_result
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, get_current_settings
 
-from poolflow.runners.prefect_compat import result_record_bytes, task_result_store
-from poolflow.tasks.atomic import written_atomically
+from poolflow.runners.prefect_compat import task_result_store
 
 if TYPE_CHECKING:
-    from prefect.results import ResultStore
     from prefect.tasks import Task
     from prefect.types import DateTime
 
@@ -64,8 +51,7 @@ class ItemCache:
         # The chunk's task run context naming the mapped task; ``key`` gives it each item's
         # parameters in turn (one copy per chunk attempt, not one per item).
         self._item_context = None if context is None else context.model_copy(update={"task": task})
-        self.folder = plain_local_folder(store)
-        self.writer = RecordWriter(store.serializer, task.cache_expiration)
+        self.writer = RecordWriter(_uncached(store), task.cache_expiration)
         refresh = task.refresh_cache
         self.refresh = bool(PREFECT_TASKS_REFRESH_CACHE.value() if refresh is None else refresh)
 
@@ -103,9 +89,6 @@ class ItemCache:
         (no record, one that cannot be read, or a refresh asked for)."""
         if self.refresh:
             return False, None
-        path = self._local_path(key)
-        if path is not None and not path.is_file():
-            return False, None
         try:
             record = self.store.read(key)
         except Exception:
@@ -114,25 +97,6 @@ class ItemCache:
         if expiration is not None and expiration < datetime.now(timezone.utc):
             return False, None
         return True, record.result
-
-    def record_path(self, key: str) -> Path | None:
-        """The file of ``key``'s record, which ``writer`` writes in any process; None: only the
-        store can write it."""
-        return self._local_path(key)
-
-    def write(self, key: str, value: Any) -> None:
-        path = self.record_path(key)
-        if path is not None:
-            self.writer.write(path, value)
-        else:
-            self.store.write(value, key=key, expiration=_expiration(self.task.cache_expiration))
-
-    def _local_path(self, key: str) -> Path | None:
-        """Where ``key``'s record lives in the plain local folder; None: ask the store."""
-        relative = PurePosixPath(key)
-        if self.folder is None or relative.is_absolute() or ".." in relative.parts:
-            return None  # the store refuses keys outside its folder with its own error
-        return self.folder / relative
 
 
 def persists_results(task: Task[Any, Any]) -> bool:
@@ -149,18 +113,14 @@ def persists_results(task: Task[Any, Any]) -> bool:
 
 @dataclass(frozen=True)
 class RecordWriter:
-    """Writes items' result records in a plain local folder, as Prefect's store would."""
+    """Writes items' result records through the task's result store, in whichever process made
+    the result, each expiring ``lifetime`` after it is written."""
 
-    serializer: Any
+    store: ResultStore
     lifetime: timedelta | None
 
-    def write(self, path: Path, value: Any) -> None:
-        """Serialize ``value`` and replace the record at ``path`` with it atomically."""
-        record = result_record_bytes(
-            value, serializer=self.serializer, expiration=_expiration(self.lifetime), storage_key=str(path)
-        )
-        with written_atomically(path) as file:
-            file.write(record)
+    def write(self, key: str, value: Any) -> None:
+        self.store.write(value, key=key, expiration=_expiration(self.lifetime))
 
 
 def _expiration(lifetime: timedelta | None) -> DateTime | None:
@@ -169,14 +129,13 @@ def _expiration(lifetime: timedelta | None) -> DateTime | None:
     return cast("DateTime | None", None if lifetime is None else datetime.now(timezone.utc) + lifetime)
 
 
-def plain_local_folder(store: ResultStore) -> Path | None:
-    """The resolved folder of a store that keeps whole records as files in one local folder."""
-    storage = store.result_storage
-    if (
-        type(storage) is not LocalFileSystem
-        or store.metadata_storage is not None
-        or store.lock_manager is not None
-        or store.result_storage_block_id is not None
-    ):
-        return None
-    return Path(storage.basepath).expanduser().resolve() if storage.basepath else Path(".").resolve()
+def _uncached(store: ResultStore) -> ResultStore:
+    """``store`` keeping no record in memory, for a writer whose copies live as long as a
+    chunk's jobs in a worker: the worker never reads the records it writes."""
+    return ResultStore(
+        result_storage=store.result_storage,
+        metadata_storage=store.metadata_storage,
+        lock_manager=store.lock_manager,
+        serializer=store.serializer,
+        cache_result_in_memory=False,
+    )

@@ -91,22 +91,6 @@ def task_result_store(task: Task[Any, Any]) -> ResultStore:
     return store
 
 
-def result_record_bytes(value: Any, *, serializer: Any, expiration: Any, storage_key: str) -> bytes:
-    """``value`` as Prefect's result store writes a record file: what ``ResultStore.read`` reads.
-
-    Relies on the private ``prefect._internal.result_records.ResultRecord`` and its metadata
-    model (Prefect's own format of a record: the serialized result with its serializer,
-    expiration and storage key), so a chunked map can write an item's record without the
-    store resolving its folder on every call.
-    """
-    from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
-
-    metadata = ResultRecordMetadata(
-        serializer=serializer, expiration=expiration, storage_key=storage_key, storage_block_id=None
-    )
-    return bytes(ResultRecord(result=value, metadata=metadata).serialize())
-
-
 def honour_recorder_flush_interval() -> None:
     """Make Prefect's task-run recorder flush at its ``flush_interval`` setting, fractions included.
 

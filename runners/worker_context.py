@@ -40,7 +40,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -356,10 +355,10 @@ def _unpickled(blob: bytes) -> Any:
 
 
 def call_chunk_item(
-    jobs: ChunkJobs, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], record: Path | None
+    jobs: ChunkJobs, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None
 ) -> tuple[float, Any, str | None]:
     """Call a chunk's function as its item ``name``, in Prefect's contexts; return (seconds
-    the call took here, its result, why writing the result's record at ``record`` failed).
+    the call took here, its result, why writing the result's record under ``key`` failed).
 
     Chunk sizing learns from this duration; timing in the worker leaves out the time an
     item waited in the pool's queue. The record is written here, so the flow process neither
@@ -369,9 +368,9 @@ def call_chunk_item(
     result = call_in_task_run(jobs.fn, jobs.info.named(name), args, kwargs)
     seconds = time.perf_counter() - started
     problem = None
-    if record is not None and jobs.writer is not None:
+    if key is not None and jobs.writer is not None:
         try:
-            jobs.writer.write(record, result)
+            jobs.writer.write(key, result)
         except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}"
     return seconds, result, problem

@@ -196,7 +196,6 @@ class _Job:
     log_sink: LogSink | None
     log_prints: bool
     future: PoolFuture
-    on_lost: Callable[[], None] | None = None
     deadline: float | None = None
     resent: bool = False  # a worker died starting with it, and it was queued again
 
@@ -392,15 +391,11 @@ class WorkerPool:
         timeout: float | None = None,
         log_sink: LogSink | None = None,
         log_prints: bool = False,
-        on_lost: Callable[[], None] | None = None,
     ) -> PoolFuture:
         """Queue ``fn(*args, **kwargs)``; the future gives its result or raises its error.
 
         Pickling happens here, in the caller's thread, so an unpicklable argument fails
-        this one call at once. ``on_lost`` is called by the manager thread once the worker
-        running the job is dead (killed for a timeout, a cancel or a shutdown, or died): what
-        that worker left half-written can be cleared then. The manager settles the future
-        after it; a future its caller cancelled is settled already.
+        this one call at once.
         """
         try:
             payload = cloudpickle.dumps((fn, tuple(args), kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
@@ -409,7 +404,7 @@ class WorkerPool:
         job_id = next(self._job_ids)
         label = label or getattr(fn, "__name__", "job")
         future = PoolFuture(label, functools.partial(self._request_cancel, job_id))
-        job = _Job(job_id, payload, label, timeout, log_sink, log_prints, future, on_lost)
+        job = _Job(job_id, payload, label, timeout, log_sink, log_prints, future)
         with self._lock:
             # Checked under the lock: the manager's last sweep of pending jobs happens after
             # ``_closing`` is set, so a job appended here is always settled.
@@ -674,17 +669,10 @@ class WorkerPool:
                 _settle(job.future, error=JobTimeoutError(message))
 
     def _retire(self, worker: _Worker) -> None:
-        """Kill ``worker``, let its jobs clear up after it, queue the ones it had not started
-        again, and put a fresh worker in its place (none while shutting down). The caller
-        settles the job it was running."""
+        """Kill ``worker``, queue the jobs it had not started again, and put a fresh worker in
+        its place (none while shutting down). The caller settles the job it was running."""
         worker.kill()
         worker.wait_exit(5)
-        for job in worker.jobs:
-            if job.on_lost is not None:
-                try:
-                    job.on_lost()
-                except Exception:
-                    logger.warning("clearing up after %s failed", job.label, exc_info=True)
         waiting = list(worker.jobs)[1:]
         index = self._workers.index(worker)
         with self._lock:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import glob
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -130,15 +129,6 @@ def written_atomically(path: Path) -> Iterator[BinaryIO]:
     target = AtomicTarget(path)
     with target, target.open() as file:
         yield file
-
-
-def remove_temp_files_of(path: Path) -> None:
-    """Delete the temp files that killed writers of ``path`` left beside it.
-
-    Only call this once those writers are dead: a live writer's temp file looks the same.
-    """
-    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        temp.unlink(missing_ok=True)
 
 
 def remove_stale_temp_files(directory: Path, suffixes: Iterable[str]) -> int:

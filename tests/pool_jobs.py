@@ -107,14 +107,6 @@ def touch(path: str) -> str:
     return path
 
 
-def leave_pid(path: str, then: str) -> None:
-    """Write the worker's pid to ``path``, then spin forever (``then="spin"``) or die (as ``die``)."""
-    Path(path).write_text(str(os.getpid()))
-    if then == "spin":
-        spin(-1)
-    die(then)
-
-
 def touch_after(seconds: float, path: str) -> str:
     """Sleep ``seconds``, then create the file ``path`` (a job whose finishing shows from outside)."""
     time.sleep(seconds)

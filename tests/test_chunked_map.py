@@ -389,15 +389,16 @@ def test_each_items_record_is_kept_and_one_that_cannot_be_written_only_warns(
 
 
 @pytest.mark.parametrize("how", ["timeout", "sigkill"])
-def test_a_record_half_written_by_a_lost_worker_is_removed(tmp_path: Path, how: str) -> None:
-    """A worker killed while it writes an item's record leaves the record's temp file (here
-    planted, as the kill's timing cannot be chosen): once the worker is dead it is removed.
-    Another record's temp file, whose writer was not lost, is left alone."""
+def test_a_record_a_lost_worker_left_half_written_is_a_miss(tmp_path: Path, how: str) -> None:
+    """A worker killed while it writes an item's record may leave it half-written (here planted,
+    as the kill's timing cannot be chosen): the next run cannot read it, so it runs the item
+    again and writes the record whole. The lost item writes no record."""
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
     storage = tmp_path / "records"
     storage.mkdir()
-    lost, other = storage / ".key-0.0a1b2c3d.tmp", storage / ".key-1.0a1b2c3d.tmp"
-    lost.write_bytes(b"half a record")
-    other.write_bytes(b"half a record")
+    (storage / "key-1").write_bytes(b'{"metadata": {"storage_')
 
     @flow(task_runner=MultiprocessingTaskRunner(2, chunksize=2))
     def stored() -> list[Any]:
@@ -407,9 +408,9 @@ def test_a_record_half_written_by_a_lost_worker_is_removed(tmp_path: Path, how: 
     results = stored()
     assert isinstance(results[0], JobTimeoutError if how == "timeout" else WorkerDiedError)
     assert results[1] == 1
-    assert not lost.exists()
-    assert other.exists()
-    assert (storage / "key-1").is_file() and not (storage / "key-0").exists()
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(storage)))
+    assert store.read("key-1").result == 1
+    assert sorted(path.name for path in storage.iterdir()) == ["key-1"]
 
 
 def test_auto_puts_many_short_items_in_few_task_runs_and_imap_keeps_order() -> None:

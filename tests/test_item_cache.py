@@ -1,8 +1,11 @@
-"""Per-item result records: the plain local folder is written directly, as Prefect reads them."""
+"""Per-item result records: written through the task's result store, in the worker that made
+the result, and read back as Prefect reads a task run's record."""
 
 from __future__ import annotations
 
 import os
+import pickle
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from prefect.cache_policies import INPUTS
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
 
-from poolflow.runners.item_cache import ItemCache, plain_local_folder
+from poolflow.runners.item_cache import ItemCache
 
 
 @task(persist_result=True, cache_policy=INPUTS)
@@ -24,58 +27,42 @@ def local_cache(folder: Path) -> ItemCache:
     return ItemCache(square, INPUTS, store)
 
 
-def test_a_record_written_directly_is_read_back_by_prefects_own_store(tmp_path: Path) -> None:
-    real = tmp_path / "real"
-    real.mkdir()
-    (tmp_path / "link").symlink_to(real)
-    cache = local_cache(tmp_path / "link")
-    assert cache.folder == real  # resolved once
+def test_a_record_the_travelling_writer_wrote_is_read_back_by_prefects_own_store(tmp_path: Path) -> None:
+    cache = local_cache(tmp_path)
+    writer = pickle.loads(pickle.dumps(cache.writer))  # as it reaches a worker
     value = {"rows": [1, 2, 3], "text": "문서 \ufffe"}
-    cache.write("abc123", value)
+    writer.write("abc123", value)
+    assert writer.store.cache_result_in_memory is False and not writer.store.cache  # a worker keeps none
 
-    prefect_store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path / "link")))
-    assert prefect_store.exists("abc123")
-    record = prefect_store.read("abc123")
-    assert record.result == value
-    # The same metadata as Prefect writes for this key (the resolved path is the storage key).
-    expected = prefect_store.create_result_record(value, key="abc123").metadata
-    assert record.metadata.storage_key == expected.storage_key == str(real / "abc123")
-    assert record.metadata.serializer == expected.serializer
+    prefect_store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path)))
+    assert prefect_store.read("abc123").result == value
     assert cache.read("abc123") == (True, value)
-    assert sorted(p.name for p in real.iterdir()) == ["abc123"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abc123"]
 
 
-def test_missing_and_unreadable_records_are_misses(tmp_path: Path) -> None:
+def test_missing_unreadable_and_expired_records_are_misses(tmp_path: Path) -> None:
     cache = local_cache(tmp_path)
     assert cache.read("absent") == (False, None)
     (tmp_path / "torn").write_bytes(b'{"metadata": {"storage_')
     assert cache.read("torn") == (False, None)
+    expired = ItemCache(square.with_options(cache_expiration=timedelta(seconds=-1)), INPUTS, cache.store)
+    expired.writer.write("old", 1)
+    assert cache.read("old") == (False, None)
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077])
-def test_records_get_the_mode_the_umask_gives(tmp_path: Path, umask: int) -> None:
-    previous = os.umask(umask)
-    try:
-        local_cache(tmp_path).write("k", 1)
-    finally:
-        os.umask(previous)
-    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o666 & ~umask
-
-
-def test_keys_outside_the_folder_and_other_stores_go_through_prefect(tmp_path: Path) -> None:
+def test_keys_outside_the_folder_and_other_stores_are_prefects_to_handle(tmp_path: Path) -> None:
     cache = local_cache(tmp_path / "results")
     with pytest.raises(ValueError, match="outside of the base path"):
-        cache.write("../escaped", 1)
+        cache.writer.write("../escaped", 1)
     assert not (tmp_path / "escaped").exists()
 
     with_metadata = ResultStore(
         result_storage=LocalFileSystem(basepath=str(tmp_path / "data")),
         metadata_storage=LocalFileSystem(basepath=str(tmp_path / "meta")),
     )
-    assert plain_local_folder(with_metadata) is None
-    fallback = ItemCache(square, INPUTS, with_metadata)
-    fallback.write("k", 7)
-    assert fallback.read("k") == (True, 7)
+    apart = ItemCache(square, INPUTS, with_metadata)
+    apart.writer.write("k", 7)
+    assert apart.read("k") == (True, 7)
     assert (tmp_path / "meta" / "k").exists()  # written by Prefect, metadata apart
 
 

@@ -10,7 +10,6 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import prefect
 import pytest
@@ -64,20 +63,6 @@ def test_run_context_models_complete_in_a_process_that_only_unpickled_a_task_run
     assert run.returncode == 0, f"Prefect {prefect.__version__}: {run.stderr[-2000:]}"
 
 
-def test_a_record_from_result_record_bytes_is_read_by_prefects_store(tmp_path: Path) -> None:
-    from prefect.filesystems import LocalFileSystem
-    from prefect.results import ResultStore
-
-    store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path)))
-    value = {"text": "문서", "rows": [1, 2]}
-    (tmp_path / "key").write_bytes(
-        prefect_compat.result_record_bytes(
-            value, serializer=store.serializer, expiration=None, storage_key=str(tmp_path / "key")
-        )
-    )
-    assert store.read("key").result == value, f"{INSTALLED}: ResultRecord's format changed"
-
-
 def test_prefects_api_server_still_reads_the_ephemeral_variable() -> None:
     """``EPHEMERAL_SERVER_ENVIRONMENT`` keeps the command's server to the services Prefect's own
     temporary server runs; if ``create_app`` stopped reading it, that server would silently
@@ -105,14 +90,16 @@ def test_the_recorder_patch_refuses_a_consumer_it_does_not_know(monkeypatch: pyt
     assert task_run_recorder.consumer is consumer
 
 
-def test_result_records_live_where_result_record_bytes_takes_them() -> None:
+def test_result_record_metadata_lives_where_complete_run_context_models_takes_it() -> None:
     import prefect.results
 
     try:
-        from prefect._internal.result_records import ResultRecord
+        from prefect._internal.result_records import ResultRecordMetadata
     except ImportError as exc:
         pytest.fail(f"{INSTALLED}: prefect._internal.result_records is gone ({exc})")
-    assert prefect.results.ResultRecord is ResultRecord, f"{INSTALLED}: ResultRecord moved"
+    assert prefect.results.ResultRecordMetadata is ResultRecordMetadata, (
+        f"{INSTALLED}: ResultRecordMetadata moved"
+    )
 
 
 def test_task_result_store_is_the_tasks_store_even_inside_an_async_context(prefect_api: str) -> None:

@@ -76,23 +76,22 @@ def test_a_chunks_item_runs_from_jobs_unpickled_once_and_writes_its_own_record(t
     from prefect.context import TaskRunContext
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
-    from prefect.serializers import PickleSerializer
 
     from poolflow.runners.item_cache import RecordWriter
 
-    (tmp_path / "file").write_text("not a folder")
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path / "records")))
 
     @task
     def in_a_task_run() -> tuple[bool, Any, Any]:
         context = TaskRunContext.get()
         assert context is not None
         jobs = worker_context.ChunkJobs(
-            double, worker_context.TaskRunInfo.of(context), RecordWriter(PickleSerializer(), None)
+            double, worker_context.TaskRunInfo.of(context), RecordWriter(store, None)
         )
         shared = worker_context.PickledOnce(jobs)
         first, second = (pickle.loads(pickle.dumps(shared)) for _ in range(2))
-        kept = worker_context.call_chunk_item(first, "double(3)", (3,), {}, tmp_path / "records" / "k")
-        lost = worker_context.call_chunk_item(second, "double(4)", (4,), {}, tmp_path / "file" / "k")
+        kept = worker_context.call_chunk_item(first, "double(3)", (3,), {}, "k")
+        lost = worker_context.call_chunk_item(second, "double(4)", (4,), {}, "../outside/k")
         return first is second, kept, lost
 
     @flow
@@ -102,6 +101,6 @@ def test_a_chunks_item_runs_from_jobs_unpickled_once_and_writes_its_own_record(t
     same, (_, kept, kept_problem), (_, lost, lost_problem) = chunk()
     assert same  # a worker unpickles a chunk's shared part once
     assert (kept, kept_problem) == (6, None)
-    store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path / "records")))
     assert store.read("k").result == 6
-    assert lost == 8 and lost_problem is not None and "file/k" in lost_problem  # the call still succeeded
+    assert lost == 8 and lost_problem is not None and "outside" in lost_problem  # the call still succeeded
+    assert not (tmp_path / "outside").exists()

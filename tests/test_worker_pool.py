@@ -31,7 +31,6 @@ from pool_jobs import (
     die_first_time_once_sent_a_job,
     fail,
     fail_unrebuildably,
-    leave_pid,
     pid_of_worker,
     spin,
     square,
@@ -119,47 +118,6 @@ def test_future_cancel_stops_running_and_queued_jobs(pool: WorkerPool) -> None:
     assert not alive(started)
     assert len(pool.worker_pids()) == 2 and not set(pool.worker_pids()) & set(started)
     assert pool.worker_deaths == 0  # a cancellation is not a death
-
-
-@pytest.mark.parametrize("how", ["timeout", "sigkill", "cancel", "shutdown"])
-def test_a_job_whose_worker_is_lost_is_told_after_the_worker_is_dead(tmp_path: Path, how: str) -> None:
-    """``on_lost`` runs once the job's worker is gone, and only for jobs whose worker was
-    lost; a job that ends on its own is never told."""
-    pool = WorkerPool(2, start_method="forkserver")
-    pool.start()
-    pid_file = tmp_path / "pid"
-    told: list[tuple[str, bool]] = []
-
-    def on_lost(label: str) -> None:
-        told.append((label, bool(alive([int(pid_file.read_text())]))))
-
-    try:
-        finished = pool.submit(square, (4,), label="square", on_lost=lambda: on_lost("square"))
-        assert finished.result(timeout=30) == 16
-        lost = pool.submit(
-            leave_pid,
-            (str(pid_file), "sigkill" if how == "sigkill" else "spin"),
-            label="lost",
-            timeout=0.5 if how == "timeout" else None,
-            on_lost=lambda: on_lost("lost"),
-        )
-        deadline = time.monotonic() + 30
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if how == "cancel":
-            lost.cancel()
-        if how == "shutdown":
-            pool.shutdown(kill=True)
-        with pytest.raises((JobTimeoutError, WorkerDiedError, JobCancelledError)):
-            lost.result(timeout=30)
-        if how != "cancel":  # the manager settled the future after telling the job
-            assert told == [("lost", False)]
-        deadline = time.monotonic() + 10
-        while not told and time.monotonic() < deadline:  # its caller settled a cancelled one
-            time.sleep(0.05)
-        assert told == [("lost", False)]
-    finally:
-        pool.shutdown(kill=True)
 
 
 def test_future_cancel_after_the_job_finished_changes_nothing(pool: WorkerPool) -> None:
