@@ -95,26 +95,15 @@ def per_chunk_warning(task: Task[Any, Any]) -> str | None:
 class Chunk:
     """Consecutive items of one map, run as one task run (possibly over several attempts)."""
 
-    def __init__(
-        self,
-        task: Task[Any, Any],
-        items: list[Item],
-        *,
-        sizer: ChunkSizer,
-        submit_job: SubmitJob,
-        tracked: bool,
-        persist: bool,
-    ) -> None:
-        self.task = task
+    def __init__(self, batch: Batch, items: list[Item], submit_job: SubmitJob) -> None:
+        self.batch = batch
+        self.task = batch.task
         self.items = items
-        self.sizer = sizer
         self.submit_job = submit_job
-        self.tracked = tracked
-        self.persist = persist  # the items' results persist (``item_cache.persists_results``)
         self.task_run_id = uuid.uuid4()
-        self.name = chunk_name(task, items)
+        self.name = chunk_name(batch.task, items)
         self.reused = 0  # items served from the cache, over all attempts
-        self.remote = portable_function(task.fn)
+        self.remote = portable_function(batch.task.fn)
         for item in items:
             item.future.assign(self.task_run_id)
 
@@ -144,13 +133,13 @@ class Chunk:
     def parameters(self) -> dict[str, Any]:
         return {"items": [item.label for item in self.items]}
 
-    def dependencies(self, shared: dict[str, set[RunInput]] | None) -> dict[str, set[RunInput]]:
+    def dependencies(self) -> dict[str, set[RunInput]]:
         """The map's dependencies plus the upstream runs in each item's own arguments.
 
         Prefect accepts inputs only under the task run's parameter names, and the chunk's
         only parameter is ``items``: every upstream run is listed there.
         """
-        inputs: set[RunInput] = set().union(*(shared or {}).values())
+        inputs: set[RunInput] = set().union(*(self.batch.dependencies or {}).values())
         seen: set[int] = set()
         for item in self.items:
             for value in item.parameters.values():
@@ -172,7 +161,7 @@ class Chunk:
         if context is None:
             raise RuntimeError("a chunk must run inside its task run")
         logger = get_run_logger(context)
-        cache = ItemCache.for_task(self.task, context, self.persist)
+        cache = ItemCache.for_task(self.task, context, self.batch.persist)
         jobs: dict[concurrent.futures.Future[Any], Item] = {}
         todo = [item for item in self.items if not item.future.settled]
         cached = 0
@@ -235,7 +224,7 @@ class Chunk:
         except Exception as exc:
             item.error = exc
             return
-        self.sizer.record(seconds)
+        self.batch.sizer.record(seconds)
         if problem is not None:  # the item still succeeded; only reuse is lost
             logger.warning("[%s] result not cached: %s", item.label, problem)
         self._succeeded(item, value, cached=False)
@@ -243,7 +232,7 @@ class Chunk:
     def _succeeded(self, item: Item, value: Any, *, cached: bool) -> None:
         state: State[Any] = Completed(data=value, name="Cached" if cached else "Completed")
         state.state_details.task_run_id = self.task_run_id
-        if self.tracked and FlowRunContext.get() is not None:
+        if self.batch.tracked and FlowRunContext.get() is not None:
             link_state_to_result(state, value, RunType.TASK_RUN)
         item.future.settle(state, value=value)
 

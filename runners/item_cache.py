@@ -2,22 +2,29 @@
 
 A chunk's task run holds many items, so Prefect's own cache (one key per task run) cannot
 serve them; ``ItemCache`` computes each item's key with the task's cache policy and reads
-the task's result store, and its ``RecordWriter`` writes through that store, so a retried
-flow run reuses every item that succeeded before. The writer travels with a chunk's jobs:
-the worker that made a result writes its record, not the flow process. Records are Prefect's
-own, written and read by Prefect's store; one a killed worker left half-written cannot be read
-and counts as a miss, so its item runs again.
+the task's result store, and its ``RecordWriter`` writes each record as that store makes it
+(``ResultStore.create_result_record``). The writer travels with a chunk's jobs: the worker
+that made a result writes its record, not the flow process.
+
+The store's own calls resolve the storage path on every call and name a lock holder from the
+host name: for thousands of short items the largest cost per item. When the store is a
+plain local folder (``LocalFileSystem``, no separate metadata storage, no locks), a key whose
+file is absent is a miss without asking the store, and a record is written straight to its
+file. A record a killed worker left half-written cannot be read: it is a miss, and its item
+runs again. Reads of present records and every other store go through Prefect.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
 import prefect.runtime
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore, should_persist_result
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, get_current_settings
 
@@ -51,7 +58,7 @@ class ItemCache:
         # The chunk's task run context naming the mapped task; ``key`` gives it each item's
         # parameters in turn (one copy per chunk attempt, not one per item).
         self._item_context = None if context is None else context.model_copy(update={"task": task})
-        self.writer = RecordWriter(_uncached(store), task.cache_expiration)
+        self.writer = RecordWriter(_uncached(store), task.cache_expiration, plain_local_folder(store))
         refresh = task.refresh_cache
         self.refresh = bool(PREFECT_TASKS_REFRESH_CACHE.value() if refresh is None else refresh)
 
@@ -89,6 +96,9 @@ class ItemCache:
         (no record, one that cannot be read, or a refresh asked for)."""
         if self.refresh:
             return False, None
+        path = self.writer.local_path(key)
+        if path is not None and not path.is_file():
+            return False, None
         try:
             record = self.store.read(key)
         except Exception:
@@ -113,14 +123,29 @@ def persists_results(task: Task[Any, Any]) -> bool:
 
 @dataclass(frozen=True)
 class RecordWriter:
-    """Writes items' result records through the task's result store, in whichever process made
-    the result, each expiring ``lifetime`` after it is written."""
+    """Writes items' result records as the task's result store makes them, in whichever process
+    made the result, each expiring ``lifetime`` after it is written; straight to its file in
+    ``folder``, the store's plain local folder, if it has one."""
 
     store: ResultStore
     lifetime: timedelta | None
+    folder: Path | None
 
     def write(self, key: str, value: Any) -> None:
-        self.store.write(value, key=key, expiration=_expiration(self.lifetime))
+        record = self.store.create_result_record(value, key=key, expiration=_expiration(self.lifetime))
+        if self.local_path(key) is None:
+            self.store.persist_result_record(record)
+            return
+        path = Path(str(record.metadata.storage_key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(record.serialize())
+
+    def local_path(self, key: str) -> Path | None:
+        """Where ``key``'s record lives in the plain local folder; None: ask the store."""
+        relative = PurePosixPath(key)
+        if self.folder is None or relative.is_absolute() or ".." in relative.parts:
+            return None  # the store refuses keys outside its folder with its own error
+        return self.folder / relative
 
 
 def _expiration(lifetime: timedelta | None) -> DateTime | None:
@@ -139,3 +164,16 @@ def _uncached(store: ResultStore) -> ResultStore:
         serializer=store.serializer,
         cache_result_in_memory=False,
     )
+
+
+def plain_local_folder(store: ResultStore) -> Path | None:
+    """The resolved folder of a store that keeps whole records as files in one local folder."""
+    storage = store.result_storage
+    if (
+        type(storage) is not LocalFileSystem
+        or store.metadata_storage is not None
+        or store.lock_manager is not None
+        or store.result_storage_block_id is not None
+    ):
+        return None
+    return Path(storage.basepath).expanduser().resolve() if storage.basepath else Path(".").resolve()

@@ -374,20 +374,12 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
     def _start_chunk(self, batch: Batch, items: list[Item]) -> Chunk:
         """Start one chunk's task run (called by the dispatcher thread, in the map's context)."""
-        chunk = Chunk(
-            batch.task,
-            items,
-            sizer=batch.sizer,
-            submit_job=self._submit_job,
-            tracked=batch.tracked,
-            persist=batch.persist,
-        )
-        dependencies = chunk.dependencies(batch.dependencies)
+        chunk = Chunk(batch, items, self._submit_job)
         future = self._start(
             chunk.engine_task(),
             chunk.parameters(),
             batch.wait_for,
-            dependencies,
+            chunk.dependencies(),
             tracked=batch.tracked,
             task_run_id=chunk.task_run_id,
         )

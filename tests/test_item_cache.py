@@ -28,16 +28,21 @@ def local_cache(folder: Path) -> ItemCache:
 
 
 def test_a_record_the_travelling_writer_wrote_is_read_back_by_prefects_own_store(tmp_path: Path) -> None:
-    cache = local_cache(tmp_path)
+    real = tmp_path / "real"
+    (tmp_path / "link").symlink_to(real)
+    cache = local_cache(tmp_path / "link")
     writer = pickle.loads(pickle.dumps(cache.writer))  # as it reaches a worker
+    assert writer.folder == real.resolve()  # resolved once, where the map runs
     value = {"rows": [1, 2, 3], "text": "문서 \ufffe"}
-    writer.write("abc123", value)
+    writer.write("abc123", value)  # the folder is made on the first write
     assert writer.store.cache_result_in_memory is False and not writer.store.cache  # a worker keeps none
 
-    prefect_store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path)))
-    assert prefect_store.read("abc123").result == value
+    prefect_store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path / "link")))
+    record = prefect_store.read("abc123")
+    assert record.result == value
+    assert record.metadata.storage_key == str(real.resolve() / "abc123")  # as Prefect writes it
     assert cache.read("abc123") == (True, value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["abc123"]
+    assert sorted(p.name for p in real.iterdir()) == ["abc123"]
 
 
 def test_missing_unreadable_and_expired_records_are_misses(tmp_path: Path) -> None:
@@ -61,6 +66,7 @@ def test_keys_outside_the_folder_and_other_stores_are_prefects_to_handle(tmp_pat
         metadata_storage=LocalFileSystem(basepath=str(tmp_path / "meta")),
     )
     apart = ItemCache(square, INPUTS, with_metadata)
+    assert apart.writer.folder is None
     apart.writer.write("k", 7)
     assert apart.read("k") == (True, 7)
     assert (tmp_path / "meta" / "k").exists()  # written by Prefect, metadata apart

@@ -77,7 +77,7 @@ def test_a_chunks_item_runs_from_jobs_unpickled_once_and_writes_its_own_record(t
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
 
-    from poolflow.runners.item_cache import RecordWriter
+    from poolflow.runners.item_cache import RecordWriter, plain_local_folder
 
     store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path / "records")))
 
@@ -86,7 +86,9 @@ def test_a_chunks_item_runs_from_jobs_unpickled_once_and_writes_its_own_record(t
         context = TaskRunContext.get()
         assert context is not None
         jobs = worker_context.ChunkJobs(
-            double, worker_context.TaskRunInfo.of(context), RecordWriter(store, None)
+            double,
+            worker_context.TaskRunInfo.of(context),
+            RecordWriter(store, None, plain_local_folder(store)),
         )
         shared = worker_context.PickledOnce(jobs)
         first, second = (pickle.loads(pickle.dumps(shared)) for _ in range(2))
