@@ -108,23 +108,26 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self.processes = processes or process_pool_max_workers() or os.cpu_count() or 1
         make_sizer(chunksize, self.processes)  # rejects a bad setting now, not at the first map
         self.chunksize = chunksize
-        self._dispatcher: ChunkDispatcher | None = None
-        self.peak_pending = 0
-        self._pending = 0
-        self._slots = threading.Semaphore(max_pending)
         self.maxtasksperchild = maxtasksperchild
         self.start_method = start_method
         self.initializer = initializer
         self.initargs = tuple(initargs)
         self.record_timeout = record_timeout
+        self._new_run_state()
+        start_fork_server(start_method)
+
+    def _new_run_state(self) -> None:
+        """No pool, threads or bookkeeping of task runs: a runner as made, and as unpickled."""
         self._pool: WorkerPool | None = None
         self._engines: EngineThreads | None = None
-        self._pool_tasks: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
-        # Finished task runs still to be confirmed as recorded, 16 bytes each.
-        self._ran = bytearray()
-        self._lock = threading.Lock()
+        self._dispatcher: ChunkDispatcher | None = None
         self._watcher: CancellationWatcher | None = None
-        start_fork_server(start_method)
+        self._pool_tasks: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
+        self._ran = bytearray()  # finished task runs still to be confirmed as recorded, 16 bytes each
+        self._pending = 0
+        self.peak_pending = 0
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(self.max_pending)
 
     def _options(self) -> dict[str, Any]:
         """The constructor arguments this runner was configured with."""
@@ -164,21 +167,16 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         return hash(tuple(self._options().values()))
 
     def __getstate__(self) -> dict[str, Any]:
-        # Flows are pickled when deployments dispatch them; only the configuration travels.
+        # Flows are pickled when deployments dispatch them; only the configuration travels
+        # (``__setstate__`` makes a new run state), so the live parts that cannot pickle stay.
         state = self.__dict__.copy()
-        for live in ("_pool", "_engines", "_lock", "_watcher", "_slots", "_dispatcher"):
+        for live in ("_pool", "_engines", "_dispatcher", "_watcher", "_lock", "_slots"):
             state.pop(live, None)
-        state.update(_pool_tasks={}, _ran=bytearray())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._pool = None
-        self._engines = None
-        self._watcher = None
-        self._dispatcher = None
-        self._lock = threading.Lock()
-        self._slots = threading.Semaphore(self.max_pending)
+        self._new_run_state()
 
     # ----------------------------------------------------------------- lifecycle
 

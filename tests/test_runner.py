@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import signal
 import time
 from collections.abc import Iterator
@@ -222,6 +223,20 @@ def test_duplicate_and_equality_keep_configuration() -> None:
     assert (copy.processes, copy.maxtasksperchild, copy.start_method) == (3, 5, "spawn")
     with pytest.raises(ValueError):
         MultiprocessingTaskRunner(0)
+
+
+def test_a_runner_pickles_as_its_configuration_and_the_copy_runs() -> None:
+    """Deployments pickle a flow with its runner: the copy gets the configuration and a run
+    state of its own (no pool, threads or task-run bookkeeping travel), and runs tasks."""
+    runner = MultiprocessingTaskRunner(2, maxtasksperchild=5, chunksize=2)
+    copy = pickle.loads(pickle.dumps(runner))
+    assert copy == runner and set(vars(copy)) == set(vars(runner))
+
+    @flow(task_runner=copy)
+    def squares() -> list[int]:
+        return [future.result() for future in square.map(range(4))]
+
+    assert squares() == [0, 1, 4, 9]
 
 
 def test_fork_is_refused_before_any_task_runs() -> None:
