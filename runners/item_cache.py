@@ -132,6 +132,7 @@ class RecordWriter:
     folder: Path | None
 
     def write(self, key: str, value: Any) -> None:
+        """Store ``value`` as the record of ``key``; raises what the store or the file raises."""
         record = self.store.create_result_record(value, key=key, expiration=_expiration(self.lifetime))
         if self.local_path(key) is None:
             self.store.persist_result_record(record)
