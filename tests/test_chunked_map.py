@@ -410,7 +410,8 @@ def test_a_record_a_lost_worker_left_half_written_is_a_miss(tmp_path: Path, how:
     assert results[1] == 1
     store = ResultStore(result_storage=LocalFileSystem(basepath=str(storage)))
     assert store.read("key-1").result == 1
-    assert sorted(path.name for path in storage.iterdir()) == ["key-1"]
+    # (Prefect 3.7 also stores the chunk's failure there, under a key of its own.)
+    assert not (storage / "key-0").exists()
 
 
 def test_auto_puts_many_short_items_in_few_task_runs_and_imap_keeps_order() -> None:
