@@ -134,10 +134,10 @@ class RecordWriter:
     def write(self, key: str, value: Any) -> None:
         """Store ``value`` as the record of ``key``; raises what the store or the file raises."""
         record = self.store.create_result_record(value, key=key, expiration=_expiration(self.lifetime))
-        if self.local_path(key) is None:
+        path = self.local_path(key)
+        if path is None:
             self.store.persist_result_record(record)
             return
-        path = Path(str(record.metadata.storage_key))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(record.serialize())
 
