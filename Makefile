@@ -98,7 +98,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.tiny_files
 	$(BIN)/python -m bench.user_script
 	$(BIN)/python -m bench.user_script --api server
-	$(BIN)/python -m bench.user_script --api server --times 50 --modes pool,empty,script
+	$(BIN)/python -m bench.user_script --api server --times 50 --rounds 5 --mirrored --modes pool,empty,script
 	$(BIN)/python -m bench.simulation --api server
 	$(BIN)/python -m bench.task_context
 	$(BIN)/python -m bench.scale

@@ -17,9 +17,12 @@ UI use), named in ``PREFECT_API_URL``. The modes:
 - ``prefect``: the same script on Prefect's own ``ProcessPoolTaskRunner``, the control.
 
 Rounds alternate the modes; each round's differences are reported and the targets are held to
-their medians. No API: ``exec`` ≤ ``pool`` + 4 s. A default server: ``script`` ≤ ``pool`` +
-``empty`` + 1.5 s at 200 files and ≤ 1.05 × ``pool`` + ``empty`` at 1,000; ``prefect`` ≥ 3 ×
-``script`` (both less ``empty``). Writes one section per setting into ``bench/results.md``.
+their medians. ``--mirrored`` runs each round's modes forward, then backward (pool, empty,
+script, script, empty, pool) and holds a round to the means of each mode's two walls, so a
+drift in the machine's speed within the round weighs on every mode alike. No API: ``exec`` ≤
+``pool`` + 4 s. A default server: ``script`` ≤ ``pool`` + ``empty`` + 1.5 s at 200 files
+and ≤ 1.05 × ``pool`` + ``empty`` at 1,000; ``prefect`` ≥ 3 × ``script`` (both less
+``empty``). Writes one section per setting into ``bench/results.md``.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--api", choices=sorted(DEFAULT_MODES), default="none")
     parser.add_argument("--modes", help=f"some of {','.join(MODES)} (default: by --api)")
+    parser.add_argument("--mirrored", action="store_true", help="each round forward, then backward")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of the results.md to update")
     args = parser.parse_args()
     modes = (args.modes or DEFAULT_MODES[args.api]).split(",")
@@ -163,8 +167,8 @@ def _rounds(
         if args.api == "none":
             measure(command("exec", root, root / "corpus", root / "warm", args.processes), env)
         for round_ in range(args.rounds):
-            for mode in modes:
-                output = root / f"out-{mode}-{round_}"
+            for turn, mode in enumerate([*modes, *modes[::-1]] if args.mirrored else modes):
+                output = root / f"out-{mode}-{round_}-{turn}"
                 mode_env = {**env, **MODE_SETTINGS.get(mode, {})}
                 walls[mode].append(
                     measure(command(mode, root, root / "corpus", output, args.processes), mode_env).wall
@@ -180,9 +184,10 @@ def _section(walls: dict[str, list[float]], files: int, args: argparse.Namespace
         title, setting = f"{SECTION} on a default prefect server start, {files} files", "default server"
     lines = [
         f"{title} ({files} files, {args.processes} processes, {setting}, "
-        f"`python -m bench.user_script --api {args.api} --times {args.times} --rounds {args.rounds}`)",
+        f"`python -m bench.user_script --api {args.api} --times {args.times} --rounds {args.rounds}"
+        f"{' --mirrored' if args.mirrored else ''}`)",
         "",
-        "| mode | walls (s) | median (s) | over raw Pool, per round (s) | median over raw Pool (s) |",
+        "| mode | walls (s) | median (s) | over raw Pool, per run (s) | median over raw Pool (s) |",
         "|---|---|---|---|---|",
     ]
     pool = walls.get("pool", [])
@@ -192,18 +197,26 @@ def _section(walls: dict[str, list[float]], files: int, args: argparse.Namespace
             f"| {mode} | {', '.join(f'{t:.2f}' for t in times)} | {statistics.median(times):.2f} | "
             f"{', '.join(f'{d:+.2f}' for d in over)} | {f'{statistics.median(over):+.2f}' if over else ''} |"
         )
-    lines += ["", *_verdicts(walls, args.api, files)]
+    lines += ["", *_verdicts(walls, args.api, files, 2 if args.mirrored else 1)]
     return "\n".join(lines) + "\n"
 
 
-def _verdicts(walls: dict[str, list[float]], api: str, files: int) -> list[str]:
-    """One line per target this setting has, each with the medians of its per-round values."""
+def _verdicts(walls: dict[str, list[float]], api: str, files: int, per_round: int) -> list[str]:
+    """One line per target this setting has, each with the medians of its per-round values; a
+    round's wall for a mode is the mean of its ``per_round`` runs (2 when mirrored)."""
 
     def median_of(values: Iterator[float]) -> float:
         return statistics.median(list(values))
 
     def rounds(*modes: str) -> Iterator[tuple[float, ...]]:
-        return zip(*(walls[mode] for mode in modes), strict=False)
+        means = [
+            [
+                statistics.fmean(walls[mode][start : start + per_round])
+                for start in range(0, len(walls[mode]), per_round)
+            ]
+            for mode in modes
+        ]
+        return zip(*means, strict=False)
 
     lines = []
     if api == "none" and {"pool", "exec"} <= walls.keys():
@@ -219,9 +232,11 @@ def _verdicts(walls: dict[str, list[float]], api: str, files: int) -> list[str]:
                 f"- poolflow − (raw Pool + empty flow): {over:+.2f} s; target ≤ +1.5 s: {_held(over <= 1.5)}"
             )
         else:
-            ratio = median_of((s - e) / p for p, e, s in rounds("pool", "empty", "script"))
+            ratios = [(s - e) / p for p, e, s in rounds("pool", "empty", "script")]
+            ratio = statistics.median(ratios)
             lines.append(
-                f"- (poolflow − empty flow) / raw Pool: {ratio:.3f}; target ≤ 1.05: {_held(ratio <= 1.05)}"
+                f"- (poolflow − empty flow) / raw Pool, per round {', '.join(f'{r:.3f}' for r in ratios)}: "
+                f"median {ratio:.3f}; target ≤ 1.05: {_held(ratio <= 1.05)}"
             )
     if api == "server" and {"empty", "script", "prefect"} <= walls.keys():
         times = median_of((c - e) / (s - e) for e, s, c in rounds("empty", "script", "prefect"))
