@@ -98,6 +98,17 @@ def test_cached_items_are_reused_and_refreshed_as_task_runs_do(kind: str, api: s
     assert _stamps(kind, salt) == refreshed, "a refresh writes what the next run reuses"
 
 
+@pytest.mark.parametrize(("writer", "reader"), [("chunks-of-3", "prefect"), ("prefect", "chunks-of-3")])
+def test_items_one_runner_cached_are_reused_by_the_other(writer: str, reader: str, api: str) -> None:
+    """A chunk's items are cached under the keys and in the records Prefect's own task runs
+    use: a user switching runners (or retrying a flow run on the other) loses no cached item."""
+    salt = uuid.uuid4().hex
+    first = _stamps(writer, salt)
+    values, names = _stamping(reader, salt).result()
+    assert values == first, f"{reader} reuses every item {writer} computed"
+    assert names == ["Cached"] * 6
+
+
 @pytest.mark.parametrize("kind", sorted(RUNNERS))
 def test_cached_items_expire_as_task_runs_do(kind: str, api: str) -> None:
     salt = uuid.uuid4().hex
