@@ -13,6 +13,7 @@ whose fork server differs gets the fork server ``multiprocessing`` starts itself
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import inspect
 import multiprocessing.forkserver
@@ -23,7 +24,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from multiprocessing import resource_tracker
 from typing import Any, NoReturn
 
@@ -121,13 +122,16 @@ def fork_the_fork_server(preload: Sequence[str]) -> bool:
             for stream in (sys.stdout, sys.stderr):
                 if stream is not None:
                     stream.flush()  # or each worker would print the script's buffered output again
-            # The copy is born ignoring Ctrl-C: a Ctrl-C before it could ignore it would end it.
+            # The copy is born ignoring Ctrl-C (a Ctrl-C before it could ignore it would end
+            # it) and holding SIGTERM back until its handler for it is set.
             handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             try:
                 pid = os.fork()
                 if pid == 0:
-                    _serve_forks(listener.fileno(), alive_r, preload, folder)
+                    _serve_forks(listener.fileno(), alive_r, preload, folder, mask)
             finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 signal.signal(signal.SIGINT, handler)
             os.close(alive_r)
         server._forkserver_address = address
@@ -136,7 +140,9 @@ def fork_the_fork_server(preload: Sequence[str]) -> bool:
     return True
 
 
-def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str], folder: str) -> NoReturn:
+def _serve_forks(
+    listener_fd: int, alive_r: int, preload: Sequence[str], folder: str, mask: Iterable[int]
+) -> NoReturn:
     """In the copy: become a fork server like the one ``multiprocessing`` spawns, never return.
 
     It keeps only what a spawned fork server gets (standard streams, the listening socket,
@@ -144,7 +150,8 @@ def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str], folder:
     script's files, sockets or locks; Ctrl-C is for the script to handle, as there; every
     other signal the script handled in Python takes its default action. It ends once every
     process holding the alive pipe's write end (the script, the workers) has, and removes the
-    ``folder`` of its listening socket as it does.
+    ``folder`` of its listening socket as it does; a SIGTERM (a terminal's ``kill`` to the
+    process group) ends it as it ends a spawned fork server, its folder removed first.
     """
     try:
         keep = {0, 1, 2, listener_fd, alive_r, resource_tracker.getfd()}
@@ -155,6 +162,8 @@ def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str], folder:
         for number in signal.valid_signals():
             if callable(signal.getsignal(number)):
                 signal.signal(number, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, functools.partial(_end_by_signal, os.getpid(), folder))
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGTERM held back arrives now
         server: Any = multiprocessing.forkserver._forkserver
         server._lock = threading.Lock()  # the script's thread held it when the copy was made
         gc.freeze()  # the script's objects stay as they are: none is collected (or closes a descriptor) here
@@ -163,3 +172,12 @@ def _serve_forks(listener_fd: int, alive_r: int, preload: Sequence[str], folder:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         os._exit(0)
+
+
+def _end_by_signal(server_pid: int, folder: str, number: int, frame: object) -> None:
+    """Die of signal ``number`` as with no handler; in the fork server, remove ``folder`` first.
+    A worker inherits the handler until it ignores SIGTERM itself: it leaves the folder be."""
+    if os.getpid() == server_pid:
+        shutil.rmtree(folder, ignore_errors=True)
+    signal.signal(number, signal.SIG_DFL)
+    os.kill(os.getpid(), number)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing.forkserver
+import signal
 import subprocess
 import sys
 import time
@@ -92,3 +93,24 @@ os._exit(0)
     while folder.exists():
         assert time.monotonic() < deadline, f"{PYTHON}: the fork server left {folder}"
         time.sleep(0.1)
+
+
+def test_a_forked_fork_server_ended_by_sigterm_removes_its_socket_folder() -> None:
+    """A terminal's ``kill`` reaches the fork server with the rest of the process group: it
+    dies of it, as a spawned one does, and takes its socket's folder with it."""
+    script = """\
+import multiprocessing.forkserver, os, signal, sys
+from poolflow.runners.multiprocessing_compat import fork_the_fork_server
+assert fork_the_fork_server([])
+server = multiprocessing.forkserver._forkserver
+print(server._forkserver_address, flush=True)
+os.kill(server._forkserver_pid, signal.SIGTERM)
+_, status = os.waitpid(server._forkserver_pid, 0)
+print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    address, ended = done.stdout.split()
+    folder = Path(address).parent
+    assert folder.name.startswith("poolflow-forkserver-"), done.stderr
+    assert ended == str(int(signal.SIGTERM)), f"{PYTHON}: the fork server ended with {ended}"
+    assert not folder.exists(), f"{PYTHON}: the fork server left {folder}"
