@@ -155,8 +155,8 @@ def round_lines(
     each size: a round's runs follow one another, so their ratio is measured at one speed of
     the machine (it drifts by tens of percent within minutes); the median of those ratios is
     what a target is held to. A mirrored round (``per_round`` 2) runs the modes forward, then
-    backward (raw Pool, poolflow, poolflow, raw Pool) and takes the ratio of each mode's two
-    walls summed: a drift within the round then weighs on both modes alike."""
+    backward (raw Pool, poolflow, poolflow, raw Pool) and takes the ratio of each mode's mean
+    of its two walls: a drift within the round then weighs on both modes alike."""
     lines = [
         "Round by round (the runs of a round follow one another), at each size; median over rounds:",
         "",
@@ -169,18 +169,20 @@ def round_lines(
     for mode, against in pairs:
         for size in sizes:
             mine, theirs = walls[(mode, size)], walls[(against, size)]
-            rounds = [
-                (sum(mine[start : start + per_round]), sum(theirs[start : start + per_round]))
-                for start in range(0, len(mine), per_round)
-            ]
+            rounds = list(zip(round_means(mine, per_round), round_means(theirs, per_round), strict=True))
             ratios = [run / other for run, other in rounds]
-            over = [(run - other) / per_round for run, other in rounds]
+            over = [run - other for run, other in rounds]
             lines.append(
                 f"| {mode} | {against} | {size * files} | {', '.join(f'{r:.2f}×' for r in ratios)} | "
                 f"{statistics.median(ratios):.2f}× | {', '.join(f'{o:+.1f}' for o in over)} | "
                 f"{statistics.median(over):+.1f} |"
             )
     return lines
+
+
+def round_means(walls: list[float], per_round: int) -> list[float]:
+    """A mode's wall in each round: the mean of its ``per_round`` runs there (2 when mirrored)."""
+    return [statistics.fmean(walls[start : start + per_round]) for start in range(0, len(walls), per_round)]
 
 
 def plot(rows, out: Path) -> None:  # type: ignore[no-untyped-def]

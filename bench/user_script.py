@@ -33,13 +33,13 @@ import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.default_server import default_server
 from bench.homes import NEW_SERVER, fresh_home
 from bench.results_file import write_section
-from bench.run import HERE
+from bench.run import HERE, round_means
 from bench.scale import build_corpus, measure
 
 SECTION = "## User script"
@@ -112,6 +112,8 @@ RUNNERS = {
 MODES = ("pool", "empty", "script", "exec", "exec-new-server", "prefect")
 DEFAULT_MODES = {"none": "pool,empty,script,exec,exec-new-server", "server": "pool,empty,script,prefect"}
 MODE_SETTINGS = {"exec-new-server": NEW_SERVER}
+Target = tuple[str, Callable[[float], bool]]
+"""A target as its verdict line states it, and the test its median must pass."""
 
 
 def command(mode: str, scripts: Path, corpus: Path, output: Path, processes: int) -> list[str]:
@@ -202,48 +204,38 @@ def _section(walls: dict[str, list[float]], files: int, args: argparse.Namespace
 
 
 def _verdicts(walls: dict[str, list[float]], api: str, files: int, per_round: int) -> list[str]:
-    """One line per target this setting has, each with the medians of its per-round values; a
-    round's wall for a mode is the mean of its ``per_round`` runs (2 when mirrored)."""
-
-    def median_of(values: Iterator[float]) -> float:
-        return statistics.median(list(values))
+    """One line per target this setting has: its value in each round and their median, which
+    the target holds to; a round's wall for a mode is the mean of its ``per_round`` runs."""
 
     def rounds(*modes: str) -> Iterator[tuple[float, ...]]:
-        means = [
-            [
-                statistics.fmean(walls[mode][start : start + per_round])
-                for start in range(0, len(walls[mode]), per_round)
-            ]
-            for mode in modes
-        ]
-        return zip(*means, strict=False)
+        return zip(*(round_means(walls[mode], per_round) for mode in modes), strict=True)
+
+    def line(what: str, values: list[float], form: str, target: Target | None = None) -> str:
+        median = statistics.median(values)
+        verdict = f"target {target[0]}: {_held(target[1](median))}" if target else "no target"
+        shown = ", ".join(format(value, form) for value in values)
+        return f"- {what}, per round {shown}: median {format(median, form)}; {verdict}"
 
     lines = []
     if api == "none" and {"pool", "exec"} <= walls.keys():
-        over = median_of(e - p for p, e in rounds("pool", "exec"))
-        lines.append(f"- `exec` − raw Pool: {over:+.2f} s; target ≤ +4 s: {_held(over <= 4)}")
+        over = [e - p for p, e in rounds("pool", "exec")]
+        lines.append(line("`exec` − raw Pool (s)", over, "+.2f", ("≤ +4 s", lambda m: m <= 4)))
     if api == "none" and {"pool", "exec-new-server"} <= walls.keys():
-        over = median_of(e - p for p, e in rounds("pool", "exec-new-server"))
-        lines.append(f"- `exec` starting its own server − raw Pool: {over:+.2f} s (no target)")
+        over = [e - p for p, e in rounds("pool", "exec-new-server")]
+        lines.append(line("`exec` starting its own server − raw Pool (s)", over, "+.2f"))
     if api == "server" and {"pool", "empty", "script"} <= walls.keys():
         if files <= 200:
-            over = median_of(s - p - e for p, e, s in rounds("pool", "empty", "script"))
-            lines.append(
-                f"- poolflow − (raw Pool + empty flow): {over:+.2f} s; target ≤ +1.5 s: {_held(over <= 1.5)}"
-            )
+            over = [s - p - e for p, e, s in rounds("pool", "empty", "script")]
+            what = "poolflow − (raw Pool + empty flow) (s)"
+            lines.append(line(what, over, "+.2f", ("≤ +1.5 s", lambda m: m <= 1.5)))
         else:
             ratios = [(s - e) / p for p, e, s in rounds("pool", "empty", "script")]
-            ratio = statistics.median(ratios)
-            lines.append(
-                f"- (poolflow − empty flow) / raw Pool, per round {', '.join(f'{r:.3f}' for r in ratios)}: "
-                f"median {ratio:.3f}; target ≤ 1.05: {_held(ratio <= 1.05)}"
-            )
+            what = "(poolflow − empty flow) / raw Pool"
+            lines.append(line(what, ratios, ".3f", ("≤ 1.05", lambda m: m <= 1.05)))
     if api == "server" and {"empty", "script", "prefect"} <= walls.keys():
-        times = median_of((c - e) / (s - e) for e, s, c in rounds("empty", "script", "prefect"))
-        lines.append(
-            f"- ProcessPoolTaskRunner / poolflow, both less the empty flow: {times:.2f}×; "
-            f"target ≥ 3×: {_held(times >= 3)}"
-        )
+        times = [(c - e) / (s - e) for e, s, c in rounds("empty", "script", "prefect")]
+        what = "ProcessPoolTaskRunner / poolflow, both less the empty flow (×)"
+        lines.append(line(what, times, ".2f", ("≥ 3×", lambda m: m >= 3)))
     return lines
 
 

@@ -99,7 +99,7 @@ def test_a_forked_fork_server_ended_by_sigterm_removes_its_socket_folder() -> No
     """A terminal's ``kill`` reaches the fork server with the rest of the process group: it
     dies of it, as a spawned one does, and takes its socket's folder with it."""
     script = """\
-import multiprocessing.forkserver, os, signal, sys
+import multiprocessing.forkserver, os, signal
 from poolflow.runners.multiprocessing_compat import fork_the_fork_server
 assert fork_the_fork_server([])
 server = multiprocessing.forkserver._forkserver
