@@ -9,6 +9,7 @@ and polls until each task run is stored in a final state.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Collection, Iterable
 from uuid import UUID
@@ -60,7 +61,7 @@ def wait_until_recorded(task_run_ids: Iterable[UUID], stall_timeout: float = 30.
     batch = list(itertools.islice(ids, _BATCH))
     if not batch:
         return set()
-    EventsWorker.drain_all(timeout=stall_timeout, at_exit=False)
+    drain_events(stall_timeout)
     remaining: set[UUID] = set()
     total = 0
     try:
@@ -80,6 +81,23 @@ def wait_until_recorded(task_run_ids: Iterable[UUID], stall_timeout: float = 30.
             stall_timeout,
         )
     return remaining
+
+
+def drain_events(timeout: float) -> None:
+    """Send the events this process still holds, waiting up to ``timeout`` seconds.
+
+    From a thread of its own: where the calling thread runs an event loop (the runner of an
+    async flow exits on it), Prefect's ``EventsWorker.drain_all`` returns an awaitable instead
+    of waiting, and a sync caller could only drop it unawaited.
+    """
+    drainer = threading.Thread(
+        target=EventsWorker.drain_all,
+        kwargs={"timeout": timeout, "at_exit": False},
+        name="poolflow-drain-events",
+        daemon=True,
+    )
+    drainer.start()
+    drainer.join(timeout + 1)
 
 
 def _poll_while_progressing(remaining: set[UUID], stall_timeout: float) -> set[UUID]:
