@@ -34,6 +34,7 @@ from prefect.logging.loggers import get_run_logger
 from prefect.task_runners import TaskRunner
 from typing_extensions import Self
 
+from poolflow.runners.async_ctrl_c import interrupt_waiting_loop
 from poolflow.runners.cancellation import CancellationWatcher
 from poolflow.runners.chunked_map import Batch, Chunk, ChunkDispatcher, per_chunk_warning
 from poolflow.runners.chunking import ChunkSize, make_sizer
@@ -122,6 +123,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._engines: EngineThreads | None = None
         self._dispatcher: ChunkDispatcher | None = None
         self._watcher: CancellationWatcher | None = None
+        self._restore_ctrl_c: Callable[[], None] | None = None
         self._pool_tasks: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
         self._ran = bytearray()  # finished task runs still to be confirmed as recorded, 16 bytes each
         self._pending = 0
@@ -170,7 +172,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         # Flows are pickled when deployments dispatch them; only the configuration travels
         # (``__setstate__`` makes a new run state), so the live parts that cannot pickle stay.
         state = self.__dict__.copy()
-        for live in ("_pool", "_engines", "_dispatcher", "_watcher", "_lock", "_slots"):
+        for live in ("_pool", "_engines", "_dispatcher", "_watcher", "_restore_ctrl_c", "_lock", "_slots"):
             state.pop(live, None)
         return state
 
@@ -202,6 +204,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         if flow_run is not None:
             self._watcher = CancellationWatcher(flow_run.id, self.cancel_all)
             self._watcher.start()
+        self._restore_ctrl_c = interrupt_waiting_loop()
         return self
 
     def cancel_all(self) -> None:
@@ -247,6 +250,9 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                 ran, self._ran = self._ran, bytearray()
             wait_until_recorded(_task_run_ids(ran), self.record_timeout)
         finally:
+            if self._restore_ctrl_c is not None:
+                self._restore_ctrl_c()
+                self._restore_ctrl_c = None
             self._pool = None
             self._engines = None
             self._dispatcher = None

@@ -31,6 +31,8 @@ RUNNER_TESTS = [
     "tests/test_prefect_parity.py",
     "tests/test_task_context.py",
     "tests/test_user_project.py",
+    "tests/test_recording.py",
+    "tests/test_async_ctrl_c.py",
 ]
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")

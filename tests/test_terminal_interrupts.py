@@ -237,17 +237,31 @@ def test_a_users_script_under_poolflow_exec_stops_within_seconds(
     assert "RUNNING" not in _flow_run_states(home)
 
 
+def _async_flow(script: str) -> str:
+    """``script`` with its flow ``async``, run by ``asyncio.run``."""
+    return (
+        script.replace("import time", "import asyncio\nimport time")
+        .replace("def long_flow", "async def long_flow")
+        .replace("    long_flow()", "    asyncio.run(long_flow())")
+    )
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_users_plain_script_stops_within_seconds_and_its_run_ends(
-    tmp_path: Path, home: Path, prefect_api: str, signum: int
+    tmp_path: Path, home: Path, prefect_api: str, signum: int, kind: str
 ) -> None:
     """``python long_flow.py`` against a real ``prefect server start``: ended by the signal, as
     Python ends (a shell shows 128 + signum), with no traceback: the task runs in flight end
     Crashed as the flow run does, each in one log line, not failed (SIGTERM also reaches
     multiprocessing's fork server, which dies; the workers ignore it and are stopped by the
-    script). After Ctrl-C the last line is ours; after SIGTERM, Prefect's crash line."""
+    script). After Ctrl-C the last line is ours; after SIGTERM, Prefect's crash line. The same
+    for an async flow, whose body waits on its futures without awaiting: Ctrl-C is not left to
+    ``asyncio.run``'s handler, which would act only at the flow's next ``await``."""
     name = f"long-flow-{uuid.uuid4().hex[:8]}"
-    (tmp_path / "long_flow.py").write_text(USER_FLOW.replace("@flow(", f"@flow(name={name!r}, "))
+    script = USER_FLOW if kind == "sync" else _async_flow(USER_FLOW)
+    assert kind == "sync" or "asyncio.run(long_flow())" in script
+    (tmp_path / "long_flow.py").write_text(script.replace("@flow(", f"@flow(name={name!r}, "))
     argv = [sys.executable, "long_flow.py"]
     # Once items finish, the script's main thread waits on them: a signal that lands while it
     # still imports Prefect's modules fails that import, which is Python's doing, not ours.
