@@ -15,6 +15,7 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.logging.loggers import get_logger
+from prefect.states import Cancelled
 
 logger = get_logger("poolflow.cancellation")
 _CANCELLED_STATES = (StateType.CANCELLING, StateType.CANCELLED)
@@ -27,6 +28,7 @@ class CancellationWatcher:
         self.flow_run_id = flow_run_id
         self.on_cancel = on_cancel
         self.interval = interval
+        self.cancelled = False  # a cancel was seen and the workers stopped
         self._stopped = threading.Event()
         context = copy_context()  # the flow's settings (API URL) for the watcher thread
         self._thread = threading.Thread(
@@ -51,5 +53,18 @@ class CancellationWatcher:
                     continue
                 if state is not None and state.type in _CANCELLED_STATES:
                     logger.warning("flow run %s was cancelled; stopping its workers", self.flow_run_id)
+                    self.cancelled = True
                     self.on_cancel()
                     return
+
+    def conclude(self) -> None:
+        """End a flow run this watcher saw cancelled as ``Cancelled``, once its task runs stopped:
+        nobody else will (a run started directly has no worker to finish the cancel, and the
+        API refuses the flow's own final state while the run is ``Cancelling``)."""
+        if not self.cancelled:
+            return
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(self.flow_run_id).state
+            if state is not None and state.type is StateType.CANCELLING:
+                message = "Flow run was cancelled; poolflow stopped its task runs"
+                client.set_flow_run_state(self.flow_run_id, Cancelled(message=message), force=True)

@@ -200,28 +200,36 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._dispatcher = ChunkDispatcher(self._start_chunk, self.processes + _EXTRA_ENGINE_THREADS)
         self._ran = bytearray()
         self.peak_pending = 0
-        flow_run = getattr(FlowRunContext.get(), "flow_run", None)
-        if flow_run is not None:
-            self._watcher = CancellationWatcher(flow_run.id, self.cancel_all)
-            self._watcher.start()
+        self._watch_flow_run()
         self._restore_ctrl_c = interrupt_waiting_loop()
         return self
+
+    def _watch_flow_run(self) -> None:
+        """Start watching the current flow run for a cancel from the UI or API, once.
+
+        Called on entering and on each submission: Prefect enters a flow's own task runner
+        before the flow run's context exists, so there the watch starts with the first task run.
+        """
+        flow_run = getattr(FlowRunContext.get(), "flow_run", None)
+        with self._lock:
+            if flow_run is None or self._watcher is not None:
+                return
+            watcher = self._watcher = CancellationWatcher(flow_run.id, self.cancel_all)
+        watcher.start()
 
     def cancel_all(self) -> None:
         """Stop every task run now: kill the workers; pending and new ones fail at once.
 
-        Prefect's flow engine calls this (where a runner has it) when the flow run of the
-        flow's own task runner is cancelled; the cancellation watcher calls it for a runner
-        started inside a flow, which the engine does not know.
+        Prefect's flow engine calls this (where a runner has it) when a worker or runner that
+        started the flow run signals it to cancel; the cancellation watcher calls it when the
+        run was cancelled from the UI or API and nobody signals the process (a script's run,
+        or a runner started inside a flow, which the engine does not know).
         """
         if self._pool is not None:
             self._pool.shutdown(kill=True)
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         pool, engines, dispatcher = self._pool, self._engines, self._dispatcher
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
         if exc_value is not None:
             one_line_for(exc_value)
         try:
@@ -246,10 +254,18 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                     )
             if pool is not None and exc_type is None:
                 pool.shutdown()
-            with self._lock:
+            with self._lock:  # no task run starts any more: the watch can end
                 ran, self._ran = self._ran, bytearray()
+                watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher.stop()
             wait_until_recorded(_task_run_ids(ran), self.record_timeout)
+            if watcher is not None:
+                watcher.conclude()
         finally:
+            if self._watcher is not None:  # the exit failed before the watch ended
+                self._watcher.stop()
+                self._watcher = None
             if self._restore_ctrl_c is not None:
                 self._restore_ctrl_c()
                 self._restore_ctrl_c = None
@@ -289,6 +305,8 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             raise RuntimeError(NOT_STARTED)
         from prefect.task_engine import run_task_sync
 
+        if self._watcher is None:
+            self._watch_flow_run()
         self._slots.acquire()  # back-pressure: released when an engine run finishes
         with self._lock:
             self._pending += 1

@@ -222,3 +222,82 @@ def test_cancelling_a_cli_run_from_the_api_stops_it_and_a_rerun_resumes(
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"done, {len(artifacts)} skipped as current" in rerun.stderr
+
+
+NAPPING_SCRIPT = """\
+import sys
+import time
+
+from prefect import flow, task
+
+if sys.argv[1] == "poolflow":
+    from poolflow import MultiprocessingTaskRunner as Runner
+else:
+    from prefect.task_runners import ProcessPoolTaskRunner as Runner
+
+
+@task
+def nap(x):
+    time.sleep(1)
+    return x
+
+
+@flow(name=sys.argv[2], task_runner=Runner(2))
+def napping():
+    return [future.result() for future in nap.map(range(40))]
+
+
+if __name__ == "__main__":
+    napping()
+"""
+
+
+@pytest.mark.parametrize("runner", ["poolflow", "prefect"])
+def test_cancelling_a_users_script_run_from_the_api(runner: str, tmp_path: Path, prefect_server: str) -> None:
+    """The UI's Cancel on a flow run a user's script started (no worker to signal it): with
+    Prefect's runner the script works on to its end and the run stays ``Cancelling``; with
+    poolflow's, the runner's watch (from its first task run) stops the workers, the script
+    ends at once and the run ends ``Cancelled``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelling
+
+    name = f"napping-{runner}-{os.getpid()}-{time.monotonic_ns()}"
+    (tmp_path / "napping.py").write_text(NAPPING_SCRIPT)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    script = subprocess.Popen(
+        [sys.executable, "napping.py", runner, name],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with get_client(sync_client=True) as client:
+        flows = FlowFilter(name=FlowFilterName(any_=[name]))
+        deadline = time.monotonic() + 180
+        while not (runs := client.read_flow_runs(flow_filter=flows)) or not any(
+            r.state is not None and r.state.is_completed() for r in task_runs_of(client, runs[0].id)
+        ):
+            assert script.poll() is None and time.monotonic() < deadline, "no task run completed"
+            time.sleep(0.3)
+        client.set_flow_run_state(runs[0].id, Cancelling(), force=True)  # what the UI's Cancel does
+        started = time.monotonic()
+        _, stderr = script.communicate(timeout=180)
+        seconds = time.monotonic() - started
+        final = client.read_flow_run(runs[0].id).state
+    assert final is not None
+    if runner == "prefect":
+        assert script.returncode == 0 and final.type == StateType.CANCELLING, stderr[-2000:]
+        return
+    assert final.type == StateType.CANCELLED, stderr[-2000:]
+    assert script.returncode == 1 and seconds < 15, (seconds, stderr[-2000:])
+    assert _left_behind(script.pid) == []
+
+
+def task_runs_of(client: Any, flow_run_id: Any) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return list(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))
