@@ -138,6 +138,22 @@ def prefect_free_env(home: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def run_user_script(
+    folder: Path, name: str, text: str, api_url: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Write ``text`` as ``folder/name`` and run it as a user would, ``python name args``, from
+    ``folder`` in a shell whose only Prefect setting is ``api_url``; its output collected."""
+    (folder / name).write_text(text)
+    return subprocess.run(
+        [sys.executable, name, *args],
+        cwd=folder,
+        env=prefect_free_env(folder / "home", PREFECT_API_URL=api_url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def run_temp_folder() -> Path:
     """The test run's temp folder, removed at its end (``conftest``; the system's outside pytest)."""
     return Path(os.environ.get("POOLFLOW_TEST_TMP") or tempfile.gettempdir())

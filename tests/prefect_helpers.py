@@ -88,13 +88,18 @@ def wait_final(flow_run_id: UUID, timeout: float = 180, *, leaving: UUID | None 
     raise TimeoutError(f"flow run {flow_run_id} did not finish")
 
 
-def parse_runs(flow_run_id: UUID) -> list[TaskRun]:
+def flow_task_runs(flow_run_id: UUID) -> list[TaskRun]:
+    """Every task run of flow run ``flow_run_id``, as the API holds them now."""
     runs: list[TaskRun] = []
     with get_client(sync_client=True) as client:
         flt = FlowRunFilter(id={"any_": [flow_run_id]})
         while page := client.read_task_runs(flow_run_filter=flt, limit=200, offset=len(runs)):
             runs += page
-    return [r for r in runs if r.name.startswith("parse(")]
+    return runs
+
+
+def parse_runs(flow_run_id: UUID) -> list[TaskRun]:
+    return [r for r in flow_task_runs(flow_run_id) if r.name.startswith("parse(")]
 
 
 def retry_like_the_ui(api_url: str, flow_run_id: UUID) -> None:

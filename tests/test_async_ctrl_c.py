@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import prefect_free_env
+from helpers import run_user_script
 
 HANDLERS = """\
 import asyncio
@@ -51,15 +50,7 @@ if __name__ == "__main__":
 def test_only_an_async_flow_gets_pythons_ctrl_c_and_only_while_its_runner_runs(
     tmp_path: Path, prefect_server: str
 ) -> None:
-    (tmp_path / "handlers.py").write_text(HANDLERS)
-    done = subprocess.run(
-        [sys.executable, "handlers.py"],
-        cwd=tmp_path,
-        env=prefect_free_env(tmp_path / "home", PREFECT_API_URL=prefect_server),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_user_script(tmp_path, "handlers.py", HANDLERS, prefect_server)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith(("async ", "sync "))]
     # before the flow, inside it, after it

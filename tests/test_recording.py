@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from helpers import prefect_free_env
+from helpers import run_user_script
 from prefect import flow, task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect_helpers import flow_task_runs
 
 from poolflow import MultiprocessingTaskRunner
 from poolflow.runners.recording import unrecorded_task_runs, wait_until_recorded
@@ -90,22 +87,11 @@ def test_an_async_flow_script_ends_without_an_unawaited_drain(
 ) -> None:
     """An async flow's runner exits on the flow's event loop, where Prefect's event drain
     returns an awaitable: the script ends as with Prefect's own runner, with no warning."""
-    script = tmp_path / "powers.py"
-    script.write_text(ASYNC_FLOW)
-    done = subprocess.run(
-        [sys.executable, str(script), runner],
-        cwd=tmp_path,
-        env=prefect_free_env(tmp_path / "home", PREFECT_API_URL=prefect_server),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_user_script(tmp_path, "powers.py", ASYNC_FLOW, prefect_server, runner)
     assert done.returncode == 0, done.stderr
     run_id, results = done.stdout.splitlines()[-2:]
     assert results == "[0, 1, 4, 9] [0, 1, 8, 27]"
     assert "never awaited" not in done.stderr, done.stderr
     if runner == "poolflow":  # beyond the control: recorded before the script ends
-        with get_client(sync_client=True) as client:
-            flt = FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(run_id)]))
-            runs = client.read_task_runs(flow_run_filter=flt)
+        runs = flow_task_runs(uuid.UUID(run_id))
         assert runs and all(r.state is not None and r.state.is_final() for r in runs), runs

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from pool_jobs import die_first_time, fault_job
 from prefect import flow, task
-from prefect_helpers import task_runs
+from prefect_helpers import flow_task_runs, task_runs
 
 from poolflow.runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
 from poolflow.tasks.items import read_meta
@@ -279,7 +279,7 @@ def test_cancelling_a_users_script_run_from_the_api(runner: str, tmp_path: Path,
         flows = FlowFilter(name=FlowFilterName(any_=[name]))
         deadline = time.monotonic() + 180
         while not (runs := client.read_flow_runs(flow_filter=flows)) or not any(
-            r.state is not None and r.state.is_completed() for r in task_runs_of(client, runs[0].id)
+            r.state is not None and r.state.is_completed() for r in flow_task_runs(runs[0].id)
         ):
             assert script.poll() is None and time.monotonic() < deadline, "no task run completed"
             time.sleep(0.3)
@@ -295,9 +295,3 @@ def test_cancelling_a_users_script_run_from_the_api(runner: str, tmp_path: Path,
     assert final.type == StateType.CANCELLED, stderr[-2000:]
     assert script.returncode == 1 and seconds < 15, (seconds, stderr[-2000:])
     assert _left_behind(script.pid) == []
-
-
-def task_runs_of(client: Any, flow_run_id: Any) -> list[Any]:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    return list(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))

@@ -21,11 +21,9 @@ import psutil
 import pytest
 from helpers import prefect_free_env, stop_process_group
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import TaskRun
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling
-from prefect_helpers import wait_final
+from prefect_helpers import flow_task_runs, wait_final
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -120,11 +118,6 @@ def _processes_marked(mark: str) -> list[str]:
     return found
 
 
-def _task_runs(flow_run_id: uuid.UUID) -> list[TaskRun]:
-    with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-
-
 def _start(deployment: str, n: int, seconds: float, out: Path) -> tuple[uuid.UUID, str]:
     """Start a run of ``deployment`` writing its sum to ``out``; its id and the mark its
     processes carry."""
@@ -149,7 +142,7 @@ def test_a_deployment_run_by_a_process_worker_completes_and_a_cancelled_one_leav
 
     flow_run_id, mark = _start(deployment, 40, 1.0, tmp_path / "cancelled-sum")
     deadline = time.monotonic() + 240
-    while not any(r.state is not None and r.state.is_completed() for r in _task_runs(flow_run_id)):
+    while not any(r.state is not None and r.state.is_completed() for r in flow_task_runs(flow_run_id)):
         assert time.monotonic() < deadline, "no task run completed"
         time.sleep(0.5)
     assert _processes_marked(mark), "the run's processes carry no mark"
@@ -164,5 +157,6 @@ def test_a_deployment_run_by_a_process_worker_completes_and_a_cancelled_one_leav
     assert not (tmp_path / "cancelled-sum").exists()
     if runner == "poolflow":
         # Beyond the control, which leaves the task runs it was running in Running: none is.
-        unfinished = [r.name for r in _task_runs(flow_run_id) if r.state is None or not r.state.is_final()]
+        runs = flow_task_runs(flow_run_id)
+        unfinished = [r.name for r in runs if r.state is None or not r.state.is_final()]
         assert not unfinished, unfinished
