@@ -23,7 +23,7 @@ import threading
 import uuid
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ from poolflow.runners.cancellation import CancellationWatcher
 from poolflow.runners.chunked_map import Batch, Chunk, ChunkDispatcher, per_chunk_warning
 from poolflow.runners.chunking import ChunkSize, make_sizer
 from poolflow.runners.engine_threads import EngineThreads
-from poolflow.runners.interrupt_line import one_line_for
+from poolflow.runners.interrupt_line import CANCELLED_LINE, one_line_for
 from poolflow.runners.item_cache import persists_results
 from poolflow.runners.main_guard import check_main_guard
 from poolflow.runners.mapped_items import Item, expand_map, item_names
@@ -230,7 +230,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         pool, engines, dispatcher = self._pool, self._engines, self._dispatcher
-        if exc_value is not None:
+        if isinstance(exc_value, KeyboardInterrupt):
             one_line_for(exc_value)
         try:
             if dispatcher is not None:
@@ -260,8 +260,9 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             if watcher is not None:
                 watcher.stop()
             wait_until_recorded(_task_run_ids(ran), self.record_timeout)
-            if watcher is not None:
-                watcher.conclude()
+            if watcher is not None and watcher.conclude():
+                # The flow call raises a stopped task run's error once the engine is done.
+                one_line_for(CancelledError, CANCELLED_LINE)
         finally:
             if self._watcher is not None:  # the exit failed before the watch ended
                 self._watcher.stop()

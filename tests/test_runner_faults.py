@@ -20,9 +20,11 @@ from prefect import flow, task
 from prefect_helpers import flow_task_runs, task_runs
 
 from poolflow.runners import JobTimeoutError, MultiprocessingTaskRunner, WorkerDiedError
+from poolflow.runners.interrupt_line import CANCELLED_LINE
 from poolflow.tasks.items import read_meta
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
+PREFECT_LOG_LINE = re.compile(r"\d\d:\d\d:\d\d\.\d{3} \| [A-Z]+ +\| ")
 
 retried_crash = task(die_first_time, name="die-first-time", retries=1, retry_delay_seconds=0)
 # A timeout long enough that the plain items meet it on a machine loaded by other tests.
@@ -257,7 +259,7 @@ def test_cancelling_a_users_script_run_from_the_api(runner: str, tmp_path: Path,
     """The UI's Cancel on a flow run a user's script started (no worker to signal it): with
     Prefect's runner the script works on to its end and the run stays ``Cancelling``; with
     poolflow's, the runner's watch (from its first task run) stops the workers, the script
-    ends at once and the run ends ``Cancelled``."""
+    ends at once, its last words one line instead of a traceback, and the run ends ``Cancelled``."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
     from prefect.client.schemas.objects import StateType
@@ -294,4 +296,7 @@ def test_cancelling_a_users_script_run_from_the_api(runner: str, tmp_path: Path,
         return
     assert final.type == StateType.CANCELLED, stderr[-2000:]
     assert script.returncode == 1 and seconds < 15, (seconds, stderr[-2000:])
+    lines = stderr.strip().splitlines()  # Prefect logs the run's error itself; then only our line
+    last_log = max(i for i, line in enumerate(lines) if PREFECT_LOG_LINE.match(line))
+    assert lines[last_log + 1 :] == [CANCELLED_LINE], stderr[-2000:]
     assert _left_behind(script.pid) == []
