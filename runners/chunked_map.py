@@ -45,13 +45,8 @@ from prefect.utilities.engine import (
 from poolflow.runners.chunking import ChunkSizer
 from poolflow.runners.item_cache import ItemCache
 from poolflow.runners.mapped_items import UNASSIGNED, Item, split_name
-from poolflow.runners.worker_context import (
-    ChunkJobs,
-    PickledOnce,
-    TaskRunInfo,
-    call_chunk_item,
-    portable_function,
-)
+from poolflow.runners.worker import Shared
+from poolflow.runners.worker_context import ChunkJobs, TaskRunInfo, call_chunk_item, portable_function
 from poolflow.runners.worker_pool import LogSink, log_sink_in_context
 
 if TYPE_CHECKING:
@@ -167,7 +162,7 @@ class Chunk:
         cached = 0
         resolve = _Resolver()
         info = TaskRunInfo.of(context)
-        shared = PickledOnce(ChunkJobs(self.remote, info, cache.writer if cache is not None else None))
+        shared = Shared(ChunkJobs(self.remote, info, cache.writer if cache is not None else None))
         for item in todo:
             item.error = None
             try:
@@ -200,7 +195,7 @@ class Chunk:
 
     def _submit(
         self,
-        shared: PickledOnce,
+        shared: Shared,
         log_prints: bool,
         item: Item,
         inputs: dict[str, Any],
@@ -216,6 +211,7 @@ class Chunk:
             timeout=self.task.timeout_seconds,
             log_sink=log_sink,
             log_prints=log_prints,
+            share=shared,
         )
 
     def _settle_job(self, item: Item, job: concurrent.futures.Future[Any], logger: Any) -> None:

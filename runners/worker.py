@@ -6,14 +6,17 @@ forwarded to the parent instead of being handled here. The process that owns the
 decides when workers stop: a worker ignores Ctrl-C and SIGTERM sent to the whole process
 group, and exits at once when its owner dies, so no worker outlives its pool.
 
-Parent to worker: ``RunJob`` (one call to run) or ``Stop``. Worker to parent, for the job it
+Parent to worker: ``RunJob`` (one call to run), ``Share`` (a value later calls refer to) or
+``Stop``. Worker to parent, for the job it
 runs: ``JobStarted`` once the call is unpickled if the job has a timeout (which counts from
 there; other jobs skip the message, one less wake-up of the parent per job), any number of
 ``JobLog`` lines, then exactly one ``JobResult`` or ``JobProblem``. Each message is a small
 frozen dataclass, pickled whole with ``send``; the receiver dispatches on its type. The call,
 its result and its error travel as bytes that the job's two ends pickle and unpickle
 themselves, so the pipe never pickles them a second time and a payload that cannot be
-unpickled fails its own job, not the pipe.
+unpickled fails its own job, not the pipe. A value many calls share (``Shared``: a chunk's
+function and task run) travels once to each worker, which keeps it until the parent says to
+drop it, and the calls carry only its key.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import builtins
 import ctypes
 import io
+import itertools
 import logging
 import os
 import pickle
@@ -48,6 +52,15 @@ class RunJob:
     payload: bytes
     log_prints: bool
     timed: bool = True
+
+
+@dataclass(frozen=True)
+class Share:
+    """Keep ``blob``, the pickled value that later calls refer to by ``key``; forget ``drop``'s."""
+
+    key: int
+    blob: bytes
+    drop: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,7 @@ class JobProblem:
     error: bytes
 
 
-ToWorker: TypeAlias = RunJob | Stop
+ToWorker: TypeAlias = RunJob | Share | Stop
 FromWorker: TypeAlias = WorkerReady | JobStarted | JobLog | JobResult | JobProblem
 
 
@@ -105,7 +118,7 @@ def send(conn: Connection, message: ToWorker | FromWorker) -> None:
 def receive_order(conn: Connection) -> ToWorker:
     """What the parent tells a worker (blocks; ``EOFError`` once the parent closed the pipe)."""
     message = pickle.loads(conn.recv_bytes())
-    if isinstance(message, RunJob | Stop):
+    if isinstance(message, RunJob | Share | Stop):
         return message
     raise TypeError(f"a worker cannot handle {message!r}")
 
@@ -116,6 +129,42 @@ def receive_report(conn: Connection) -> FromWorker:
     if isinstance(message, WorkerReady | JobStarted | JobLog | JobResult | JobProblem):
         return message
     raise TypeError(f"a worker sent {message!r}, which is no report")
+
+
+_share_keys = itertools.count(1)
+_kept: dict[int, bytes] = {}
+"""This worker's shared values, pickled, by key: as the parent's ``Share`` messages left them."""
+_unpickled: dict[int, Any] = {}
+
+
+class Shared:
+    """A value the calls of many jobs refer to, pickled once here and sent once to each worker.
+
+    Inside a job's call it pickles as its key only; the pool sends a worker the value
+    (``Share``) before the first job that refers to it, and the worker unpickles it once.
+    """
+
+    def __init__(self, value: object) -> None:
+        self.key = next(_share_keys)
+        self.blob: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __reduce__(self) -> tuple[Callable[[int], Any], tuple[int]]:
+        return (shared_value, (self.key,))
+
+
+def shared_value(key: int) -> Any:
+    """The value this worker was sent under ``key``, unpickled on its first use."""
+    if key not in _unpickled:
+        _unpickled[key] = pickle.loads(_kept[key])
+    return _unpickled[key]
+
+
+def keep(share: Share) -> None:
+    """Keep the value of ``share`` and forget the one it replaces."""
+    _kept[share.key] = share.blob
+    if share.drop is not None:
+        _kept.pop(share.drop, None)
+        _unpickled.pop(share.drop, None)
 
 
 class _Reporter:
@@ -285,5 +334,7 @@ def worker_main(
                 reporter.job_id = None
                 reporter.report(outcome)
                 completed += 1
+            case Share():
+                keep(message)
             case Stop():
                 return

@@ -11,7 +11,8 @@ Inside the call the task sees Prefect's own contexts as on Prefect's process run
                                                           TaskRunContext    (the real task run)
 
 A chunk's items (``call_chunk_item``) share one ``TaskRunInfo``, pickled once per chunk
-attempt with the function in ``ChunkJobs``; each job names its item.
+attempt with the function in ``ChunkJobs`` and sent to each worker once (the pool's
+``Shared``); each job names its item.
 
 The flow snapshot (the flow process's settings with the API URL its client really uses,
 the flow run, the flow's name) is pickled once per flow run in the parent and rebuilt once
@@ -41,8 +42,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-
-import cloudpickle
 
 from poolflow.runners.prefect_compat import complete_run_context_models
 
@@ -327,31 +326,11 @@ def call_in_task_run(
 @dataclass(frozen=True)
 class ChunkJobs:
     """What every item of one chunk attempt sends to the pool alike: the task's function, the
-    task run and the writer of the items' result records (travels as ``PickledOnce``)."""
+    task run and the writer of the items' result records (travels as the pool's ``Shared``)."""
 
     fn: Any  # the task's function, or a ``TaskFunctionRef`` that unpickles as it
     info: TaskRunInfo
     writer: RecordWriter | None
-
-
-class PickledOnce:
-    """Pickles as the bytes of ``value`` pickled once, and unpickles as ``value`` again.
-
-    A chunk's items' jobs each copy these bytes, where pickling the function, task run and
-    writer for every item cost more than the rest of its job; a worker unpickles the same
-    bytes once (``_unpickled``), when it unpickles its job, before the job's logging is set.
-    """
-
-    def __init__(self, value: object) -> None:
-        self.blob: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
-        return (_unpickled, (self.blob,))
-
-
-@lru_cache(maxsize=_TASK_RUNS_KEPT)
-def _unpickled(blob: bytes) -> Any:
-    return pickle.loads(blob)
 
 
 def call_chunk_item(

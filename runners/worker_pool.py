@@ -73,6 +73,8 @@ from poolflow.runners.worker import (
     JobResult,
     JobStarted,
     RunJob,
+    Share,
+    Shared,
     Stop,
     WorkerReady,
     receive_report,
@@ -93,8 +95,10 @@ _RESTART_PAUSES = (0.1, 0.5, 2.0)
 _HANDED = 2
 """Jobs a worker holds at most: the one it runs and the next, waiting in its pipe."""
 _AHEAD_BYTES = 16 * 1024
-"""The largest call sent to a busy worker: a pipe holds it without blocking the manager
-(a larger one waits until the worker is free, and reads it at once)."""
+"""The largest call (with a shared value it needs) sent to a busy worker: a pipe holds it
+without blocking the manager (a larger one waits until the worker is free, and reads it at once)."""
+_SHARES_KEPT = 16
+"""Shared values a worker keeps; sending another drops the one least recently sent to it."""
 FORK_SERVER_PRELOAD = ("poolflow.runners.worker", "prefect.flows", "prefect.tasks", "prefect.context")
 """Imported once by the fork server, so that every worker starts with them: the worker loop,
 and Prefect, which each worker would otherwise import itself, with the script that started
@@ -196,6 +200,7 @@ class _Job:
     log_sink: LogSink | None
     log_prints: bool
     future: PoolFuture
+    share: Shared | None = None  # a value the call refers to, sent to each worker once
     deadline: float | None = None
     resent: bool = False  # a worker died starting with it, and it was queued again
 
@@ -209,6 +214,7 @@ class _Worker:
     # about to), the next waits in the pipe.
     jobs: collections.deque[_Job] = field(default_factory=collections.deque)
     jobs_done: int = 0
+    shares: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)  # keys kept
     ready: bool = False  # said WorkerReady: a job it dies in has run
     exit_fd: int | None = None  # a pidfd, readable once the worker has exited (Linux)
 
@@ -391,11 +397,13 @@ class WorkerPool:
         timeout: float | None = None,
         log_sink: LogSink | None = None,
         log_prints: bool = False,
+        share: Shared | None = None,
     ) -> PoolFuture:
         """Queue ``fn(*args, **kwargs)``; the future gives its result or raises its error.
 
         Pickling happens here, in the caller's thread, so an unpicklable argument fails
-        this one call at once.
+        this one call at once. ``share``: the ``Shared`` value the arguments hold, which the
+        worker that runs the call is sent first unless it has it.
         """
         try:
             payload = cloudpickle.dumps((fn, tuple(args), kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
@@ -404,7 +412,7 @@ class WorkerPool:
         job_id = next(self._job_ids)
         label = label or getattr(fn, "__name__", "job")
         future = PoolFuture(label, functools.partial(self._request_cancel, job_id))
-        job = _Job(job_id, payload, label, timeout, log_sink, log_prints, future)
+        job = _Job(job_id, payload, label, timeout, log_sink, log_prints, future, share)
         with self._lock:
             # Checked under the lock: the manager's last sweep of pending jobs happens after
             # ``_closing`` is set, so a job appended here is always settled.
@@ -541,10 +549,12 @@ class WorkerPool:
         there is none to send it."""
         if self._worn_out(worker):
             return True
-        job = self._next_job(ahead=bool(worker.jobs))
+        job = self._next_job(worker)
         if job is None:
             return False
         try:
+            if job.share is not None:
+                self._share(worker, job.share)
             send(worker.conn, RunJob(job.job_id, job.payload, job.log_prints, job.timeout is not None))
         except OSError:
             # The worker is already gone: the job goes back to the front of the queue
@@ -555,23 +565,35 @@ class WorkerPool:
         worker.jobs.append(job)
         return True
 
-    def _next_job(self, *, ahead: bool) -> _Job | None:
-        """The oldest queued job, skipping any cancelled since this round began; none once
-        shutting down (a worker may ask between the shutdown request and the manager's next
-        sweep of the queue, which cancels what is left in it).
+    def _next_job(self, worker: _Worker) -> _Job | None:
+        """The oldest queued job for ``worker``, skipping any cancelled since this round began;
+        none once shutting down (a worker may ask between the shutdown request and the
+        manager's next sweep of the queue, which cancels what is left in it).
 
-        ``ahead``: for a busy worker, only while more jobs than workers are queued (the last
-        ones go to whichever worker is free first) and only a call of ``_AHEAD_BYTES`` at most.
+        For a busy worker, only while more jobs than workers are queued (the last ones go to
+        whichever worker is free first) and only ``_AHEAD_BYTES`` at most to send.
         """
         with self._lock:
             while self._pending and not self._closing:
                 job = self._pending[0]
-                if ahead and (len(self._pending) <= self.processes or len(job.payload) > _AHEAD_BYTES):
+                too_late = len(self._pending) <= self.processes or _bytes_to_send(worker, job) > _AHEAD_BYTES
+                if worker.jobs and too_late:
                     return None
                 self._pending.popleft()
                 if not job.future.done():
                     return job
         return None
+
+    @staticmethod
+    def _share(worker: _Worker, share: Shared) -> None:
+        """Send ``worker`` the value of ``share`` unless it has it; past ``_SHARES_KEPT`` values,
+        it drops the one least recently sent (the jobs already sent to it run first)."""
+        if share.key in worker.shares:
+            worker.shares.move_to_end(share.key)
+            return
+        drop = worker.shares.popitem(last=False)[0] if len(worker.shares) >= _SHARES_KEPT else None
+        send(worker.conn, Share(share.key, share.blob, drop))
+        worker.shares[share.key] = None
 
     def _worn_out(self, worker: _Worker) -> bool:
         """A worker handed ``maxtasksperchild`` jobs exits after them and gets no more."""
@@ -725,6 +747,13 @@ def _settle(
     except concurrent.futures.InvalidStateError:
         return False
     return True
+
+
+def _bytes_to_send(worker: _Worker, job: _Job) -> int:
+    """What handing ``job`` to ``worker`` writes to its pipe: the call, and its shared value
+    if the worker lacks it."""
+    share = job.share
+    return len(job.payload) + (len(share.blob) if share is not None and share.key not in worker.shares else 0)
 
 
 def _not_started(job: _Job, cause: BaseException | None) -> None:

@@ -117,3 +117,10 @@ def die_after(seconds: float) -> None:
     """Sleep ``seconds``, then kill the worker with SIGKILL."""
     time.sleep(seconds)
     die("sigkill")
+
+
+def first_and_identity(values: list[int]) -> tuple[int, int, int]:
+    """(the first value, the list's identity, this worker's PID): the identity shows whether a
+    worker built the list once for all its jobs."""
+    time.sleep(0.01)
+    return values[0], id(values), os.getpid()

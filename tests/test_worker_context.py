@@ -14,7 +14,7 @@ import pytest
 from prefect import flow, task
 from prefect.settings import get_current_settings
 
-from poolflow.runners import worker_context
+from poolflow.runners import worker, worker_context
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -90,7 +90,8 @@ def test_a_chunks_item_runs_from_jobs_unpickled_once_and_writes_its_own_record(t
             worker_context.TaskRunInfo.of(context),
             RecordWriter(store, None, plain_local_folder(store)),
         )
-        shared = worker_context.PickledOnce(jobs)
+        shared = worker.Shared(jobs)
+        worker.keep(worker.Share(shared.key, shared.blob))  # as a worker keeps what the pool sends it
         first, second = (pickle.loads(pickle.dumps(shared)) for _ in range(2))
         kept = worker_context.call_chunk_item(first, "double(3)", (3,), {}, "k")
         lost = worker_context.call_chunk_item(second, "double(4)", (4,), {}, "../outside/k")

@@ -31,6 +31,7 @@ from pool_jobs import (
     die_first_time_once_sent_a_job,
     fail,
     fail_unrebuildably,
+    first_and_identity,
     pid_of_worker,
     spin,
     square,
@@ -38,12 +39,15 @@ from pool_jobs import (
     touch_after,
 )
 
+from poolflow.runners import worker_pool
 from poolflow.runners.worker import (
     JobLog,
     JobProblem,
     JobResult,
     JobStarted,
     RunJob,
+    Share,
+    Shared,
     Stop,
     WorkerReady,
     receive_report,
@@ -172,6 +176,52 @@ def test_jobs_queued_or_submitted_after_an_interrupt_stop_as_interrupted() -> No
     with pytest.raises(KeyboardInterrupt) as raised:
         pool.submit(square, (3,))
     assert raised.value is interrupt
+
+
+def test_a_shared_value_goes_to_each_worker_once_and_the_jobs_carry_only_its_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A value many jobs share (a chunk's function and task run) crosses each pipe once, is
+    unpickled once per worker, and reaches a replacement worker too; past the values a worker
+    keeps, the oldest is dropped and sent again when a job needs it."""
+    sent: list[Any] = []
+
+    def spy(conn: Any, message: Any) -> None:
+        sent.append(message)
+        send(conn, message)
+
+    monkeypatch.setattr(worker_pool, "send", spy)
+    pool = WorkerPool(2)
+    pool.start()
+    try:
+        big = Shared(list(range(7, 200_007)))  # about a megabyte pickled
+        results = [
+            f.result(60) for f in [pool.submit(first_and_identity, (big,), share=big) for _ in range(40)]
+        ]
+        identities = collections.defaultdict(set)
+        for first, identity, pid in results:
+            assert first == 7
+            identities[pid].add(identity)
+        assert all(len(built) == 1 for built in identities.values()), identities  # once per worker
+        shares = [m for m in sent if isinstance(m, Share)]
+        assert len(shares) == len(identities) and {m.key for m in shares} == {big.key}
+        assert max(len(m.payload) for m in sent if isinstance(m, RunJob)) < 1000 < len(big.blob)
+
+        killed = started_workers(pool)[0]
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while killed in pool.worker_pids() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        again = [pool.submit(first_and_identity, (big,), share=big) for _ in range(20)]
+        assert [f.result(60)[0] for f in again] == [7] * 20
+        assert sum(isinstance(m, Share) and m.key == big.key for m in sent) == 3  # the replacement got it too
+
+        many = list(enumerate(Shared([i]) for i in range(worker_pool._SHARES_KEPT + 3)))
+        for i, value in [*many, *many[:2]]:
+            assert pool.submit(first_and_identity, (value,), share=value).result(60)[0] == i
+        assert any(m.drop is not None for m in sent if isinstance(m, Share))
+    finally:
+        pool.shutdown()
 
 
 @pytest.mark.parametrize("maxtasksperchild", [None, 3])
