@@ -57,16 +57,14 @@ class CancellationWatcher:
                     self.on_cancel()
                     return
 
-    def conclude(self) -> bool:
+    def conclude(self) -> None:
         """End a flow run this watcher saw cancelled as ``Cancelled``, once its task runs stopped:
         nobody else will (a run started directly has no worker to finish the cancel, and the
-        API refuses the flow's own final state while the run is ``Cancelling``). True if the
-        watcher saw the run cancelled."""
+        API refuses the flow's own final state while the run is ``Cancelling``)."""
         if not self.cancelled:
-            return False
+            return
         with get_client(sync_client=True) as client:
             state = client.read_flow_run(self.flow_run_id).state
             if state is not None and state.type is StateType.CANCELLING:
                 message = "Flow run was cancelled; poolflow stopped its task runs"
                 client.set_flow_run_state(self.flow_run_id, Cancelled(message=message), force=True)
-        return True

@@ -260,7 +260,9 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             if watcher is not None:
                 watcher.stop()
             wait_until_recorded(_task_run_ids(ran), self.record_timeout)
-            if watcher is not None and watcher.conclude():
+            if watcher is not None:
+                watcher.conclude()
+            if watcher is not None and watcher.cancelled:
                 # The flow call raises a stopped task run's error once the engine is done.
                 one_line_for(CancelledError, CANCELLED_LINE)
         finally:
