@@ -25,6 +25,8 @@ ChunkSize = int | Literal["auto"]
 DEFAULT_TARGET_SECONDS = 3.0
 DEFAULT_MAX_CHUNK = 1000
 _SMOOTHING = 0.3  # weight of the newest duration in the moving average
+_RAMP = 4  # a chunk holds at most this many times the items of the one before
+_TAIL = 4  # the end's chunks hold at least 1/_TAIL of the target
 
 
 class ChunkSizer(Protocol):
@@ -60,11 +62,13 @@ class AutoChunkSizer:
     - The first chunk is one item: its task run (and the first result) shows at once.
     - Until an item's duration is measured, chunks hold ``processes`` items (about one
       item's time on all workers, however long items take).
-    - Then ``target_seconds × processes / average item seconds``, at most double the
-      previous chunk (sizes ramp up instead of jumping on a first noisy measurement) and
-      at most ``max_size``; at least one item, so slow items get a task run each.
-    - Never more than half the items still waiting, so the end of the input is split
-      into smaller chunks that finish one after another.
+    - Then the target, ``target_seconds × processes / average item seconds`` items, at most
+      four times the previous chunk (sizes ramp up instead of jumping on a first noisy
+      measurement) and at most ``max_size``; at least one item, so slow items get a task
+      run each.
+    - Never more than half the items still waiting, so the end of the input is split into
+      smaller chunks that finish one after another; but not below a quarter of the target,
+      since every task run costs the same whatever its size.
     """
 
     def __init__(
@@ -96,12 +100,13 @@ class AutoChunkSizer:
             if self._formed == 0:
                 size = 1
             elif self.mean_seconds is None:
-                size = self.processes
+                size = min(self.processes, remaining // 2)
             else:
                 wanted = self.target_seconds * self.processes / max(self.mean_seconds, 1e-6)
-                size = int(min(wanted, 2 * self._previous, self.max_size))
+                target = int(min(wanted, self.max_size))
+                size = min(target, _RAMP * self._previous, max(remaining // 2, target // _TAIL))
             self._formed += 1
-            size = max(1, min(size, remaining // 2, remaining))
+            size = max(1, min(size, remaining))
             self._previous = size
             return size
 
