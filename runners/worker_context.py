@@ -122,20 +122,33 @@ def _pickle_flow_snapshot(
     ``Settings`` from its environment and files, which costs each worker a tenth of a second."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
-    updates: dict[Any, Any] = {PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}
-    if api_url is not None:
-        updates[PREFECT_API_URL] = api_url.rstrip("/")
+    settings = _updated(settings_context.settings, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.accessor, False)
+    if api_url is not None and api_url.rstrip("/") != (settings.api.url or "").rstrip("/"):
+        # an ephemeral server's URL: Prefect derives its UI's URLs from it, so it rebuilds all
+        settings = settings.copy_with_update(updates={PREFECT_API_URL: api_url.rstrip("/")})
     flow = flow_context.flow if flow_context is not None else None
     return pickle.dumps(
         (
             settings_context.profile,
-            settings_context.settings.copy_with_update(updates=updates),
+            settings,
             flow_context.flow_run if flow_context is not None else None,
             getattr(flow, "name", None),
             getattr(flow, "version", None),
             flow_context.log_prints if flow_context is not None else False,
         )
     )
+
+
+def _updated(model: Any, accessor: str, value: Any) -> Any:
+    """``model`` with its setting at ``accessor`` (e.g. ``"server.ephemeral.enabled"``) set to
+    ``value``, for a setting no other is derived from.
+
+    Copies only the models along the path and validates nothing: Prefect's
+    ``copy_with_update`` builds the whole ``Settings`` again from its sources, which takes
+    tens of milliseconds before the first item of a flow run can be sent.
+    """
+    field, _, rest = accessor.partition(".")
+    return model.model_copy(update={field: _updated(getattr(model, field), rest, value) if rest else value})
 
 
 class _FlowContexts:

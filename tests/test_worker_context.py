@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from prefect import flow, task
-from prefect.settings import get_current_settings
+from prefect.context import get_settings_context
+from prefect.settings import PREFECT_API_URL, get_current_settings
 
 from poolflow.runners import worker, worker_context
 
@@ -66,6 +67,14 @@ def test_the_snapshot_carries_the_flows_settings_with_its_api_and_no_ephemeral_s
     # Everything else as the flow process has it.
     left = settings.model_dump(exclude={"api": {"url"}, "server": {"ephemeral": {"enabled"}}})
     assert left == own.model_dump(exclude={"api": {"url"}, "server": {"ephemeral": {"enabled"}}})
+
+    # A client on an API the settings do not name (Prefect's ephemeral server): the URLs
+    # Prefect derives from the API's (its UI's) follow it, as Prefect's own update makes them.
+    elsewhere = "http://127.0.0.1:9/api"
+    context = get_settings_context()
+    _, moved, *_ = pickle.loads(worker_context._pickle_flow_snapshot(context, None, elsewhere + "/"))
+    assert moved.api.url == elsewhere and moved.server.ephemeral.enabled is False
+    assert moved.ui_url == own.copy_with_update(updates={PREFECT_API_URL: elsewhere}).ui_url != own.ui_url
 
 
 def double(x: int) -> int:
