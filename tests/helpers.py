@@ -151,6 +151,9 @@ def run_user_script(
         capture_output=True,
         text=True,
         timeout=300,
+        # SIGINT as a terminal's shell leaves it, also when the tests were started in the
+        # background (a non-interactive shell's background job ignores it, and so would the script).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
