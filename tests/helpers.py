@@ -138,6 +138,21 @@ def prefect_free_env(home: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+POWER_TASKS = """\
+@task
+def square(x):
+    return x * x
+
+
+@task
+async def cube(x):
+    await asyncio.sleep(0.01)
+    return x * x * x
+"""
+"""A user script's two tasks, one sync and one async (the script imports ``asyncio`` and
+``task``)."""
+
+
 def run_user_script(
     folder: Path, name: str, text: str, api_url: str, *args: str
 ) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import run_user_script
+from helpers import POWER_TASKS, run_user_script
 from prefect import flow, task
 from prefect_helpers import flow_task_runs
 
@@ -43,7 +43,8 @@ def test_finished_task_runs_are_confirmed_and_unknown_ones_are_not() -> None:
     assert wait_until_recorded([unknown], stall_timeout=0.5) == {unknown}
 
 
-ASYNC_FLOW = """\
+ASYNC_FLOW = (
+    """\
 import asyncio
 import sys
 
@@ -56,16 +57,9 @@ else:
     from prefect.task_runners import ProcessPoolTaskRunner as Runner
 
 
-@task
-def square(x):
-    return x * x
-
-
-@task
-async def cube(x):
-    await asyncio.sleep(0.01)
-    return x * x * x
-
+"""
+    + POWER_TASKS
+    + """
 
 @flow(task_runner=Runner(2))
 async def powers(n):
@@ -79,6 +73,7 @@ if __name__ == "__main__":
     print(run_id)
     print(squares, cubes)
 """
+)
 
 
 @pytest.mark.parametrize("runner", ["poolflow", "prefect"])

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import run_user_script
+from helpers import POWER_TASKS, run_user_script
 
-NESTED = """\
+NESTED = (
+    """\
 import asyncio
 import json
 import signal
@@ -34,16 +35,9 @@ def ctrl_c():
     return "python" if handler is signal.default_int_handler else "other"
 
 
-@task
-def square(x):
-    return x * x
-
-
-@task
-async def cube(x):
-    await asyncio.sleep(0.01)
-    return x**3
-
+"""
+    + POWER_TASKS
+    + """
 
 @flow(name=f"sync-child-{KIND}", task_runner=runner())
 def sync_child(n):
@@ -66,6 +60,7 @@ if __name__ == "__main__":
     results = asyncio.run(parent(6))
     print(json.dumps({"results": results, "ctrl_c": SEEN + [ctrl_c()]}))
 """
+)
 
 
 @pytest.mark.parametrize("kind", ["poolflow", "prefect"])
