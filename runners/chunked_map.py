@@ -211,7 +211,6 @@ class Chunk:
             timeout=self.task.timeout_seconds,
             log_sink=log_sink,
             log_prints=log_prints,
-            share=shared,
         )
 
     def _settle_job(self, item: Item, job: concurrent.futures.Future[Any], logger: Any) -> None:

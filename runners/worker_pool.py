@@ -397,14 +397,14 @@ class WorkerPool:
         timeout: float | None = None,
         log_sink: LogSink | None = None,
         log_prints: bool = False,
-        share: Shared | None = None,
     ) -> PoolFuture:
         """Queue ``fn(*args, **kwargs)``; the future gives its result or raises its error.
 
         Pickling happens here, in the caller's thread, so an unpicklable argument fails
-        this one call at once. ``share``: the ``Shared`` value the arguments hold, which the
-        worker that runs the call is sent first unless it has it.
+        this one call at once. A ``Shared`` among ``args`` is sent first to the worker that
+        runs the call, unless it has it.
         """
+        share = next((arg for arg in args if isinstance(arg, Shared)), None)
         try:
             payload = cloudpickle.dumps((fn, tuple(args), kwargs or {}), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:

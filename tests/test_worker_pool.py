@@ -195,9 +195,7 @@ def test_a_shared_value_goes_to_each_worker_once_and_the_jobs_carry_only_its_key
     pool.start()
     try:
         big = Shared(list(range(7, 200_007)))  # about a megabyte pickled
-        results = [
-            f.result(60) for f in [pool.submit(first_and_identity, (big,), share=big) for _ in range(40)]
-        ]
+        results = [f.result(60) for f in [pool.submit(first_and_identity, (big,)) for _ in range(40)]]
         identities = collections.defaultdict(set)
         for first, identity, pid in results:
             assert first == 7
@@ -212,13 +210,13 @@ def test_a_shared_value_goes_to_each_worker_once_and_the_jobs_carry_only_its_key
         deadline = time.monotonic() + 30
         while killed in pool.worker_pids() and time.monotonic() < deadline:
             time.sleep(0.01)
-        again = [pool.submit(first_and_identity, (big,), share=big) for _ in range(20)]
+        again = [pool.submit(first_and_identity, (big,)) for _ in range(20)]
         assert [f.result(60)[0] for f in again] == [7] * 20
         assert sum(isinstance(m, Share) and m.key == big.key for m in sent) == 3  # the replacement got it too
 
         many = list(enumerate(Shared([i]) for i in range(worker_pool._SHARES_KEPT + 3)))
         for i, value in [*many, *many[:2]]:
-            assert pool.submit(first_and_identity, (value,), share=value).result(60)[0] == i
+            assert pool.submit(first_and_identity, (value,)).result(60)[0] == i
         assert any(m.drop is not None for m in sent if isinstance(m, Share))
     finally:
         pool.shutdown()
