@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import copy
 import functools
+import gc
 import inspect
 import logging
 import os
@@ -124,6 +125,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._dispatcher: ChunkDispatcher | None = None
         self._watcher: CancellationWatcher | None = None
         self._restore_ctrl_c: Callable[[], None] | None = None
+        self._froze = False  # this runner froze the process's objects and unfreezes them at its exit
         self._pool_tasks: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
         self._ran = bytearray()  # finished task runs still to be confirmed as recorded, 16 bytes each
         self._pending = 0
@@ -202,6 +204,7 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self.peak_pending = 0
         self._watch_flow_run()
         self._restore_ctrl_c = interrupt_waiting_loop()
+        self._froze = _freeze_existing_objects()
         return self
 
     def _watch_flow_run(self) -> None:
@@ -272,6 +275,9 @@ class MultiprocessingTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             if self._restore_ctrl_c is not None:
                 self._restore_ctrl_c()
                 self._restore_ctrl_c = None
+            if self._froze:
+                gc.unfreeze()
+                self._froze = False
             self._pool = None
             self._engines = None
             self._dispatcher = None
@@ -506,6 +512,23 @@ def _run_untracked(engine: Callable[..., Any], /, **kwargs: Any) -> Any:
     )
     with scratch:
         return engine(**kwargs)
+
+
+def _freeze_existing_objects() -> bool:
+    """Leave the objects that exist now out of the cyclic collector's scans; True if it did.
+
+    A flow process holds hundreds of thousands of long-lived objects (Prefect's modules,
+    classes, schemas) when its runner starts, and a map allocates enough (futures, states,
+    items) to set off a full collection: a tenth of a second with the GIL held, in which no
+    thread of the flow process hands a worker its next job. ``gc.freeze`` spares them the
+    scan; the runner's exit puts them back in the oldest generation (``gc.unfreeze``), where
+    any garbage among them is collected as before. A process whose collector is off, or
+    that froze objects itself, is left as it is.
+    """
+    if not gc.isenabled() or gc.get_freeze_count():
+        return False
+    gc.freeze()
+    return True
 
 
 def _task_run_ids(packed: bytearray) -> Iterator[uuid.UUID]:
