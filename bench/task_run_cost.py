@@ -11,11 +11,13 @@ run costs the server its state events, whatever the number of items it holds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,13 +36,7 @@ from prefect.runtime import flow_run
 
 from poolflow import MultiprocessingTaskRunner
 
-
-@task
-def spin(x):
-    end = time.thread_time() + float(sys.argv[2]) / 1000
-    while time.thread_time() < end:
-        pass
-    return x
+SPIN_TASK
 
 
 @flow(task_runner=MultiprocessingTaskRunner(2))
@@ -51,6 +47,31 @@ def spins(n):
 if __name__ == "__main__":
     print(spins(int(sys.argv[1]))[0])
 """
+SPIN_TASK = """
+@task
+def spin(x):
+    end = time.thread_time() + float(sys.argv[2]) / 1000
+    while time.thread_time() < end:
+        pass
+    return x
+"""
+"""A user's task: ``sys.argv[2]`` milliseconds of CPU (``time.thread_time``), returning its argument."""
+
+
+@contextlib.contextmanager
+def spin_script(script: str, items: int, ms: float) -> Iterator[tuple[list[str], Path, dict[str, str], str]]:
+    """``script`` (with ``SPIN_TASK`` in place of its line ``SPIN_TASK``) in a fresh folder, beside
+    a default ``prefect server start``, run once on one item (imports and database warm); yields
+    the command mapping ``items`` spins of ``ms``, its folder, its environment and the API URL."""
+    folder = Path(tempfile.mkdtemp(prefix="poolflow-spins-"))
+    (folder / "spins.py").write_text(script.replace("\nSPIN_TASK\n", SPIN_TASK))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=fresh_home(), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    with default_server(env) as api_url:
+        env["PREFECT_API_URL"] = api_url
+        command = [sys.executable, "spins.py", str(items), str(ms)]
+        subprocess.run([*command[:2], "1", "0"], cwd=folder, env=env, check=True, capture_output=True)
+        yield command, folder, env, api_url
 
 
 def server_cpu(api_url: str) -> float:
@@ -76,14 +97,7 @@ def main() -> None:
     parser.add_argument("--ms", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="poolflow-task-run-cost-"))
-    (folder / "spins.py").write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=fresh_home(), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    with default_server(env) as api_url:
-        env["PREFECT_API_URL"] = api_url
-        command = [sys.executable, "spins.py", str(args.items), str(args.ms)]
-        subprocess.run([*command[:2], "1", "0"], cwd=folder, env=env, check=True, capture_output=True)
+    with spin_script(SCRIPT, args.items, args.ms) as (command, folder, env, api_url):
         for run in range(1, args.runs + 1):
             started, before = time.monotonic(), server_cpu(api_url)
             done = subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True, text=True)
