@@ -15,9 +15,10 @@ import argparse
 import statistics
 import subprocess
 
-from bench.task_run_cost import spin_script
+from bench.task_run_cost import SPIN_TASK, spin_script
 
-SCRIPT = """\
+SCRIPT = (
+    """\
 import gc
 import os
 import sys
@@ -41,9 +42,9 @@ def timed(phase, info):
         started[0] = time.perf_counter()
     else:
         longest[0] = max(longest[0], time.perf_counter() - started[0])
-
-SPIN_TASK
-
+"""
+    + SPIN_TASK
+    + """
 
 @flow(task_runner=MultiprocessingTaskRunner(2))
 def spins(n):
@@ -58,6 +59,7 @@ def spins(n):
 if __name__ == "__main__":
     spins(int(sys.argv[1]))
 """
+)
 
 MODES = ("as is", "no freeze")
 

@@ -27,26 +27,6 @@ import psutil
 from bench.default_server import default_server
 from bench.homes import fresh_home
 
-SCRIPT = """\
-import sys
-import time
-
-from prefect import flow, task
-from prefect.runtime import flow_run
-
-from poolflow import MultiprocessingTaskRunner
-
-SPIN_TASK
-
-
-@flow(task_runner=MultiprocessingTaskRunner(2))
-def spins(n):
-    return flow_run.id, sum(future.result() for future in spin.map(range(n)))
-
-
-if __name__ == "__main__":
-    print(spins(int(sys.argv[1]))[0])
-"""
 SPIN_TASK = """
 @task
 def spin(x):
@@ -57,14 +37,37 @@ def spin(x):
 """
 """A user's task: ``sys.argv[2]`` milliseconds of CPU (``time.thread_time``), returning its argument."""
 
+SCRIPT = (
+    """\
+import sys
+import time
+
+from prefect import flow, task
+from prefect.runtime import flow_run
+
+from poolflow import MultiprocessingTaskRunner
+"""
+    + SPIN_TASK
+    + """
+
+@flow(task_runner=MultiprocessingTaskRunner(2))
+def spins(n):
+    return flow_run.id, sum(future.result() for future in spin.map(range(n)))
+
+
+if __name__ == "__main__":
+    print(spins(int(sys.argv[1]))[0])
+"""
+)
+
 
 @contextlib.contextmanager
 def spin_script(script: str, items: int, ms: float) -> Iterator[tuple[list[str], Path, dict[str, str], str]]:
-    """``script`` (with ``SPIN_TASK`` in place of its line ``SPIN_TASK``) in a fresh folder, beside
-    a default ``prefect server start``, run once on one item (imports and database warm); yields
-    the command mapping ``items`` spins of ``ms``, its folder, its environment and the API URL."""
+    """``script`` (a user's flow mapping ``SPIN_TASK``) in a fresh folder, beside a default
+    ``prefect server start``, run once on one item (imports and database warm); yields the
+    command mapping ``items`` spins of ``ms``, its folder, its environment and the API URL."""
     folder = Path(tempfile.mkdtemp(prefix="poolflow-spins-"))
-    (folder / "spins.py").write_text(script.replace("\nSPIN_TASK\n", SPIN_TASK))
+    (folder / "spins.py").write_text(script)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=fresh_home(), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     with default_server(env) as api_url:
